@@ -1,0 +1,19 @@
+"""The kit's own stems and heads, registered through the same hooks a third-party plugin uses."""
+
+from __future__ import annotations
+
+from hpt_kit.hookspecs import hookimpl
+
+
+@hookimpl
+def hpt_register_stems(registry) -> None:
+    from hpt_kit.models.stems import build_mlp_stem
+
+    registry.add("mlp", build_mlp_stem)
+
+
+@hookimpl
+def hpt_register_heads(registry) -> None:
+    from hpt_kit.models.heads import build_mlp_head
+
+    registry.add("mlp", build_mlp_head)

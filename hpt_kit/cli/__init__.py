@@ -1,0 +1,1 @@
+"""The ``hpt-kit`` command (typer + rich). Only this package imports rich."""

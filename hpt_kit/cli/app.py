@@ -1,0 +1,74 @@
+"""The typer app: one small module per command group, errors as one line on stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="hpt-kit",
+    help="Heterogeneous Pre-trained Transformers: embodiment plugins around one shared trunk.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show info logs."),
+) -> None:
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from hpt_kit.cli import data, evaluate, inspect, listing, scaffold, training
+
+    for module in (listing, scaffold, data, training, evaluate, inspect):
+        module.register(app)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, reported in one line without a traceback."""
+    from hpt_kit.data.store import DatasetError
+    from hpt_kit.embodiment import SpecError
+    from hpt_kit.hub import HubError
+    from hpt_kit.recipe import RecipeError
+    from hpt_kit.registry import UnknownNameError
+    from hpt_kit.train.checkpoint import CheckpointError
+
+    return (DatasetError, SpecError, HubError, RecipeError, UnknownNameError, CheckpointError, FileExistsError)
+
+
+def main() -> None:
+    _register()
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _state["debug"]:
+            raise
+        known = isinstance(exc, _expected_errors())
+        prefix = "error" if known else f"error ({type(exc).__name__})"
+        err_console.print(f"[red]{prefix}:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1 if known else 2)

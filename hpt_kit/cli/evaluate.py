@@ -1,0 +1,71 @@
+"""``hpt-kit eval``: roll a trained policy out in its embodiment's environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def eval_command(
+    location: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT", help="Run directory, checkpoint or hf://.")],
+    embodiment: Annotated[str | None, typer.Option(help="Which of the checkpoint's embodiments (default: the first).")] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="Rollout episodes.")] = 20,
+    seed: Annotated[int, typer.Option(help="First rollout seed (kept apart from conversion seeds).")] = 1000,
+    execute_steps: Annotated[int, typer.Option(min=0, help="Chunk steps executed before re-planning (0 = all).")] = 0,
+    video: Annotated[Path | None, typer.Option(help="Folder for rollout videos.")] = None,
+    expert: Annotated[bool, typer.Option("--expert", help="Also roll out the scripted expert, for scale.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
+    import numpy as np
+
+    from hpt_kit.embodiment import RolloutRequest
+    from hpt_kit.policy import Policy
+    from hpt_kit.registry import load_registry
+    from hpt_kit.train.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(location)
+    model = ckpt.build_model()
+    name = embodiment or next(iter(model.specs))
+    policy = Policy(model, name, execute_steps)
+    emb = load_registry().embodiment(name)
+    request = RolloutRequest(episodes=episodes, seed=seed, video_dir=video)
+    result = emb.rollout(policy, request)
+    out = {
+        "embodiment": name,
+        "checkpoint": str(ckpt.path),
+        "step": ckpt.step,
+        "episodes": episodes,
+        "seed": seed,
+        "success_rate": result.success_rate,
+        "successes": list(result.successes),
+        "mean_return": float(np.mean(result.returns)) if result.returns else None,
+        "videos": list(result.videos),
+        "details": dict(result.details),
+    }
+    if expert:
+        if emb.expert_rollout is None:
+            raise typer.BadParameter(f"embodiment {name!r} has no scripted expert", param_hint="--expert")
+        ex = emb.expert_rollout(RolloutRequest(episodes=episodes, seed=seed))
+        out["expert_success_rate"] = ex.success_rate
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{name}: {episodes} episodes from seed {seed}")
+    table.add_column("policy")
+    table.add_column("success rate", justify="right")
+    table.add_column("mean return", justify="right")
+    table.add_row(f"HPT ({ckpt.path.name})", f"{result.success_rate:.1%}", f"{out['mean_return']:.2f}")
+    if expert:
+        table.add_row("scripted expert", f"{out['expert_success_rate']:.1%}", f"{float(np.mean(ex.returns)):.2f}")
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

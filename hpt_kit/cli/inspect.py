@@ -1,0 +1,82 @@
+"""``hpt-kit info``: what a checkpoint holds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+import typer
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def info_command(
+    location: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="Checkpoint, run directory or hf://.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show format, trunk preset, parameter counts per part, embodiments, statistics and the weights' sha256."""
+    from hpt_kit.train.checkpoint import WEIGHTS, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(location)
+    tensors = ckpt.tensors()
+    parts: dict[str, int] = {}
+    for key, t in tensors.items():
+        top = key.split(".")[0]
+        part = top if top == "trunk" else f"{top}.{key.split('.')[1]}"
+        parts[part] = parts.get(part, 0) + t.numel()
+    d = ckpt.description
+    out = {
+        "path": str(ckpt.path),
+        "format": d["format"],
+        "format_version": d["format_version"],
+        "kit_version": d.get("kit_version"),
+        "step": ckpt.step,
+        "mode": d.get("mode"),
+        "frozen_trunk": d.get("frozen_trunk"),
+        "trunk": d["trunk"],
+        "parameters": {"total": sum(parts.values()), **dict(sorted(parts.items()))},
+        "embodiments": d["embodiments"],
+        "metrics": d.get("metrics", {}),
+        "sha256": _sha256(ckpt.path / WEIGHTS),
+    }
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{ckpt.path}[/bold]  {d['format']} v{d['format_version']}  step {ckpt.step}  mode {d.get('mode')}")
+    t = d["trunk"]
+    console.print(f"trunk: preset {t['preset']}, width {t['embed_dim']}, {t['num_blocks']} blocks, {t['num_heads']} heads")
+    table = Table(title="parameters")
+    table.add_column("part")
+    table.add_column("count", justify="right")
+    for part, n in out["parameters"].items():
+        table.add_row(part, f"{n:,}")
+    console.print(table)
+    for name, e in d["embodiments"].items():
+        spec, stats = e["spec"], e["stats"]
+        console.print(
+            f"[bold]{name}[/bold]: state {spec['observation']['state_dim']}, action {spec['action']['dim']}, "
+            f"horizons {spec['observation_horizon']}/{spec['head']['action_horizon']}, head {spec['head']['kind']}",
+            highlight=False,
+        )
+        console.print(f"  action min {_fmt(stats['action']['min'])} max {_fmt(stats['action']['max'])}", highlight=False)
+        console.print(f"  state mean {_fmt(stats['state']['mean'])} std {_fmt(stats['state']['std'])}", highlight=False)
+    console.print(f"sha256 {out['sha256']}")
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info_command)

@@ -1,0 +1,66 @@
+"""Rich progress bars for conversion and training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@contextmanager
+def conversion_progress():
+    """Yields ``on_convert(name, episodes) -> on_episode(i, steps)`` for the data layer."""
+    with make_progress() as progress:
+
+        def on_convert(name: str, episodes: int) -> Callable[[int, int], None]:
+            task = progress.add_task(f"convert {name}", total=episodes, info="")
+
+            def on_episode(i: int, steps: int) -> None:
+                progress.update(task, completed=i + 1, info=f"{steps} steps")
+
+            return on_episode
+
+        yield on_convert
+
+
+@contextmanager
+def training_progress(total: int, start: int = 0):
+    """Yields ``(on_log, on_convert)`` callbacks that drive one bar with loss and samples/s."""
+    with make_progress() as progress:
+        task = progress.add_task("train", total=total, completed=start, info="")
+        val: dict[str, Any] = {}
+
+        def on_log(record: dict[str, Any]) -> None:
+            if "val_loss" in record:
+                val.update(record["val_loss"])
+            if "loss" in record:
+                v = " ".join(f"{k}={x:.4f}" for k, x in val.items())
+                progress.update(
+                    task,
+                    completed=record["step"],
+                    info=f"loss {record['loss']:.4f}  {record['samples_per_s']:.0f} samples/s  {('val ' + v) if v else ''}",
+                )
+
+        def on_convert(name: str, episodes: int) -> Callable[[int, int], None]:
+            ctask = progress.add_task(f"convert {name}", total=episodes, info="")
+            return lambda i, steps: progress.update(ctask, completed=i + 1)
+
+        yield on_log, on_convert

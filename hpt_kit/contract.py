@@ -1,0 +1,69 @@
+"""The embodiment contract as one callable check, shared by the kit's tests and by every plugin's own.
+
+``check_embodiment(emb)`` validates the spec, converts a couple of episodes and validates each, and
+runs the rollout runner with a random controller. It raises :class:`SpecError` (or whatever the
+plugin raised) on the first violation and returns what it observed, for further assertions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpt_kit.embodiment import (
+    ConvertRequest,
+    Embodiment,
+    Episode,
+    RolloutRequest,
+    RolloutResult,
+    SpecError,
+    validate_episode,
+    validate_spec,
+)
+
+
+class RandomController:
+    """Uniform random actions inside the embodiment's bounds."""
+
+    def __init__(self, embodiment: Embodiment, seed: int = 0):
+        self._low = np.asarray(embodiment.action.low, dtype=np.float32)
+        self._high = np.asarray(embodiment.action.high, dtype=np.float32)
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.calls = 0
+
+    def reset(self) -> None:
+        self._rng = np.random.default_rng(self._seed)
+
+    def act(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        self.calls += 1
+        return self._rng.uniform(self._low, self._high).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ContractReport:
+    episodes: list[Episode]
+    rollout: RolloutResult
+    controller_calls: int
+
+
+def check_embodiment(emb: Embodiment, episodes: int = 2, rollout_episodes: int = 2, seed: int = 0) -> ContractReport:
+    validate_spec(emb)
+    request = ConvertRequest(episodes=episodes, seed=seed)
+    converted = [validate_episode(emb, i, ep) for i, ep in enumerate(emb.convert_dataset(request))]
+    if len(converted) != episodes:
+        raise SpecError(f"embodiment {emb.name!r}: asked for {episodes} episodes, convert_dataset gave {len(converted)}")
+    controller = RandomController(emb, seed)
+    result = emb.rollout(controller, RolloutRequest(episodes=rollout_episodes, seed=seed))
+    if not isinstance(result, RolloutResult):
+        raise SpecError(f"embodiment {emb.name!r}: rollout returned {type(result).__name__}, not RolloutResult")
+    if not 0.0 <= result.success_rate <= 1.0 or len(result.successes) != rollout_episodes:
+        raise SpecError(
+            f"embodiment {emb.name!r}: rollout gave success_rate {result.success_rate} over "
+            f"{len(result.successes)} episodes, expected a rate in [0, 1] over {rollout_episodes}"
+        )
+    if controller.calls == 0:
+        raise SpecError(f"embodiment {emb.name!r}: rollout never called the controller")
+    return ContractReport(converted, result, controller.calls)

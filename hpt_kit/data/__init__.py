@@ -1,0 +1,1 @@
+"""Datasets: the zarr store, conversion, sampling."""

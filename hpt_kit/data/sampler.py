@@ -1,0 +1,103 @@
+"""Training samples: an observation history and an action chunk, assembled a whole batch at a time.
+
+A sample at step t of an episode [s, e) holds observations at t-H+1 .. t and actions at t .. t+K-1
+(H = observation_horizon, K = action_horizon). Indices outside the episode are clamped to its edge:
+the history before the first step repeats the first observation and the chunk past the last step
+repeats the last action (the robot holds still). Windows never cross episode boundaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from hpt_kit.data.store import Dataset
+from hpt_kit.embodiment import ACTION
+
+
+def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation episode indices: a seeded shuffle, at least one episode on each side
+    whenever there are two or more episodes and ``val_fraction`` > 0."""
+    order = np.random.default_rng(seed).permutation(num_episodes)
+    n_val = int(round(val_fraction * num_episodes))
+    if val_fraction > 0 and num_episodes >= 2:
+        n_val = min(max(n_val, 1), num_episodes - 1)
+    else:
+        n_val = 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+class SequenceSampler:
+    """Windows over the steps of some episodes of one dataset, held in memory as numpy arrays."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        episodes: Sequence[int] | np.ndarray,
+        observation_horizon: int,
+        action_horizon: int,
+        fields: Sequence[str],
+        arrays: Mapping[str, np.ndarray] | None = None,
+    ):
+        assert observation_horizon >= 1 and action_horizon >= 1
+        self.dataset = dataset
+        self.observation_horizon = observation_horizon
+        self.action_horizon = action_horizon
+        self.obs_fields = [f for f in fields if f != ACTION]
+        # Arrays may be shared between the train and validation sampler of one dataset.
+        self.arrays = dict(arrays) if arrays is not None else {f: dataset.load(f) for f in (*self.obs_fields, ACTION)}
+        episodes = np.asarray(episodes, dtype=np.int64)
+        starts, ends = dataset.episode_starts[episodes], dataset.episode_ends[episodes]
+        lengths = ends - starts
+        # One sample per step of every chosen episode, with its episode's bounds.
+        self.index = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(episodes) else np.zeros(0, np.int64)
+        self.start = np.repeat(starts, lengths)
+        self.last = np.repeat(ends - 1, lengths)
+        self._obs_offsets = np.arange(-observation_horizon + 1, 1)  # (H,)
+        self._act_offsets = np.arange(action_horizon)  # (K,)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Samples at positions ``rows`` of this sampler: obs fields (B, H, ...), action (B, K, A)."""
+        t = self.index[rows][:, None]
+        lo, hi = self.start[rows][:, None], self.last[rows][:, None]
+        obs_idx = np.clip(t + self._obs_offsets, lo, hi)  # (B, H)
+        act_idx = np.clip(t + self._act_offsets, lo, hi)  # (B, K)
+        out = {f: self.arrays[f][obs_idx] for f in self.obs_fields}
+        out[ACTION] = self.arrays[ACTION][act_idx]
+        return out
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return self.batch(rng.integers(0, len(self), size=batch_size))
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Every sample once, in order (validation); at most ``limit`` batches."""
+        for n, i in enumerate(range(0, len(self), batch_size)):
+            if limit is not None and n >= limit:
+                return
+            yield self.batch(np.arange(i, min(i + batch_size, len(self))))
+
+
+def make_samplers(
+    dataset: Dataset,
+    observation_horizon: int,
+    action_horizon: int,
+    fields: Sequence[str],
+    val_fraction: float,
+    seed: int,
+    max_episodes: int | None = None,
+) -> tuple[SequenceSampler, SequenceSampler | None]:
+    """Train and validation samplers over one dataset, split by episode.
+
+    ``max_episodes`` keeps only the first that many episodes (e.g. K demonstrations for transfer).
+    """
+    n = dataset.num_episodes if max_episodes is None else min(max_episodes, dataset.num_episodes)
+    train_eps, val_eps = split_episodes(n, val_fraction, seed)
+    wanted = [f for f in fields if f != ACTION]
+    arrays = {f: dataset.load(f) for f in (*wanted, ACTION)}
+    train = SequenceSampler(dataset, train_eps, observation_horizon, action_horizon, wanted, arrays)
+    val = SequenceSampler(dataset, val_eps, observation_horizon, action_horizon, wanted, arrays) if len(val_eps) else None
+    return train, val

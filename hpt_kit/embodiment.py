@@ -1,0 +1,395 @@
+"""The typed description of an embodiment: what it observes, how it acts, how its data is made and
+how it is evaluated.
+
+An embodiment plugin builds one :class:`Embodiment` per robot (or robot + task family) and hands it to
+the kit through ``hpt_register_embodiments``. Everything a plugin declares is plain data except two
+callables, ``convert_dataset`` and ``rollout``; the data part round-trips through JSON so that datasets
+and checkpoints carry the spec they were made with.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
+
+# Field names inside an episode and a dataset store.
+STATE = "state"
+ACTION = "action"
+IMAGE = "image"
+IMAGE_FEATURES = "image_features"
+LANGUAGE = "language"
+
+MODALITIES = (STATE, IMAGE_FEATURES, LANGUAGE)
+
+
+class SpecError(ValueError):
+    """A spec or an episode that does not satisfy the contract; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Rendered camera frames, stored as uint8 (views, height, width, channels) per step."""
+
+    views: tuple[str, ...]
+    height: int
+    width: int
+    channels: int = 3
+
+
+@dataclass(frozen=True)
+class ImageFeatureSpec:
+    """Precomputed image features per step: (views, tokens, channels), e.g. 49x512 for a ResNet-18."""
+
+    views: tuple[str, ...]
+    tokens: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class LanguageSpec:
+    """Instruction embeddings per step: (tokens, channels)."""
+
+    tokens: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    state_dim: int
+    image: ImageSpec | None = None
+    image_features: ImageFeatureSpec | None = None
+    language: LanguageSpec | None = None
+
+    def field_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-step shape of every observation field a converted episode carries."""
+        shapes: dict[str, tuple[int, ...]] = {STATE: (self.state_dim,)}
+        if self.image is not None:
+            im = self.image
+            shapes[IMAGE] = (len(im.views), im.height, im.width, im.channels)
+        if self.image_features is not None:
+            f = self.image_features
+            shapes[IMAGE_FEATURES] = (len(f.views), f.tokens, f.channels)
+        if self.language is not None:
+            shapes[LANGUAGE] = (self.language.tokens, self.language.channels)
+        return shapes
+
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities a stem can consume (raw images need a feature extractor first)."""
+        present = {STATE, *self.field_shapes()}
+        return tuple(m for m in MODALITIES if m in present)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    dim: int
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    control_hz: float
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """How one modality becomes tokens: a projector then cross-attention from learned latents."""
+
+    modality: str
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (128,)  # projector widths before the cross-attention
+    num_tokens: int = 16  # latent tokens the stem emits, whatever its input length
+    num_heads: int = 8
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (256, 256)
+    action_horizon: int = 4  # steps in the predicted action chunk
+    loss: str = "huber"
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    """What ``convert_dataset`` is asked for. ``notes`` is for the plugin to fill with facts that are
+    stored with the dataset (episodes dropped, simulator versions, expert success rate, ...)."""
+
+    episodes: int
+    seed: int
+    render: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    episodes: int
+    seed: int
+    video_dir: Path | None = None
+    render: bool = False  # the controller consumes rendered images
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    success_rate: float
+    successes: tuple[bool, ...]
+    returns: tuple[float, ...]
+    episode_lengths: tuple[int, ...] = ()
+    videos: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_episodes(
+        cls,
+        successes: list[bool],
+        returns: list[float],
+        lengths: list[int] | None = None,
+        videos: list[str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> RolloutResult:
+        rate = float(np.mean(successes)) if successes else 0.0
+        return cls(
+            success_rate=rate,
+            successes=tuple(bool(s) for s in successes),
+            returns=tuple(float(r) for r in returns),
+            episode_lengths=tuple(int(n) for n in lengths or ()),
+            videos=tuple(videos or ()),
+            details=dict(details or {}),
+        )
+
+
+class Controller(Protocol):
+    """What a rollout runner drives: one observation in, one action out, closed loop."""
+
+    def reset(self) -> None: ...
+
+    def act(self, observation: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+
+Episode = dict[str, np.ndarray]
+ConvertFn = Callable[[ConvertRequest], Iterator[Episode]]
+RolloutFn = Callable[[Controller, RolloutRequest], RolloutResult]
+
+
+@dataclass(frozen=True)
+class Embodiment:
+    """One robot as the kit sees it.
+
+    ``convert_dataset`` yields episodes as dicts of time-major arrays: ``state`` (T, state_dim),
+    ``action`` (T, action dim) and any optional fields of the observation spec; the kit validates and
+    stores them. ``rollout`` runs a :class:`Controller` for ``request.episodes`` episodes and reports
+    the success rate. ``expert_rollout``, if given, runs the scripted expert the same way, for scale.
+    """
+
+    name: str
+    observation: ObservationSpec
+    action: ActionSpec
+    convert_dataset: ConvertFn
+    rollout: RolloutFn
+    stems: tuple[StemSpec, ...] = (StemSpec(STATE),)
+    head: HeadSpec = HeadSpec()
+    observation_horizon: int = 1  # past steps (current included) the stems see
+    max_episode_steps: int = 0
+    description: str = ""
+    expert_rollout: Callable[[RolloutRequest], RolloutResult] | None = None
+
+    @property
+    def action_horizon(self) -> int:
+        return self.head.action_horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        """The data part of the spec (no callables), JSON-ready."""
+        return spec_to_dict(self)
+
+
+def spec_to_dict(emb: Embodiment | EmbodimentData) -> dict[str, Any]:
+    return {
+        "name": emb.name,
+        "observation": asdict(emb.observation),
+        "action": asdict(emb.action),
+        "stems": [asdict(s) for s in emb.stems],
+        "head": asdict(emb.head),
+        "observation_horizon": emb.observation_horizon,
+        "max_episode_steps": emb.max_episode_steps,
+        "description": emb.description,
+    }
+
+
+@dataclass(frozen=True)
+class EmbodimentData:
+    """The data part of an :class:`Embodiment`, as read back from a dataset or checkpoint."""
+
+    name: str
+    observation: ObservationSpec
+    action: ActionSpec
+    stems: tuple[StemSpec, ...]
+    head: HeadSpec
+    observation_horizon: int = 1
+    max_episode_steps: int = 0
+    description: str = ""
+
+    @property
+    def action_horizon(self) -> int:
+        return self.head.action_horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        return spec_to_dict(self)
+
+
+def _tuple(values: Any) -> tuple:
+    return tuple(values) if values is not None else ()
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> EmbodimentData:
+    obs = dict(d["observation"])
+    image = obs.get("image")
+    feats = obs.get("image_features")
+    lang = obs.get("language")
+    observation = ObservationSpec(
+        state_dim=int(obs["state_dim"]),
+        image=ImageSpec(**{**image, "views": _tuple(image["views"])}) if image else None,
+        image_features=(
+            ImageFeatureSpec(**{**feats, "views": _tuple(feats["views"])}) if feats else None
+        ),
+        language=LanguageSpec(**lang) if lang else None,
+    )
+    act = d["action"]
+    action = ActionSpec(
+        dim=int(act["dim"]),
+        low=_tuple(act["low"]),
+        high=_tuple(act["high"]),
+        control_hz=float(act["control_hz"]),
+    )
+    stems = tuple(StemSpec(**{**s, "hidden": _tuple(s["hidden"])}) for s in d["stems"])
+    head = HeadSpec(**{**d["head"], "hidden": _tuple(d["head"]["hidden"])})
+    return EmbodimentData(
+        name=d["name"],
+        observation=observation,
+        action=action,
+        stems=stems,
+        head=head,
+        observation_horizon=int(d.get("observation_horizon", 1)),
+        max_episode_steps=int(d.get("max_episode_steps", 0)),
+        description=d.get("description", ""),
+    )
+
+
+def validate_spec(emb: Embodiment) -> None:
+    """Raise :class:`SpecError` naming the first field that breaks the contract."""
+    problems = spec_problems(emb)
+    if problems:
+        raise SpecError("; ".join(problems))
+
+
+def spec_problems(emb: Any) -> list[str]:
+    if not isinstance(emb, Embodiment):
+        return [f"expected an hpt_kit.Embodiment, got {type(emb).__name__}"]
+    p: list[str] = []
+    if not isinstance(emb.name, str) or not NAME_PATTERN.match(emb.name):
+        p.append(
+            f"name {emb.name!r} must be lowercase letters, digits, '-' or '_', starting with a letter"
+        )
+    obs, act = emb.observation, emb.action
+    if not isinstance(obs, ObservationSpec):
+        p.append("observation must be an ObservationSpec")
+        return p
+    if not isinstance(act, ActionSpec):
+        p.append("action must be an ActionSpec")
+        return p
+    if obs.state_dim < 1:
+        p.append(f"observation.state_dim must be >= 1, got {obs.state_dim}")
+    for fname, shape in obs.field_shapes().items():
+        if any(int(s) < 1 for s in shape):
+            p.append(f"observation.{fname} has a non-positive size in {shape}")
+    if act.dim < 1:
+        p.append(f"action.dim must be >= 1, got {act.dim}")
+    if len(act.low) != act.dim or len(act.high) != act.dim:
+        p.append(
+            f"action.low/high must have action.dim={act.dim} entries, "
+            f"got {len(act.low)} and {len(act.high)}"
+        )
+    elif not all(math.isfinite(lo) and math.isfinite(hi) and lo < hi for lo, hi in zip(act.low, act.high)):
+        p.append("action bounds must be finite with low < high in every dimension")
+    if not act.control_hz > 0:
+        p.append(f"action.control_hz must be > 0, got {act.control_hz}")
+    if not emb.stems:
+        p.append("stems must name at least one modality")
+    available = obs.modalities()
+    seen: set[str] = set()
+    for s in emb.stems:
+        if s.modality not in available:
+            p.append(f"stem for modality {s.modality!r} but the observation offers {list(available)}")
+        if s.modality in seen:
+            p.append(f"two stems for modality {s.modality!r}")
+        seen.add(s.modality)
+        if s.num_tokens < 1 or s.num_heads < 1 or any(h < 1 for h in s.hidden):
+            p.append(f"stem {s.modality!r}: num_tokens, num_heads and hidden widths must be >= 1")
+    if emb.head.action_horizon < 1:
+        p.append(f"head.action_horizon must be >= 1, got {emb.head.action_horizon}")
+    if emb.observation_horizon < 1:
+        p.append(f"observation_horizon must be >= 1, got {emb.observation_horizon}")
+    if not callable(emb.convert_dataset):
+        p.append("convert_dataset must be callable")
+    if not callable(emb.rollout):
+        p.append("rollout must be callable")
+    if emb.expert_rollout is not None and not callable(emb.expert_rollout):
+        p.append("expert_rollout must be callable or None")
+    return p
+
+
+def episode_field_shapes(spec: Embodiment | EmbodimentData) -> dict[str, tuple[int, ...]]:
+    """Per-step shape of every array an episode of this embodiment must carry."""
+    shapes = spec.observation.field_shapes()
+    shapes[ACTION] = (spec.action.dim,)
+    return shapes
+
+
+EPISODE_DTYPES = {IMAGE: np.uint8}  # everything else is float32
+
+
+def validate_episode(spec: Embodiment | EmbodimentData, index: int, episode: Mapping[str, Any]) -> Episode:
+    """Check one converted episode against the spec and return it with canonical dtypes.
+
+    Errors name the embodiment, the episode index and the field.
+    """
+    where = f"embodiment {spec.name!r}, episode {index}"
+    if not isinstance(episode, Mapping):
+        raise SpecError(f"{where}: expected a dict of arrays, got {type(episode).__name__}")
+    shapes = episode_field_shapes(spec)
+    missing = sorted(set(shapes) - set(episode))
+    extra = sorted(set(episode) - set(shapes))
+    if missing:
+        raise SpecError(f"{where}: missing field(s) {missing}")
+    if extra:
+        raise SpecError(f"{where}: field(s) {extra} are not declared in the observation spec")
+    out: Episode = {}
+    length = None
+    for fname, step_shape in shapes.items():
+        arr = np.asarray(episode[fname])
+        if arr.ndim != len(step_shape) + 1 or tuple(arr.shape[1:]) != step_shape:
+            raise SpecError(
+                f"{where}, field {fname!r}: shape {tuple(arr.shape)}, expected (T, {', '.join(map(str, step_shape))})"
+            )
+        if length is None:
+            length = arr.shape[0]
+        elif arr.shape[0] != length:
+            raise SpecError(f"{where}, field {fname!r}: {arr.shape[0]} steps, other fields have {length}")
+        want = EPISODE_DTYPES.get(fname, np.float32)
+        if want is np.uint8:
+            if arr.dtype != np.uint8:
+                raise SpecError(f"{where}, field {fname!r}: dtype {arr.dtype}, expected uint8")
+        else:
+            if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+                raise SpecError(f"{where}, field {fname!r}: dtype {arr.dtype} is not numeric")
+            arr = arr.astype(np.float32, copy=False)
+            if not np.isfinite(arr).all():
+                bad = int(np.argwhere(~np.isfinite(arr))[0][0])
+                raise SpecError(f"{where}, field {fname!r}: non-finite value at step {bad}")
+        out[fname] = arr
+    if not length:
+        raise SpecError(f"{where}: episode has no steps")
+    return out

@@ -1,0 +1,59 @@
+"""The whole extension surface of hpt-kit.
+
+A plugin is a module (or object) with functions marked ``@hpt_kit.hookimpl`` whose names match the
+specs below, exposed through a Python entry point in the group ``hpt_kit``::
+
+    [project.entry-points.hpt_kit]
+    my_arm = "hpt_kit_my_arm.plugin"
+
+Every hook receives a *registrar* and adds typed objects to it; the registrar validates them in one
+place and reports what is wrong by plugin and name, so a broken plugin never takes the others down.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from hpt_kit.registry import ComponentRegistrar, EmbodimentRegistrar
+
+PROJECT = "hpt_kit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def hpt_register_embodiments(registry: EmbodimentRegistrar) -> None:
+    """Register the embodiments this plugin provides.
+
+    Called once per plugin when the kit builds its registry (every ``hpt-kit`` command that needs
+    embodiments). Call ``registry.add(Embodiment(...))`` for each robot. An invalid spec or a name
+    another plugin already took is reported against this plugin and skipped; the plugin's other
+    embodiments still register. Return nothing.
+    """
+
+
+@hookspec
+def hpt_register_stems(registry: ComponentRegistrar) -> None:
+    """Register stem builders by name (``registry.add("mlp", builder)``).
+
+    Called once per plugin when a model is built or components are listed. A builder is called as
+    ``builder(spec: StemSpec, input_shape: tuple[int, ...], width: int, observation_horizon: int)`` and
+    returns an ``nn.Module`` mapping a (B, H, *input_shape) tensor to (B, spec.num_tokens, width)
+    tokens. The kit's own stems register through this hook too.
+    """
+
+
+@hookspec
+def hpt_register_heads(registry: ComponentRegistrar) -> None:
+    """Register head builders by name (``registry.add("mlp", builder)``).
+
+    Called once per plugin when a model is built or components are listed. A builder is called as
+    ``builder(spec: HeadSpec, width: int, action_dim: int)`` and returns an ``nn.Module`` with
+    ``loss(features, actions) -> scalar`` and ``predict(features) -> (B, action_horizon, action_dim)``,
+    where ``features`` are the trunk's output tokens (B, L, width) and ``actions`` are normalised
+    (B, action_horizon, action_dim). The kit's own heads register through this hook too.
+    """

@@ -1,0 +1,1 @@
+"""Layers, stems, trunk, heads and the HPT network."""

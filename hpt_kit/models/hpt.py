@@ -1,0 +1,100 @@
+"""The HPT network: per-embodiment stems and heads around one shared trunk, fully built in __init__."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpt_kit.embodiment import ACTION, STATE, Embodiment, EmbodimentData
+from hpt_kit.models.layers import positional_table
+from hpt_kit.models.normalizer import Normalizer
+from hpt_kit.models.trunk import Trunk, TrunkConfig
+from hpt_kit.registry import Registry, load_registry
+
+Spec = Embodiment | EmbodimentData
+
+
+def builtin_components() -> Registry:
+    """Stems and heads from the built-ins and installed plugins (embodiments are not needed here)."""
+    return load_registry()
+
+
+class HPT(nn.Module):
+    """observations --stems--> tokens --+positional table--> trunk --> head --> action chunk.
+
+    ``specs`` maps embodiment names to their specs, ``stats`` to their normaliser statistics (the
+    dataset's). ``components`` resolves stem and head kinds by name; by default, the installed ones.
+    """
+
+    def __init__(
+        self,
+        trunk: TrunkConfig,
+        specs: Mapping[str, Spec],
+        stats: Mapping[str, Mapping[str, Any]],
+        components: Registry | None = None,
+    ):
+        super().__init__()
+        assert specs, "an HPT model needs at least one embodiment"
+        missing = set(specs) - set(stats)
+        assert not missing, f"no normaliser statistics for {sorted(missing)}"
+        components = components or builtin_components()
+        width = trunk.embed_dim
+        self.trunk_config = trunk
+        self.specs: dict[str, Spec] = dict(specs)
+        self.trunk = Trunk(trunk)
+        self.stems = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        self.normalizers = nn.ModuleDict()
+        max_tokens = 0
+        for name, spec in self.specs.items():
+            shapes = spec.observation.field_shapes()
+            self.stems[name] = nn.ModuleDict(
+                {
+                    s.modality: components.stem(s.kind)(s, shapes[s.modality], width, spec.observation_horizon)
+                    for s in spec.stems
+                }
+            )
+            self.heads[name] = components.head(spec.head.kind)(spec.head, width, spec.action.dim)
+            self.normalizers[name] = Normalizer(stats[name])
+            max_tokens = max(max_tokens, sum(s.num_tokens for s in spec.stems))
+        # Constant: computed once, never saved (it is a function of position only).
+        self.register_buffer("pos_table", positional_table(max_tokens, width), persistent=False)
+
+    def encode(self, embodiment: str, observation: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Raw observations, each (B, H, *step_shape) -> trunk tokens (B, L, D)."""
+        spec = self.specs[embodiment]
+        norm = self.normalizers[embodiment]
+        stems = self.stems[embodiment]
+        tokens = []
+        for s in spec.stems:
+            x = observation[s.modality]
+            if s.modality == STATE:
+                x = norm.state(x)
+            tokens.append(stems[s.modality](x))  # (B, n_i, D)
+        x = torch.cat(tokens, dim=1)  # (B, L, D)
+        x = x + self.pos_table[:, : x.shape[1]]
+        return self.trunk(x)
+
+    def loss(self, embodiment: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar loss of the embodiment's head on one batch (raw observations and actions)."""
+        features = self.encode(embodiment, batch)
+        target = self.normalizers[embodiment].action(batch[ACTION])  # (B, K, A)
+        return self.heads[embodiment].loss(features, target)
+
+    def predict(self, embodiment: str, observation: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Raw observations -> action chunk in the robot's units, (B, action_horizon, action_dim)."""
+        features = self.encode(embodiment, observation)
+        return self.normalizers[embodiment].unaction(self.heads[embodiment].predict(features))
+
+    def stats(self) -> dict[str, dict]:
+        return {name: norm.stats() for name, norm in self.normalizers.items()}
+
+    def stem_head_parameters(self, embodiment: str | None = None) -> list[nn.Parameter]:
+        names = [embodiment] if embodiment else list(self.specs)
+        params: list[nn.Parameter] = []
+        for n in names:
+            params += list(self.stems[n].parameters()) + list(self.heads[n].parameters())
+        return params

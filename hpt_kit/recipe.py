@@ -1,0 +1,226 @@
+"""Recipes: TOML files validated into frozen dataclasses.
+
+An unknown key, a value of the wrong type or a missing required key is a :class:`RecipeError` whose
+one-line message names the file and the key. Command-line options override recipe values through
+``dataclasses.replace`` and never write back into the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpt_kit.models.trunk import PRESETS
+
+
+class RecipeError(ValueError):
+    """A recipe that does not validate: ``<file>: <key>: <what to change>``."""
+
+
+@dataclass(frozen=True)
+class RunSection:
+    name: str = "run"
+    seed: int = 0
+    out: str = ""  # run directory; default runs/<recipe name>
+
+
+@dataclass(frozen=True)
+class TrunkSection:
+    preset: str = "small"  # a name from hpt_kit.models.trunk.PRESETS, or "custom"
+    embed_dim: int = 0  # only for preset = "custom"
+    num_blocks: int = 0
+    num_heads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.preset != "custom" and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}, custom")
+        if self.preset == "custom" and min(self.embed_dim, self.num_blocks, self.num_heads) < 1:
+            raise ValueError("preset 'custom' needs embed_dim, num_blocks and num_heads >= 1")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    embodiment: str
+    weight: float = 1.0  # relative sampling weight in the pre-training mixture
+    episodes: int = 100  # episodes to convert when the dataset does not exist yet
+    path: str = ""  # default: the dataset root ($HPT_KIT_DATA or ~/.cache/hpt-kit/datasets)
+    max_episodes: int = 0  # use only the first N episodes (0 = all), e.g. K demonstrations
+    convert: bool = True  # convert the dataset if it is missing
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ValueError(f"weight must be > 0, got {self.weight}")
+        if self.episodes < 1 or self.max_episodes < 0:
+            raise ValueError("episodes must be >= 1 and max_episodes >= 0")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    val_fraction: float = 0.1  # share of episodes held out for validation
+    val_every: int = 200
+    val_batches: int = 8
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3  # newest step folders kept (latest always kept)
+    log_every: int = 20
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if min(self.val_every, self.checkpoint_every, self.log_every, self.keep_checkpoints) < 1:
+            raise ValueError("val_every, checkpoint_every, log_every and keep_checkpoints must be >= 1")
+
+
+@dataclass(frozen=True)
+class TransferSection:
+    trunk: str = ""  # run dir, checkpoint folder or hf://OWNER/REPO[@REVISION]
+    freeze_trunk: bool = True
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    episodes: int = 20
+    seed: int = 1000  # rollout seeds start here, apart from the conversion seeds
+    execute_steps: int = 0  # steps of each predicted chunk executed before re-planning; 0 = all
+
+
+@dataclass(frozen=True)
+class Recipe:
+    datasets: tuple[DatasetEntry, ...]
+    run: RunSection = field(default_factory=RunSection)
+    trunk: TrunkSection = field(default_factory=TrunkSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    transfer: TransferSection = field(default_factory=TransferSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    source: str = ""  # the file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (inner, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise RecipeError(f"{where}: unsupported union type")  # not used by the recipe types
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a table, got {value!r}")
+        return _build(tp, value, where)
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise RecipeError(f"{where}: must be {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _build(cls: Any, table: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(table) - set(fields))
+    prefix = f"{where}." if where else ""
+    if unknown:
+        raise RecipeError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in table:
+            kwargs[name] = _coerce(table[name], hints[name], f"{prefix}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{prefix}{name}: required key is missing")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise RecipeError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    try:
+        if "datasets" not in data:
+            raise RecipeError("datasets: required key is missing (add at least one [[datasets]] table)")
+        if not isinstance(data["datasets"], list) or not data["datasets"]:
+            raise RecipeError("datasets: must be a non-empty list of [[datasets]] tables")
+        data = {**data, "datasets": [d for d in data["datasets"]]}
+        hints = typing.get_type_hints(Recipe)
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(Recipe)} - {"source"})
+        if unknown:
+            raise RecipeError(f"{unknown[0]}: unknown section (known: run, trunk, datasets, train, transfer, eval)")
+        kwargs = {"source": source}
+        for name in ("run", "trunk", "train", "transfer", "eval"):
+            if name in data:
+                kwargs[name] = _coerce(data[name], hints[name], name)
+        kwargs["datasets"] = tuple(
+            _coerce(d, DatasetEntry, f"datasets[{i}]") for i, d in enumerate(data["datasets"])
+        )
+        names = [d.embodiment for d in kwargs["datasets"]]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise RecipeError(f"datasets: embodiment {sorted(dup)[0]!r} is listed twice")
+        return Recipe(**kwargs)
+    except RecipeError as exc:
+        raise RecipeError(f"{source}: {exc}") from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    return parse_recipe(data, str(path))
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    """The resolved recipe as TOML (written into every run directory)."""
+    d = recipe.to_dict()
+    lines: list[str] = []
+    for section in ("run", "trunk", "train", "transfer", "eval"):
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
+        lines.append("")
+    for entry in d["datasets"]:
+        lines.append("[[datasets]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    import json
+
+    return json.dumps(str(v))

@@ -1,0 +1,215 @@
+"""Plugin discovery and the registries built from it.
+
+``make_plugin_manager`` loads the entry points of group ``hpt_kit`` one by one, so a plugin that fails
+to import is recorded and skipped. ``load_registry`` then calls each plugin's hooks with a registrar
+scoped to that plugin, so every error names the plugin it came from.
+
+Environment:
+    HPT_KIT_DISABLE_PLUGINS  comma-separated entry-point names to skip
+    HPT_KIT_TRACE_PLUGINS    set to 1 to log every hook call
+    HPT_KIT_NO_ENTRYPOINTS   set to 1 to load only the built-in plugins
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from hpt_kit import hookspecs
+from hpt_kit.embodiment import Embodiment, spec_problems
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "hpt_kit"
+BUILTIN_PLUGINS = ("hpt_kit.builtins",)
+
+
+class UnknownNameError(KeyError):
+    """A name (embodiment, stem, head) nobody registered; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class PluginError:
+    plugin: str
+    reason: str
+    item: str | None = None  # the embodiment/stem/head name, when the error is about one
+
+    def __str__(self) -> str:
+        what = f" ({self.item})" if self.item else ""
+        return f"plugin {self.plugin!r}{what}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
+class RegisteredEmbodiment:
+    embodiment: Embodiment
+    plugin: PluginInfo
+
+
+@dataclass
+class Registry:
+    """Everything the installed plugins registered, plus everything that went wrong."""
+
+    embodiments: dict[str, RegisteredEmbodiment] = field(default_factory=dict)
+    stems: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    heads: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+    errors: list[PluginError] = field(default_factory=list)
+
+    def embodiment(self, name: str) -> Embodiment:
+        if name not in self.embodiments:
+            known = ", ".join(sorted(self.embodiments)) or "none installed"
+            hint = ""
+            broken = [e for e in self.errors if e.item == name]
+            if broken:
+                hint = f" ({broken[0]})"
+            raise UnknownNameError(f"unknown embodiment {name!r}{hint}; known: {known}")
+        return self.embodiments[name].embodiment
+
+    def stem(self, kind: str) -> Callable[..., Any]:
+        return _lookup(self.stems, kind, "stem")
+
+    def head(self, kind: str) -> Callable[..., Any]:
+        return _lookup(self.heads, kind, "head")
+
+
+def _lookup(table: dict[str, Callable[..., Any]], kind: str, what: str) -> Callable[..., Any]:
+    if kind not in table:
+        raise UnknownNameError(f"unknown {what} {kind!r}; known: {', '.join(sorted(table)) or 'none'}")
+    return table[kind]
+
+
+class EmbodimentRegistrar:
+    """Handed to ``hpt_register_embodiments``; validates what one plugin adds."""
+
+    def __init__(self, registry: Registry, plugin: PluginInfo):
+        self._registry = registry
+        self._plugin = plugin
+
+    def add(self, embodiment: Embodiment) -> None:
+        name = getattr(embodiment, "name", None)
+        problems = spec_problems(embodiment)
+        if problems:
+            self._error("invalid spec: " + "; ".join(problems), name)
+            return
+        taken = self._registry.embodiments.get(embodiment.name)
+        if taken is not None:
+            self._error(
+                f"duplicate embodiment name, already registered by plugin {taken.plugin.name!r}",
+                embodiment.name,
+            )
+            return
+        self._registry.embodiments[embodiment.name] = RegisteredEmbodiment(embodiment, self._plugin)
+
+    def _error(self, reason: str, item: str | None) -> None:
+        err = PluginError(self._plugin.name, reason, item if isinstance(item, str) else None)
+        log.warning("%s", err)
+        self._registry.errors.append(err)
+
+
+class ComponentRegistrar:
+    """Handed to ``hpt_register_stems``/``hpt_register_heads``; maps names to builders."""
+
+    def __init__(self, table: dict[str, Callable[..., Any]], registry: Registry, plugin: PluginInfo, what: str):
+        self._table = table
+        self._registry = registry
+        self._plugin = plugin
+        self._what = what
+
+    def add(self, name: str, builder: Callable[..., Any]) -> None:
+        if not isinstance(name, str) or not name or not callable(builder):
+            reason = f"a {self._what} needs a non-empty name and a callable builder"
+        elif name in self._table:
+            reason = f"duplicate {self._what} name"
+        else:
+            self._table[name] = builder
+            return
+        self._registry.errors.append(PluginError(self._plugin.name, reason, str(name)))
+
+
+def _disabled() -> set[str]:
+    raw = os.environ.get("HPT_KIT_DISABLE_PLUGINS", "")
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def make_plugin_manager(
+    load_entrypoints: bool | None = None, extra_plugins: Iterable[tuple[str, object]] = ()
+) -> tuple[pluggy.PluginManager, dict[str, PluginInfo], list[PluginError]]:
+    """A fresh plugin manager with the built-ins, the installed entry points and ``extra_plugins``.
+
+    Returns the manager, what is known about each registered plugin, and the import errors.
+    """
+    import importlib
+
+    from hpt_kit import __version__
+
+    if load_entrypoints is None:
+        load_entrypoints = os.environ.get("HPT_KIT_NO_ENTRYPOINTS", "") != "1"
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+    errors: list[PluginError] = []
+    for modname in BUILTIN_PLUGINS:
+        pm.register(importlib.import_module(modname), name=modname)
+        infos[modname] = PluginInfo(modname, "hpt-kit", __version__)
+    disabled = _disabled()
+    if load_entrypoints:
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in disabled or ep.name in infos:
+                continue
+            dist = ep.dist
+            info = PluginInfo(ep.name, dist.name if dist else "?", dist.version if dist else "?")
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
+                errors.append(PluginError(ep.name, f"failed to load {ep.value!r}: {type(exc).__name__}: {exc}"))
+                continue
+            infos[ep.name] = info
+    for name, plugin in extra_plugins:
+        pm.register(plugin, name=name)
+        infos[name] = PluginInfo(name, getattr(plugin, "__name__", name), "local")
+    pm.check_pending()
+    if os.environ.get("HPT_KIT_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: log.info("%s", msg.rstrip()))
+        pm.enable_tracing()
+    return pm, infos, errors
+
+
+def load_registry(
+    load_entrypoints: bool | None = None, extra_plugins: Iterable[tuple[str, object]] = ()
+) -> Registry:
+    """Discover plugins and collect everything they register."""
+    pm, infos, import_errors = make_plugin_manager(load_entrypoints, extra_plugins)
+    registry = Registry(plugins=list(infos.values()), errors=list(import_errors))
+    for hook_name, make in (
+        ("hpt_register_stems", lambda info: ComponentRegistrar(registry.stems, registry, info, "stem")),
+        ("hpt_register_heads", lambda info: ComponentRegistrar(registry.heads, registry, info, "head")),
+        ("hpt_register_embodiments", lambda info: EmbodimentRegistrar(registry, info)),
+    ):
+        caller = getattr(pm.hook, hook_name)
+        # Call each implementation on its own so one plugin's exception is attributed and contained.
+        for impl in reversed(caller.get_hookimpls()):
+            info = infos[impl.plugin_name]
+            try:
+                impl.function(registry=make(info))
+            except Exception as exc:  # noqa: BLE001
+                registry.errors.append(
+                    PluginError(info.name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                )
+    return registry

@@ -1,0 +1,285 @@
+"""One training loop for pre-training and transfer.
+
+Pre-training builds a fresh trunk with a stem and head per dataset; transfer loads a trunk from a
+checkpoint, attaches stems and heads for the recipe's datasets and optionally freezes the trunk. Both
+then run the same loop: pick an embodiment by mixture weight, sample a batch, one AdamW step with
+warm-up + cosine learning rate and gradient clipping; validate, log and checkpoint on schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpt_kit.data.convert import convert, default_dataset_path
+from hpt_kit.data.sampler import SequenceSampler, make_samplers
+from hpt_kit.data.store import Dataset
+from hpt_kit.models.hpt import HPT
+from hpt_kit.models.trunk import TrunkConfig, trunk_config
+from hpt_kit.recipe import Recipe, RecipeError, TrainSection, recipe_to_toml
+from hpt_kit.registry import Registry
+from hpt_kit.train.checkpoint import (
+    CheckpointError,
+    describe,
+    latest_checkpoint,
+    load_strict,
+    load_training_state,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_run_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+
+def lr_at(step: int, cfg: TrainSection) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def open_datasets(
+    recipe: Recipe,
+    registry: Registry,
+    on_convert: Callable[[str, int], Callable[[int, int], None] | None] | None = None,
+) -> dict[str, Dataset]:
+    """Open every dataset the recipe names, converting missing ones with the recipe's episode count."""
+    out: dict[str, Dataset] = {}
+    for i, entry in enumerate(recipe.datasets):
+        path = Path(entry.path) if entry.path else default_dataset_path(entry.embodiment)
+        if not path.exists():
+            if not entry.convert:
+                raise RecipeError(f"{recipe.source}: datasets[{i}].path: dataset {path} does not exist (convert = false)")
+            try:
+                embodiment = registry.embodiment(entry.embodiment)
+            except KeyError as exc:
+                raise RecipeError(f"{recipe.source}: datasets[{i}].embodiment: {exc}") from None
+            progress = on_convert(entry.embodiment, entry.episodes) if on_convert else None
+            convert(embodiment, path, episodes=entry.episodes, seed=recipe.run.seed, on_episode=progress)
+        ds = Dataset(path)
+        if ds.name != entry.embodiment:
+            raise RecipeError(
+                f"{recipe.source}: datasets[{i}].path: {path} holds embodiment {ds.name!r}, not {entry.embodiment!r}"
+            )
+        out[entry.embodiment] = ds
+    return out
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    val_loss: dict[str, float]
+    train_loss: float
+
+
+def _to_torch(batch: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _param_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only; biases, norms, latents and 1-D tensors are not decayed."""
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def validate(model: HPT, val: Mapping[str, SequenceSampler | None], cfg: TrainSection, device: torch.device) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    out: dict[str, float] = {}
+    for name, sampler in val.items():
+        if sampler is None:
+            continue
+        losses, weights = [], []
+        for batch in sampler.batches(cfg.batch_size, limit=cfg.val_batches):
+            losses.append(model.loss(name, _to_torch(batch, device)).item())
+            weights.append(len(batch["action"]))
+        out[name] = float(np.average(losses, weights=weights))
+    model.train(was_training)
+    return out
+
+
+def build_model(recipe: Recipe, datasets: Mapping[str, Dataset], registry: Registry, trunk_from: str | None) -> tuple[HPT, dict[str, Any]]:
+    """The model for a run: a fresh trunk (pre-training) or one loaded from ``trunk_from`` (transfer)."""
+    specs = {n: ds.spec for n, ds in datasets.items()}
+    stats = {n: ds.stats for n, ds in datasets.items()}
+    if trunk_from is None:
+        t = recipe.trunk
+        config = (
+            TrunkConfig(t.embed_dim, t.num_blocks, t.num_heads, "custom") if t.preset == "custom" else trunk_config(t.preset)
+        )
+        return HPT(config, specs, stats, components=registry), {}
+    source = resolve_checkpoint(trunk_from)
+    tensors = {k[len("trunk.") :]: v for k, v in source.tensors().items() if k.startswith("trunk.")}
+    model = HPT(source.trunk_config, specs, stats, components=registry)
+    load_strict(model.trunk, tensors, f"{source.path} (trunk.*)")
+    return model, {"trunk_source": str(trunk_from), "trunk_source_path": str(source.path), "trunk_source_step": source.step}
+
+
+def train(
+    recipe: Recipe,
+    run_dir: Path,
+    registry: Registry,
+    resume: bool = False,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    on_convert: Callable[[str, int], Callable[[int, int], None] | None] | None = None,
+) -> TrainResult:
+    """Run (or resume) the recipe into ``run_dir``. ``recipe.transfer.trunk`` set means transfer."""
+    cfg = recipe.train
+    run_dir = Path(run_dir)
+    device = pick_device(cfg.device)
+    torch.manual_seed(recipe.run.seed)
+
+    # Data: open (or convert) every dataset, split by episode.
+    datasets = open_datasets(recipe, registry, on_convert)
+    train_s: dict[str, SequenceSampler] = {}
+    val_s: dict[str, SequenceSampler | None] = {}
+    for entry in recipe.datasets:
+        ds = datasets[entry.embodiment]
+        fields = [s.modality for s in ds.spec.stems]
+        train_s[entry.embodiment], val_s[entry.embodiment] = make_samplers(
+            ds,
+            ds.spec.observation_horizon,
+            ds.spec.action_horizon,
+            fields,
+            cfg.val_fraction,
+            recipe.run.seed,
+            entry.max_episodes or None,
+        )
+    names = [e.embodiment for e in recipe.datasets]
+    weights = np.array([e.weight for e in recipe.datasets], dtype=np.float64)
+    weights /= weights.sum()
+
+    # Model and optimiser: a frozen trunk is excluded from the optimiser and kept in eval mode.
+    transfer = bool(recipe.transfer.trunk)
+    model, source_info = build_model(recipe, datasets, registry, recipe.transfer.trunk or None)
+    model.to(device)
+    frozen = transfer and recipe.transfer.freeze_trunk
+    if frozen:
+        model.trunk.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
+    rng = np.random.default_rng(recipe.run.seed)
+
+    # Resume: weights, optimiser, step and random state from the latest checkpoint.
+    start = 0
+    ckpt_path = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt_path is None:
+        log.warning("--resume: %s has no checkpoint yet, starting from step 0", run_dir)
+    if ckpt_path is not None:
+        ckpt = read_checkpoint(ckpt_path)
+        load_strict(model, ckpt.tensors(), str(ckpt_path))
+        state = load_training_state(ckpt_path)
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        log.info("resumed %s at step %d", run_dir, start)
+    elif not resume and latest_checkpoint(run_dir) is not None:
+        raise CheckpointError(f"{run_dir}: already holds checkpoints; pass --resume to continue or choose another --out")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.toml").write_text(recipe_to_toml(recipe))
+    dataset_info = {
+        n: {"path": str(ds.path), "num_episodes": ds.num_episodes, "num_steps": ds.num_steps, "notes": ds.notes}
+        for n, ds in datasets.items()
+    }
+    extra = {"mode": "transfer" if transfer else "pretrain", "frozen_trunk": frozen, **source_info}
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    counts = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in trainable),
+        "trunk": sum(p.numel() for p in model.trunk.parameters()),
+    }
+
+    def emit(record: dict[str, Any]) -> None:
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        if on_log:
+            on_log(record)
+
+    def checkpoint(step: int, val_loss: Mapping[str, float]) -> Path:
+        desc = describe(model, step, recipe.to_dict(), dataset_info, {"val_loss": dict(val_loss), **counts}, extra)
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "numpy_rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+        }
+        return save_run_checkpoint(run_dir, step, model, desc, state, keep=cfg.keep_checkpoints)
+
+    if start == 0:
+        emit({"event": "start", **extra, **counts, "embodiments": names, "device": str(device)})
+    model.train()
+    if frozen:
+        model.trunk.eval()
+    val_loss: dict[str, float] = {}
+    last_loss = float("nan")
+    window_t, window_n = time.perf_counter(), 0
+    step = start
+    try:
+        for step in range(start, cfg.steps):
+            # Sample: one embodiment per step, drawn by mixture weight.
+            name = names[int(rng.choice(len(names), p=weights))]
+            batch = _to_torch(train_s[name].sample(cfg.batch_size, rng), device)
+            # Step: AdamW on the scheduled learning rate with clipped gradients.
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = model.loss(name, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip) if cfg.grad_clip > 0 else None
+            optimizer.step()
+            window_n += cfg.batch_size
+            done = step + 1
+            # Log, validate, checkpoint on schedule (and always at the end).
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                last_loss = loss.item()
+                now = time.perf_counter()
+                record = {
+                    "step": done,
+                    "embodiment": name,
+                    "loss": last_loss,
+                    "lr": lr,
+                    "samples_per_s": window_n / max(now - window_t, 1e-9),
+                }
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                emit(record)
+                window_t, window_n = now, 0
+            if done % cfg.val_every == 0 or done == cfg.steps:
+                val_loss = validate(model, val_s, cfg, device)
+                if frozen:
+                    model.trunk.eval()
+                emit({"step": done, "val_loss": val_loss})
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint(done, val_loss)
+        final = latest_checkpoint(run_dir)
+        if final is None:  # resumed a finished run: nothing left to do
+            raise CheckpointError(f"{run_dir}: no checkpoint was written")
+    finally:
+        metrics_file.close()
+    return TrainResult(run_dir, cfg.steps, final, val_loss, last_loss)

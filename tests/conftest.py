@@ -1,0 +1,86 @@
+"""Shared fixtures: an isolated dataset root and a toy embodiment with known dynamics.
+
+The toy embodiment is a real Embodiment (spec, converter, rollout runner) on a 1-D point mass whose
+expert action is a fixed linear function of the state, so learning it is quick and checkable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpt_kit.embodiment import (
+    ActionSpec,
+    Embodiment,
+    HeadSpec,
+    ObservationSpec,
+    RolloutResult,
+    StemSpec,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+HPT_KIT = str(Path(sys.executable).with_name("hpt-kit"))
+
+
+@pytest.fixture(autouse=True)
+def data_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "datasets"
+    monkeypatch.setenv("HPT_KIT_DATA", str(root))
+    monkeypatch.setenv("MUJOCO_GL", os.environ.get("MUJOCO_GL", "osmesa"))
+    return root
+
+
+def toy_expert(state: np.ndarray) -> np.ndarray:
+    """Drive position to the goal: action = clip(2 * (goal - pos))."""
+    return np.clip(2.0 * (state[..., 1:2] - state[..., 0:1]), -1.0, 1.0)
+
+
+def make_toy(name: str = "toy", length: int = 12, action_horizon: int = 3, observation_horizon: int = 2) -> Embodiment:
+    def convert(request):
+        rng = np.random.default_rng(request.seed)
+        for _ in range(request.episodes):
+            n = int(rng.integers(length // 2, length + 1))
+            pos, goal = rng.uniform(-1, 1), rng.uniform(-1, 1)
+            states, actions = [], []
+            for _ in range(n):
+                s = np.array([pos, goal, 0.0], np.float32)
+                a = toy_expert(s)
+                states.append(s)
+                actions.append(a)
+                pos += 0.25 * float(a[0])
+            yield {"state": np.stack(states), "action": np.stack(actions).astype(np.float32)}
+        request.notes["toy"] = True
+
+    def rollout(controller, request):
+        rng = np.random.default_rng(request.seed)
+        successes, returns = [], []
+        for _ in range(request.episodes):
+            controller.reset()
+            pos, goal = rng.uniform(-1, 1), rng.uniform(-1, 1)
+            for _ in range(length):
+                a = np.clip(controller.act({"state": np.array([pos, goal, 0.0], np.float32)}), -1, 1)
+                pos += 0.25 * float(a[0])
+            successes.append(abs(pos - goal) < 0.1)
+            returns.append(-abs(pos - goal))
+        return RolloutResult.from_episodes(successes, returns)
+
+    return Embodiment(
+        name=name,
+        observation=ObservationSpec(state_dim=3),
+        action=ActionSpec(dim=1, low=(-1.0,), high=(1.0,), control_hz=10.0),
+        convert_dataset=convert,
+        rollout=rollout,
+        stems=(StemSpec("state", hidden=(32,), num_tokens=4, num_heads=4),),
+        head=HeadSpec(hidden=(64,), action_horizon=action_horizon),
+        observation_horizon=observation_horizon,
+        max_episode_steps=length,
+    )
+
+
+@pytest.fixture
+def toy() -> Embodiment:
+    return make_toy()

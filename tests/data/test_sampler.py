@@ -1,0 +1,48 @@
+import numpy as np
+
+from hpt_kit.data.convert import convert
+from hpt_kit.data.sampler import SequenceSampler, make_samplers, split_episodes
+from hpt_kit.data.store import Dataset, write_dataset
+
+
+def _counting_dataset(spec, tmp_path, lengths):
+    """Episodes whose state[0] is the global step index and action the same, to read windows off."""
+    eps, t = [], 0
+    for n in lengths:
+        idx = np.arange(t, t + n, dtype=np.float32)
+        eps.append({"state": np.stack([idx, idx, idx], 1), "action": idx[:, None].copy()})
+        t += n
+    return Dataset(write_dataset(tmp_path / "count.zarr", spec, eps))
+
+
+def test_windows_are_padded_at_episode_edges_and_never_cross_them(toy, tmp_path):
+    ds = _counting_dataset(toy, tmp_path, [4, 3])  # steps 0-3 and 4-6
+    s = SequenceSampler(ds, [0, 1], observation_horizon=2, action_horizon=3, fields=["state"])
+    assert len(s) == 7
+    b = s.batch(np.arange(7))
+    obs = b["state"][:, :, 0]
+    act = b["action"][:, :, 0]
+    np.testing.assert_array_equal(obs, [[0, 0], [0, 1], [1, 2], [2, 3], [4, 4], [4, 5], [5, 6]])
+    np.testing.assert_array_equal(act, [[0, 1, 2], [1, 2, 3], [2, 3, 3], [3, 3, 3], [4, 5, 6], [5, 6, 6], [6, 6, 6]])
+    assert b["state"].shape == (7, 2, 3) and b["action"].shape == (7, 3, 1)
+
+
+def test_split_is_by_episode_and_seeded():
+    train, val = split_episodes(10, 0.2, seed=1)
+    assert len(val) == 2 and set(train).isdisjoint(val) and sorted([*train, *val]) == list(range(10))
+    again = split_episodes(10, 0.2, seed=1)
+    assert np.array_equal(again[1], val)
+    assert len(split_episodes(3, 0.01, 0)[1]) == 1  # a positive fraction keeps one episode out
+    assert len(split_episodes(1, 0.5, 0)[1]) == 0  # but never the only one
+
+
+def test_train_and_validation_samplers_cover_disjoint_episodes(toy, tmp_path):
+    ds = Dataset(convert(toy, tmp_path / "t.zarr", episodes=10))
+    train, val = make_samplers(ds, 2, 3, ["state"], val_fraction=0.3, seed=0)
+    train_steps, val_steps = set(train.index.tolist()), set(val.index.tolist())
+    assert train_steps.isdisjoint(val_steps) and len(train_steps | val_steps) == ds.num_steps
+    batch = train.sample(16, np.random.default_rng(0))
+    assert batch["state"].shape == (16, 2, 3) and batch["action"].shape == (16, 3, 1)
+    assert sum(len(b["action"]) for b in val.batches(4)) == len(val)
+    demos, _ = make_samplers(ds, 2, 3, ["state"], val_fraction=0.0, seed=0, max_episodes=2)
+    assert len(demos) == int(ds.episode_ends[1])

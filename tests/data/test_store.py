@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import zarr
+
+from hpt_kit.data.convert import convert, default_dataset_path
+from hpt_kit.data.store import Dataset, DatasetError, write_dataset
+from hpt_kit.embodiment import ConvertRequest, SpecError
+
+
+def test_round_trip(toy, data_root):
+    path = convert(toy, episodes=5, seed=3)
+    assert path == default_dataset_path("toy") and path.parent == data_root
+    ds = Dataset(path)
+    originals = list(toy.convert_dataset(ConvertRequest(episodes=5, seed=3)))
+    assert ds.num_episodes == 5 and ds.name == "toy"
+    assert ds.num_steps == sum(len(e["action"]) for e in originals)
+    for i, ep in enumerate(originals):
+        back = ds.episode(i)
+        np.testing.assert_array_equal(back["state"], ep["state"])
+        np.testing.assert_array_equal(back["action"], ep["action"])
+    assert ds.spec.to_dict() == toy.to_dict()
+    assert ds.notes["toy"] is True and ds.notes["seed"] == 3
+    states = np.concatenate([e["state"] for e in originals])
+    np.testing.assert_allclose(ds.stats["state"]["mean"], states.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ds.stats["state"]["std"], states.std(0), rtol=1e-4, atol=1e-6)
+    actions = np.concatenate([e["action"] for e in originals])
+    np.testing.assert_allclose(ds.stats["action"]["min"], actions.min(0))
+    attrs = zarr.open_group(str(path), mode="r").attrs
+    assert attrs["format"] == "hpt-kit-dataset" and attrs["format_version"] == 1
+
+
+def _episodes_then(toy, bad):
+    yield from toy.convert_dataset(ConvertRequest(episodes=2, seed=0))
+    yield bad
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"state": np.zeros((4, 3), np.float32), "action": np.zeros((4, 2), np.float32)}, r"episode 2, field 'action': shape \(4, 2\)"),
+        ({"state": np.full((4, 3), np.nan, np.float32), "action": np.zeros((4, 1), np.float32)}, r"episode 2, field 'state': non-finite value at step 0"),
+        ({"state": np.zeros((4, 3), np.float32)}, r"episode 2: missing field\(s\) \['action'\]"),
+        ({"state": np.zeros((4, 3), np.float32), "action": np.zeros((3, 1), np.float32)}, r"episode 2, field 'action': 3 steps, other fields have 4"),
+        ({"state": np.array([["a"] * 3] * 4), "action": np.zeros((4, 1), np.float32)}, r"episode 2, field 'state': dtype <U1 is not numeric"),
+    ],
+)
+def test_a_bad_episode_names_embodiment_episode_and_field_and_leaves_nothing(toy, tmp_path, bad, message):
+    out = tmp_path / "toy.zarr"
+    with pytest.raises(SpecError, match=r"embodiment 'toy', " + message):
+        write_dataset(out, toy, _episodes_then(toy, bad))
+    assert list(tmp_path.iterdir()) == []  # no half dataset, no temporary folder
+
+
+def test_interrupted_conversion_leaves_the_old_dataset_intact(toy, tmp_path):
+    out = convert(toy, tmp_path / "toy.zarr", episodes=3, seed=0)
+
+    def crashing():
+        yield from toy.convert_dataset(ConvertRequest(episodes=2, seed=1))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(out, toy, crashing(), overwrite=True)
+    assert Dataset(out).num_episodes == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zarr"]
+    with pytest.raises(FileExistsError, match="already exists"):
+        convert(toy, out, episodes=2)
+    convert(toy, out, episodes=2, overwrite=True)
+    assert Dataset(out).num_episodes == 2
+
+
+def test_converter_that_gives_too_few_episodes_is_an_error(toy, tmp_path):
+    with pytest.raises(SpecError, match="asked for 5 episodes"):
+        convert(toy.__class__(**{**toy.__dict__, "convert_dataset": lambda r: toy.convert_dataset(ConvertRequest(2, 0))}), tmp_path / "x.zarr", episodes=5)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_reading_a_bad_store_names_the_file_and_key(toy, tmp_path):
+    with pytest.raises(DatasetError, match="no such dataset"):
+        Dataset(tmp_path / "missing.zarr")
+    path = convert(toy, tmp_path / "toy.zarr", episodes=2)
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["format_version"] = 99
+    with pytest.raises(DatasetError, match=r"toy.zarr: format_version 99 is not supported"):
+        Dataset(path)
+    group.attrs["format_version"] = 1
+    del group["action"]
+    with pytest.raises(DatasetError, match=r"toy.zarr: array 'action' is missing"):
+        Dataset(path)
