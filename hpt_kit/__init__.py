@@ -1,6 +1,10 @@
 """hpt-kit: Heterogeneous Pre-trained Transformers as a toolkit of embodiment plugins."""
 
-from hpt_kit.embodiment import (
+from hpt_kit._preload import preload_for_osmesa
+
+preload_for_osmesa()  # before anything can import mujoco; see _preload.py
+
+from hpt_kit.embodiment import (  # noqa: E402
     ActionSpec,
     Controller,
     ConvertRequest,
@@ -15,7 +19,7 @@ from hpt_kit.embodiment import (
     SpecError,
     StemSpec,
 )
-from hpt_kit.hookspecs import hookimpl
+from hpt_kit.hookspecs import hookimpl  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,6 @@ expert action is a fixed linear function of the state, so learning it is quick a
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -30,7 +29,6 @@ HPT_KIT = str(Path(sys.executable).with_name("hpt-kit"))
 def data_root(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "datasets"
     monkeypatch.setenv("HPT_KIT_DATA", str(root))
-    monkeypatch.setenv("MUJOCO_GL", os.environ.get("MUJOCO_GL", "osmesa"))
     return root
 
 

@@ -22,7 +22,7 @@ def add_embodiment(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="NAME") from None
     typer.echo(f"created {path}")
-    typer.echo(f"next: pip install -e {path} && hpt-kit list && hpt-kit convert {name.replace('_', '-')}")
+    typer.echo(f"next: pip install -e {path} && hpt-kit list && hpt-kit convert {name}")
 
 
 def register(app: typer.Typer) -> None:

@@ -32,6 +32,7 @@ import zarr
 
 from hpt_kit.embodiment import (
     ACTION,
+    EPISODE_DTYPES,
     STATE,
     EmbodimentData,
     Episode,
@@ -39,7 +40,6 @@ from hpt_kit.embodiment import (
     episode_field_shapes,
     spec_from_dict,
     validate_episode,
-    EPISODE_DTYPES,
 )
 
 FORMAT = "hpt-kit-dataset"

@@ -1,8 +1,8 @@
 """``add-embodiment``: write a new, installable embodiment plugin package from the template.
 
 The template under ``template/`` is a complete plugin for a small MuJoCo arm; every ``{{name}}`` (the
-Python name) and ``{{embodiment}}`` (the embodiment name, ``_`` written as ``-``) in file contents
-and file names is substituted. The package is written to a temporary sibling folder and renamed into
+Python name) and ``{{embodiment}}`` (the embodiment name: the same, so that ``hpt-kit convert NAME``
+works) in file contents and file names is substituted. The package is written to a temporary sibling folder and renamed into
 place at the end, so an interrupted run never leaves a half-written plugin behind.
 """
 
@@ -23,17 +23,16 @@ SKIPPED = {"__pycache__", ".DS_Store"}
 
 
 def check_name(name: str) -> None:
-    """Raise ValueError unless ``name`` works as a module name and, with '-' for '_', as an embodiment name."""
+    """Raise ValueError unless ``name`` works both as a module name and as an embodiment name."""
     if (
         not isinstance(name, str)
         or not name.isidentifier()
         or keyword.iskeyword(name)
-        or not NAME_PATTERN.match(name.replace("_", "-"))
+        or not NAME_PATTERN.match(name)
     ):
         raise ValueError(
             f"invalid embodiment name {name!r}: use a Python identifier of lowercase letters, digits and "
-            "single underscores that starts with a letter and is not a Python keyword, e.g. 'my_arm' "
-            "(the embodiment is then called 'my-arm')"
+            "single underscores that starts with a letter and is not a Python keyword, e.g. 'my_arm'"
         )
 
 
@@ -47,7 +46,7 @@ def scaffold_embodiment(name: str, directory: Path | None = None) -> Path:
     if target.exists():
         raise FileExistsError(f"{target} already exists; choose another directory or remove it first")
     target.parent.mkdir(parents=True, exist_ok=True)
-    values = {"{{name}}": name, "{{embodiment}}": name.replace("_", "-")}
+    values = {"{{name}}": name, "{{embodiment}}": name}
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:

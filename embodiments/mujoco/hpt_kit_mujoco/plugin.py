@@ -25,6 +25,7 @@ ARM3 = ArmTask(
     # The arm starts bent one way; targets far behind it invite the expert into a joint limit.
     max_target_azimuth=2.0,
     min_target_radius=0.08,
+    image_variant="mujoco-arm3-rgb",
     description="Planar 3-joint arm reaching a random target in its horizontal plane (MuJoCo).",
 )
 
@@ -43,6 +44,7 @@ ARM3_RGB = dataclasses.replace(
     ARM3,
     name="mujoco-arm3-rgb",
     views=("front",),
+    image_variant="",
     description=ARM3.description + " Observations add a 64x64 RGB image from the 'front' camera.",
 )
 

@@ -41,6 +41,7 @@ class ArmTask:
     success_threshold: float = 0.03  # m between end effector and target
     views: tuple[str, ...] = ()  # cameras rendered into the observation; empty for state-only variants
     image_size: int = 64
+    image_variant: str = ""  # the embodiment that adds camera images to this one, if any
 
 
 class ReachEnv:
@@ -124,7 +125,7 @@ class ReachEnv:
                 raise RuntimeError(f"{self.task.name}: {RENDER_HINT} ({type(exc).__name__}: {exc})") from exc
             self._renderers[(size, size)] = renderer
         renderer.update_scene(self.data, camera=camera)
-        return renderer.render().copy()
+        return renderer.render()
 
     def images(self) -> np.ndarray:
         """The observation image: (views, size, size, 3) uint8."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
-from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult
+from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
 
 from hpt_kit_mujoco.expert import ReachExpert
 from hpt_kit_mujoco.reach import ArmTask, ReachEnv
@@ -89,9 +89,8 @@ def _checked_action(action: object, env: ReachEnv) -> np.ndarray:
 
 def _check_render(task: ArmTask, render: bool) -> None:
     if render and not task.views:
-        raise ValueError(
-            f"embodiment {task.name!r} observes state only; use {task.name + '-rgb'!r} for camera images"
-        )
+        hint = f"; use {task.image_variant!r} for camera images" if task.image_variant else ""
+        raise SpecError(f"embodiment {task.name!r} observes state only{hint}")
 
 
 def convert_dataset(task: ArmTask, request: ConvertRequest) -> Iterator[dict[str, np.ndarray]]:

@@ -22,6 +22,7 @@ from hpt_kit import (
     ObservationSpec,
     RolloutRequest,
     RolloutResult,
+    SpecError,
     StemSpec,
 )
 
@@ -82,7 +83,8 @@ class ReachEnv:
 
 
 class Expert:
-    """Scripted demonstrator: damped least-squares inverse kinematics on the fingertip Jacobian."""
+    """Scripted demonstrator: damped least-squares inverse kinematics on the fingertip Jacobian. It reads
+    the simulator rather than the observation, which is fine for making data but not for a policy."""
 
     def __init__(self, env: ReachEnv, gain: float = 0.8, damping: float = 0.05):
         self.env, self.gain, self.damping = env, gain, damping
@@ -124,7 +126,7 @@ def episode_rng(seed: int, stream: int, index: int) -> np.random.Generator:
 def convert_dataset(request: ConvertRequest) -> Iterator[dict[str, np.ndarray]]:
     """Expert demonstrations; failed ones are dropped and redrawn, and counted in ``request.notes``."""
     if request.render:
-        raise ValueError(f"{NAME} observes state only; it has no camera to render")
+        raise SpecError(f"{NAME} observes state only; it has no camera to render")
     return _demonstrations(request)
 
 
@@ -150,7 +152,7 @@ def _demonstrations(request: ConvertRequest) -> Iterator[dict[str, np.ndarray]]:
 def evaluate(make_controller, request: RolloutRequest) -> RolloutResult:
     """Run ``request.episodes`` episodes with the controller ``make_controller(env)`` returns."""
     if request.render:
-        raise ValueError(f"{NAME} observes state only; it has no camera to render")
+        raise SpecError(f"{NAME} observes state only; it has no camera to render")
     env = ReachEnv()
     controller = make_controller(env)
     # Videos need an OpenGL backend: MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU).

@@ -1,0 +1,23 @@
+"""The embodiment contract, for every embodiment installed in this environment."""
+
+import pytest
+
+from hpt_kit.contract import check_embodiment
+from hpt_kit.registry import load_registry
+
+REGISTRY = load_registry()
+
+
+def test_first_party_embodiments_are_installed():
+    assert {"mujoco-arm3", "mujoco-arm4"} <= set(REGISTRY.embodiments), REGISTRY.errors
+    assert REGISTRY.errors == []
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY.embodiments))
+def test_embodiment_contract(name):
+    emb = REGISTRY.embodiment(name)
+    report = check_embodiment(emb, episodes=2, rollout_episodes=2)
+    assert len(report.episodes) == 2
+    assert all(len(ep["action"]) >= 1 for ep in report.episodes)
+    assert 0.0 <= report.rollout.success_rate <= 1.0
+    assert report.controller_calls >= 2

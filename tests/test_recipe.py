@@ -1,0 +1,55 @@
+import subprocess
+
+import pytest
+
+from hpt_kit.recipe import RecipeError, load_recipe, parse_recipe, recipe_to_toml
+from tests.conftest import HPT_KIT, ROOT
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = '[trunk]\npreset = "tiny"\n[[datasets]]\nembodiment = "toy"\n[train]\nsteps = 5\n'
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace("steps = 5", "stepz = 5"), r"r\.toml: train\.stepz: unknown key \(known: steps, "),
+        (GOOD.replace("steps = 5", 'steps = "five"'), r"r\.toml: train\.steps: must be an integer, got 'five'"),
+        (GOOD.replace("steps = 5", "steps = 5.5"), r"train\.steps: must be an integer"),
+        (GOOD.replace('preset = "tiny"', 'preset = "enormous"'), r"trunk: unknown preset 'enormous'; known: tiny, small"),
+        ('[trunk]\npreset = "tiny"\n', r"r\.toml: datasets: required key is missing"),
+        (GOOD.replace('embodiment = "toy"', 'weight = 2.0'), r"datasets\[0\]\.embodiment: required key is missing"),
+        (GOOD + "[optimizer]\nlr = 1\n", r"optimizer: unknown section"),
+        (GOOD + '[[datasets]]\nembodiment = "toy"\n', r"embodiment 'toy' is listed twice"),
+        ("datasets = [", r"r\.toml: not valid TOML"),
+    ],
+)
+def test_bad_recipes_name_the_file_and_key(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_write(tmp_path, text))
+
+
+def test_good_recipe_round_trips_through_toml(tmp_path):
+    recipe = load_recipe(_write(tmp_path, GOOD))
+    assert recipe.trunk.preset == "tiny" and recipe.train.steps == 5 and recipe.datasets[0].weight == 1.0
+    again = parse_recipe(__import__("tomllib").loads(recipe_to_toml(recipe)), "x")
+    assert again.to_dict() == recipe.to_dict()
+
+
+def test_shipped_recipes_validate():
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        load_recipe(path)
+
+
+def test_cli_reports_a_bad_recipe_in_one_line(tmp_path):
+    path = _write(tmp_path, GOOD.replace("steps = 5", "stepz = 5"))
+    out = subprocess.run([HPT_KIT, "pretrain", str(path)], capture_output=True, text=True)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.stepz: unknown key" in lines[0] and str(path) in lines[0]
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,94 @@
+"""Plugin discovery through real entry points, and isolation of broken plugins."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from hpt_kit.registry import load_registry
+from tests.conftest import HPT_KIT
+
+BROKEN = "raise ImportError('this plugin is broken on purpose')\n"
+INVALID = textwrap.dedent(
+    """
+    import dataclasses
+    import hpt_kit
+    from tests.conftest import make_toy
+
+    @hpt_kit.hookimpl
+    def hpt_register_embodiments(registry):
+        good = make_toy("fine-toy")
+        registry.add(dataclasses.replace(good, name="bad-toy", action=hpt_kit.ActionSpec(2, (-1.0,), (1.0,), 10.0)))
+        registry.add(dataclasses.replace(good, name="Bad Name"))
+        registry.add(dataclasses.replace(good, name="mujoco-arm3"))
+        registry.add(good)
+    """
+)
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch):
+    """A folder on sys.path holding a distribution with a broken and an invalid plugin."""
+    site = tmp_path / "site"
+    dist = site / "hpt_kit_broken-0.0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hpt-kit-broken\nVersion: 0.0.1\n")
+    (dist / "entry_points.txt").write_text("[hpt_kit]\nbroken = broken_plugin\ninvalid = invalid_plugin\n")
+    (site / "broken_plugin.py").write_text(BROKEN)
+    (site / "invalid_plugin.py").write_text(INVALID)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    return site
+
+
+def test_broken_plugins_are_reported_and_the_others_load(plugin_site):
+    registry = load_registry()
+    errors = {(e.plugin, e.item): e.reason for e in registry.errors}
+    assert "this plugin is broken on purpose" in errors[("broken", None)]
+    assert "action.low/high must have action.dim=2 entries" in errors[("invalid", "bad-toy")]
+    assert "must be lowercase" in errors[("invalid", "Bad Name")]
+    assert "duplicate embodiment name, already registered by plugin 'mujoco'" in errors[("invalid", "mujoco-arm3")]
+    # The invalid plugin's valid embodiment and every other plugin still register.
+    assert {"fine-toy", "mujoco-arm3", "mujoco-arm4"} <= set(registry.embodiments)
+    assert registry.embodiments["fine-toy"].plugin.distribution == "hpt-kit-broken"
+    assert "bad-toy" not in registry.embodiments
+
+
+def test_unknown_embodiment_lists_known_and_explains_a_rejected_one(plugin_site):
+    registry = load_registry()
+    with pytest.raises(KeyError) as info:
+        registry.embodiment("bad-toy")
+    assert "known:" in str(info.value) and "mujoco-arm3" in str(info.value)
+    assert "action.low/high" in str(info.value)
+
+
+def test_disabled_plugins_are_skipped(plugin_site, monkeypatch):
+    monkeypatch.setenv("HPT_KIT_DISABLE_PLUGINS", "broken,invalid")
+    registry = load_registry()
+    assert registry.errors == []
+    assert "fine-toy" not in registry.embodiments and "mujoco-arm3" in registry.embodiments
+
+
+def test_cli_list_reports_plugin_errors(plugin_site):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), os.getcwd()])}
+    out = subprocess.run([HPT_KIT, "list", "--json"], capture_output=True, text=True, env=env, check=True)
+    listing = json.loads(out.stdout)
+    names = {e["name"]: e for e in listing["embodiments"]}
+    assert names["mujoco-arm3"]["distribution"] == "hpt-kit-mujoco" and names["mujoco-arm3"]["action_dim"] == 3
+    assert names["mujoco-arm4"]["action_dim"] == 4 and "state" in names["mujoco-arm4"]["modalities"]
+    assert {(e["plugin"], e["item"]) for e in listing["errors"]} >= {("broken", None), ("invalid", "bad-toy")}
+    assert listing["heads"] == ["mlp"] and listing["stems"] == ["mlp"]
+    text = subprocess.run([HPT_KIT, "list"], capture_output=True, text=True, env=env, check=True).stdout
+    assert "plugin error" in text and "broken on purpose" in text
+
+
+def test_builtins_register_through_the_hooks():
+    registry = load_registry(load_entrypoints=False)
+    assert set(registry.stems) == {"mlp"} and set(registry.heads) == {"mlp"}
+    assert registry.embodiments == {}
+    assert [p.name for p in registry.plugins] == ["hpt_kit.builtins"]
+    assert sys.modules["hpt_kit.builtins"].hpt_register_heads is not None

@@ -1,0 +1,146 @@
+"""The training loop on a real toy embodiment: schedule, learning, resume, frozen transfer."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from hpt_kit.policy import Policy
+from hpt_kit.recipe import TrainSection, parse_recipe
+from hpt_kit.registry import load_registry
+from hpt_kit.train.checkpoint import CheckpointError, resolve_checkpoint
+from hpt_kit.train.loop import lr_at, train
+from tests.conftest import make_toy
+
+
+class ToyPlugin:
+    """Registers two toy embodiments that differ in name only, as a plugin would."""
+
+    @staticmethod
+    def hpt_register_embodiments(registry):
+        registry.add(make_toy("toy"))
+        registry.add(make_toy("toy-b", action_horizon=2, observation_horizon=1))
+
+
+ToyPlugin.hpt_register_embodiments = __import__("hpt_kit").hookimpl(ToyPlugin.hpt_register_embodiments)
+
+
+@pytest.fixture
+def registry():
+    return load_registry(load_entrypoints=False, extra_plugins=[("toys", ToyPlugin)])
+
+
+def _recipe(embodiment="toy", steps=60, **train):
+    cfg = {"steps": steps, "batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "val_every": 20,
+           "checkpoint_every": 20, "log_every": 10, "val_fraction": 0.2, **train}
+    return parse_recipe({
+        "trunk": {"preset": "custom", "embed_dim": 32, "num_blocks": 2, "num_heads": 4},
+        "datasets": [{"embodiment": embodiment, "episodes": 30}],
+        "train": cfg,
+    }, "test")
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainSection(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_training_learns_and_the_policy_controls(registry, tmp_path):
+    result = train(_recipe(steps=300), tmp_path / "run", registry)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    import json
+
+    records = [json.loads(x) for x in lines]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < 0.2 * losses[0], losses
+    assert result.val_loss["toy"] < 0.01
+    assert (tmp_path / "run" / "recipe.toml").is_file()
+    policy = Policy.from_checkpoint(tmp_path / "run", execute_steps=1)
+    rollout = make_toy().rollout(policy, __import__("hpt_kit").RolloutRequest(episodes=20, seed=5))
+    assert rollout.success_rate >= 0.8
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(registry, tmp_path):
+    recipe = _recipe(steps=40, checkpoint_every=10, log_every=1, val_every=10)
+    train(recipe, tmp_path / "straight", registry)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_23(record):
+        if record.get("step") == 23 and "loss" in record:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(recipe, tmp_path / "resumed", registry, on_log=stop_at_23)
+    assert resolve_checkpoint(tmp_path / "resumed").step == 20
+    with pytest.raises(CheckpointError, match="pass --resume"):
+        train(recipe, tmp_path / "resumed", registry)
+    train(recipe, tmp_path / "resumed", registry, resume=True)
+    a = resolve_checkpoint(tmp_path / "straight").tensors()
+    b = resolve_checkpoint(tmp_path / "resumed").tensors()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_frozen_transfer_keeps_the_trunk_bit_identical(registry, tmp_path):
+    train(_recipe(steps=20), tmp_path / "pre", registry)
+    recipe = _recipe("toy-b", steps=30, checkpoint_every=10, keep_checkpoints=5)
+    recipe = dataclasses.replace(recipe, transfer=dataclasses.replace(recipe.transfer, trunk=str(tmp_path / "pre")))
+    train(recipe, tmp_path / "xfer", registry)
+    pre = resolve_checkpoint(tmp_path / "pre").tensors()
+    step10 = resolve_checkpoint(tmp_path / "xfer" / "checkpoints" / "step_00000010").tensors()
+    final = resolve_checkpoint(tmp_path / "xfer")
+    post = final.tensors()
+    trunk_keys = [k for k in pre if k.startswith("trunk.")]
+    assert trunk_keys and all(torch.equal(pre[k], post[k]) for k in trunk_keys)
+    new = [k for k in post if k.startswith(("stems.toy-b.", "heads.toy-b."))]
+    assert new and all(k not in pre for k in new)
+    changed = [k for k in new if not torch.equal(step10[k], post[k])]
+    assert len(changed) == len(new)
+    assert final.description["frozen_trunk"] is True
+    assert final.description["metrics"]["trainable"] < final.description["metrics"]["trunk"]
+
+
+def test_fine_tuned_transfer_changes_the_trunk(registry, tmp_path):
+    train(_recipe(steps=10), tmp_path / "pre", registry)
+    recipe = _recipe("toy-b", steps=10)
+    recipe = dataclasses.replace(
+        recipe, transfer=dataclasses.replace(recipe.transfer, trunk=str(tmp_path / "pre"), freeze_trunk=False)
+    )
+    train(recipe, tmp_path / "xfer", registry)
+    pre = resolve_checkpoint(tmp_path / "pre").tensors()
+    post = resolve_checkpoint(tmp_path / "xfer").tensors()
+    assert not torch.equal(pre["trunk.blocks.0.mlp.fc1.weight"], post["trunk.blocks.0.mlp.fc1.weight"])
+
+
+def test_transfer_from_a_mismatched_trunk_lists_the_bad_keys(registry, tmp_path):
+    train(_recipe(steps=5), tmp_path / "pre", registry)
+    weights = tmp_path / "pre" / "checkpoints" / "latest" / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(weights))
+    del tensors["trunk.blocks.1.norm_2.bias"]
+    tensors["trunk.blocks.0.norm_1.weight"] = torch.zeros(7)
+    save_file(tensors, str(weights))
+    recipe = _recipe("toy-b", steps=5)
+    recipe = dataclasses.replace(recipe, transfer=dataclasses.replace(recipe.transfer, trunk=str(tmp_path / "pre")))
+    with pytest.raises(CheckpointError, match=r"missing keys \['blocks.1.norm_2.bias'\].*mis-shaped keys blocks.0.norm_1.weight \(7,\)"):
+        train(recipe, tmp_path / "xfer", registry)
+
+
+def test_mixture_follows_the_weights(registry, tmp_path):
+    recipe = parse_recipe({
+        "trunk": {"preset": "tiny"},
+        "datasets": [{"embodiment": "toy", "weight": 3.0, "episodes": 6}, {"embodiment": "toy-b", "weight": 1.0, "episodes": 6}],
+        "train": {"steps": 200, "batch_size": 4, "log_every": 1, "val_every": 200, "checkpoint_every": 200},
+    }, "mix")
+    seen = []
+    train(recipe, tmp_path / "mix", registry, on_log=lambda r: seen.append(r.get("embodiment")))
+    share = np.mean([s == "toy" for s in seen if s])
+    assert 0.65 < share < 0.85
