@@ -104,6 +104,7 @@ class StemSpec:
     hidden: tuple[int, ...] = (128,)  # projector widths before the cross-attention
     num_tokens: int = 16  # latent tokens the stem emits, whatever its input length
     num_heads: int = 8
+    options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific settings
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class HeadSpec:
     hidden: tuple[int, ...] = (256, 256)
     action_horizon: int = 4  # steps in the predicted action chunk
     loss: str = "huber"
+    options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific settings
 
 
 @dataclass(frozen=True)
@@ -264,8 +266,8 @@ def spec_from_dict(d: Mapping[str, Any]) -> EmbodimentData:
         high=_tuple(act["high"]),
         control_hz=float(act["control_hz"]),
     )
-    stems = tuple(StemSpec(**{**s, "hidden": _tuple(s["hidden"])}) for s in d["stems"])
-    head = HeadSpec(**{**d["head"], "hidden": _tuple(d["head"]["hidden"])})
+    stems = tuple(StemSpec(**{**s, "hidden": _tuple(s["hidden"]), "options": dict(s.get("options", {}))}) for s in d["stems"])
+    head = HeadSpec(**{**d["head"], "hidden": _tuple(d["head"]["hidden"]), "options": dict(d["head"].get("options", {}))})
     return EmbodimentData(
         name=d["name"],
         observation=observation,

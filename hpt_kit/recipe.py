@@ -8,6 +8,7 @@ one-line message names the file and the key. Command-line options override recip
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -51,12 +52,19 @@ class DatasetEntry:
     path: str = ""  # default: the dataset root ($HPT_KIT_DATA or ~/.cache/hpt-kit/datasets)
     max_episodes: int = 0  # use only the first N episodes (0 = all), e.g. K demonstrations
     convert: bool = True  # convert the dataset if it is missing
+    # Overrides of the embodiment's own spec for this run (0 / "" / empty = keep the embodiment's).
+    observation_horizon: int = 0
+    action_horizon: int = 0
+    head: str = ""  # head kind by name, e.g. "mlp"
+    head_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.weight > 0:
             raise ValueError(f"weight must be > 0, got {self.weight}")
         if self.episodes < 1 or self.max_episodes < 0:
             raise ValueError("episodes must be >= 1 and max_episodes >= 0")
+        if self.observation_horizon < 0 or self.action_horizon < 0:
+            raise ValueError("observation_horizon and action_horizon must be >= 0 (0 keeps the embodiment's)")
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,10 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
     if origin is tuple:
         (inner, _) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -221,6 +233,6 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    import json
-
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return json.dumps(str(v))

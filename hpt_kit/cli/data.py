@@ -19,7 +19,7 @@ def convert_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Convert an embodiment's raw data (e.g. a scripted expert) into a validated zarr dataset."""
-    from hpt_kit.cli.progress import conversion_progress
+    from hpt_kit.cli.output import conversion_progress
     from hpt_kit.data.convert import convert
     from hpt_kit.data.store import Dataset
     from hpt_kit.registry import load_registry

@@ -54,8 +54,9 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps(out))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from hpt_kit.cli.output import stdout_console
 
     table = Table(title=f"{name}: {episodes} episodes from seed {seed}")
     table.add_column("policy")
@@ -64,7 +65,7 @@ def eval_command(
     table.add_row(f"HPT ({ckpt.path.name})", f"{result.success_rate:.1%}", f"{out['mean_return']:.2f}")
     if expert:
         table.add_row("scripted expert", f"{out['expert_success_rate']:.1%}", f"{float(np.mean(ex.returns)):.2f}")
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -49,10 +49,11 @@ def info_command(
     if as_json:
         typer.echo(json.dumps(out))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from hpt_kit.cli.output import stdout_console
+
+    console = stdout_console()
     console.print(f"[bold]{ckpt.path}[/bold]  {d['format']} v{d['format_version']}  step {ckpt.step}  mode {d.get('mode')}")
     t = d["trunk"]
     console.print(f"trunk: preset {t['preset']}, width {t['embed_dim']}, {t['num_blocks']} blocks, {t['num_heads']} heads")

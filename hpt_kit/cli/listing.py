@@ -39,10 +39,11 @@ def list_command(
         out = {"embodiments": rows, "stems": sorted(registry.stems), "heads": sorted(registry.heads), "errors": errors}
         typer.echo(json.dumps(out))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from hpt_kit.cli.output import stdout_console
+
+    console = stdout_console()
     table = Table(title="embodiments")
     for col in ("name", "distribution", "version", "modalities", "state", "action", "horizons (obs/act)", "head"):
         table.add_column(col)

@@ -14,7 +14,7 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue from the run di
 
 
 def _run(recipe, out: Path | None, resume: bool) -> None:
-    from hpt_kit.cli.progress import console, training_progress
+    from hpt_kit.cli.output import console, training_progress
     from hpt_kit.registry import load_registry
     from hpt_kit.train.checkpoint import latest_checkpoint, read_checkpoint
     from hpt_kit.train.loop import train

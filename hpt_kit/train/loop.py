@@ -8,6 +8,7 @@ warm-up + cosine learning rate and gradient clipping; validate, log and checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -23,9 +24,10 @@ import torch
 from hpt_kit.data.convert import convert, default_dataset_path
 from hpt_kit.data.sampler import SequenceSampler, make_samplers
 from hpt_kit.data.store import Dataset
+from hpt_kit.embodiment import EmbodimentData
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.trunk import TrunkConfig, trunk_config
-from hpt_kit.recipe import Recipe, RecipeError, TrainSection, recipe_to_toml
+from hpt_kit.recipe import DatasetEntry, Recipe, RecipeError, TrainSection, recipe_to_toml
 from hpt_kit.registry import Registry
 from hpt_kit.train.checkpoint import (
     CheckpointError,
@@ -121,10 +123,27 @@ def validate(model: HPT, val: Mapping[str, SequenceSampler | None], cfg: TrainSe
     return out
 
 
-def build_model(recipe: Recipe, datasets: Mapping[str, Dataset], registry: Registry, trunk_from: str | None) -> tuple[HPT, dict[str, Any]]:
+def run_spec(spec: EmbodimentData, entry: DatasetEntry) -> EmbodimentData:
+    """The dataset's spec with the recipe's per-dataset overrides (horizons, head kind and options)."""
+    head = spec.head
+    if entry.head and entry.head != head.kind:
+        head = dataclasses.replace(head, kind=entry.head, options={})
+    head = dataclasses.replace(
+        head,
+        options={**head.options, **entry.head_options},
+        action_horizon=entry.action_horizon or head.action_horizon,
+    )
+    return dataclasses.replace(spec, head=head, observation_horizon=entry.observation_horizon or spec.observation_horizon)
+
+
+def build_model(
+    recipe: Recipe,
+    specs: Mapping[str, EmbodimentData],
+    stats: Mapping[str, Mapping[str, Any]],
+    registry: Registry,
+    trunk_from: str | None,
+) -> tuple[HPT, dict[str, Any]]:
     """The model for a run: a fresh trunk (pre-training) or one loaded from ``trunk_from`` (transfer)."""
-    specs = {n: ds.spec for n, ds in datasets.items()}
-    stats = {n: ds.stats for n, ds in datasets.items()}
     if trunk_from is None:
         t = recipe.trunk
         config = (
@@ -156,13 +175,14 @@ def train(
     datasets = open_datasets(recipe, registry, on_convert)
     train_s: dict[str, SequenceSampler] = {}
     val_s: dict[str, SequenceSampler | None] = {}
+    specs = {e.embodiment: run_spec(datasets[e.embodiment].spec, e) for e in recipe.datasets}
     for entry in recipe.datasets:
-        ds = datasets[entry.embodiment]
-        fields = [s.modality for s in ds.spec.stems]
+        ds, spec = datasets[entry.embodiment], specs[entry.embodiment]
+        fields = [s.modality for s in spec.stems]
         train_s[entry.embodiment], val_s[entry.embodiment] = make_samplers(
             ds,
-            ds.spec.observation_horizon,
-            ds.spec.action_horizon,
+            spec.observation_horizon,
+            spec.action_horizon,
             fields,
             cfg.val_fraction,
             recipe.run.seed,
@@ -174,7 +194,8 @@ def train(
 
     # Model and optimiser: a frozen trunk is excluded from the optimiser and kept in eval mode.
     transfer = bool(recipe.transfer.trunk)
-    model, source_info = build_model(recipe, datasets, registry, recipe.transfer.trunk or None)
+    stats = {n: ds.stats for n, ds in datasets.items()}
+    model, source_info = build_model(recipe, specs, stats, registry, recipe.transfer.trunk or None)
     model.to(device)
     frozen = transfer and recipe.transfer.freeze_trunk
     if frozen:
@@ -187,7 +208,7 @@ def train(
     start = 0
     ckpt_path = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt_path is None:
-        log.warning("--resume: %s has no checkpoint yet, starting from step 0", run_dir)
+        log.info("--resume: %s has no checkpoint yet, starting from step 0", run_dir)
     if ckpt_path is not None:
         ckpt = read_checkpoint(ckpt_path)
         load_strict(model, ckpt.tensors(), str(ckpt_path))

@@ -144,3 +144,13 @@ def test_mixture_follows_the_weights(registry, tmp_path):
     train(recipe, tmp_path / "mix", registry, on_log=lambda r: seen.append(r.get("embodiment")))
     share = np.mean([s == "toy" for s in seen if s])
     assert 0.65 < share < 0.85
+
+
+def test_recipe_overrides_horizons_and_head_options(registry, tmp_path):
+    recipe = _recipe(steps=5)
+    entry = dataclasses.replace(recipe.datasets[0], observation_horizon=3, action_horizon=5, head_options={"note": 1})
+    train(dataclasses.replace(recipe, datasets=(entry,)), tmp_path / "run", registry)
+    spec = resolve_checkpoint(tmp_path / "run").specs["toy"]
+    assert spec.observation_horizon == 3 and spec.action_horizon == 5 and spec.head.options == {"note": 1}
+    model = resolve_checkpoint(tmp_path / "run").build_model()
+    assert model.predict("toy", {"state": torch.zeros(2, 3, 3)}).shape == (2, 5, 1)

@@ -1,7 +1,12 @@
-"""Rich progress bars for conversion and training."""
+"""Console output: tables on stdout, progress on stderr.
+
+On a terminal progress is a live rich bar; when stderr is a file or a pipe (CI, logs) every training
+log record becomes one plain line instead, so the log shows the run as it goes.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +21,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def stdout_console() -> Console:
+    """Tables for stdout; wide enough to stay readable when piped or logged (no terminal width)."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def make_progress() -> Progress:
@@ -60,11 +70,10 @@ def training_progress(total: int, start: int = 0):
                 val.update(record["val_loss"])
             if "loss" in record:
                 v = " ".join(f"{k}={x:.4f}" for k, x in val.items())
-                progress.update(
-                    task,
-                    completed=record["step"],
-                    info=f"loss {record['loss']:.4f}  {record['samples_per_s']:.0f} samples/s  {('val ' + v) if v else ''}",
-                )
+                info = f"loss {record['loss']:.4f}  {record['samples_per_s']:.0f} samples/s  {('val ' + v) if v else ''}"
+                progress.update(task, completed=record["step"], info=info)
+                if not console.is_terminal:
+                    console.print(f"step {record['step']}/{total}  {info}", highlight=False)
 
         def on_convert(name: str, episodes: int) -> Callable[[int, int], None]:
             ctask = progress.add_task(f"convert {name}", total=episodes, info="")
