@@ -23,6 +23,20 @@ from hpt_kit.hookspecs import hookimpl  # noqa: E402
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """Torch-backed helpers, imported on first use so ``import hpt_kit`` stays light."""
+    if name == "load_trunk":
+        from hpt_kit.trunks import load_trunk
+
+        return load_trunk
+    if name == "positional_table":
+        from hpt_kit.models.layers import positional_table
+
+        return positional_table
+    raise AttributeError(f"module 'hpt_kit' has no attribute {name!r}")
+
+
 __all__ = [
     "ActionSpec",
     "Controller",
@@ -39,4 +53,6 @@ __all__ = [
     "StemSpec",
     "__version__",
     "hookimpl",
+    "load_trunk",
+    "positional_table",
 ]

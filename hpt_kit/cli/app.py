@@ -30,9 +30,9 @@ def _root(
 
 
 def _register() -> None:
-    from hpt_kit.cli import data, evaluate, inspect, listing, scaffold, training
+    from hpt_kit.cli import data, evaluate, hub, inspect, listing, scaffold, training
 
-    for module in (listing, scaffold, data, training, evaluate, inspect):
+    for module in (listing, scaffold, data, training, evaluate, inspect, hub):
         module.register(app)
 
 
@@ -41,11 +41,21 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from hpt_kit.data.store import DatasetError
     from hpt_kit.embodiment import SpecError
     from hpt_kit.hub import HubError
+    from hpt_kit.published import PublishedFormatError
     from hpt_kit.recipe import RecipeError
     from hpt_kit.registry import UnknownNameError
     from hpt_kit.train.checkpoint import CheckpointError
 
-    return (DatasetError, SpecError, HubError, RecipeError, UnknownNameError, CheckpointError, FileExistsError)
+    return (
+        DatasetError,
+        SpecError,
+        HubError,
+        PublishedFormatError,
+        RecipeError,
+        UnknownNameError,
+        CheckpointError,
+        FileExistsError,
+    )
 
 
 def main() -> None:

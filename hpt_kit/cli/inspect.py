@@ -22,9 +22,16 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show format, trunk preset, parameter counts per part, embodiments, statistics and the weights' sha256."""
+    from hpt_kit.hub import resolve_location
+    from hpt_kit.published import is_published
     from hpt_kit.train.checkpoint import WEIGHTS, resolve_checkpoint
+    from hpt_kit.trunks import trunk_digest
 
-    ckpt = resolve_checkpoint(location)
+    path = resolve_location(location)
+    if is_published(path):
+        _published_info(path, as_json)
+        return
+    ckpt = resolve_checkpoint(path)
     tensors = ckpt.tensors()
     parts: dict[str, int] = {}
     for key, t in tensors.items():
@@ -45,7 +52,11 @@ def info_command(
         "embodiments": d["embodiments"],
         "metrics": d.get("metrics", {}),
         "sha256": _sha256(ckpt.path / WEIGHTS),
+        "trunk_sha256": trunk_digest({k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}),
     }
+    for key in ("trunk_source", "trunk_source_format", "trunk_source_sha256"):
+        if key in d:
+            out[key] = d[key]
     if as_json:
         typer.echo(json.dumps(out))
         return
@@ -72,7 +83,40 @@ def info_command(
         )
         console.print(f"  action min {_fmt(stats['action']['min'])} max {_fmt(stats['action']['max'])}", highlight=False)
         console.print(f"  state mean {_fmt(stats['state']['mean'])} std {_fmt(stats['state']['std'])}", highlight=False)
-    console.print(f"sha256 {out['sha256']}")
+    console.print(f"sha256 {out['sha256']} (model.safetensors), trunk tensors {out['trunk_sha256']}")
+    if "trunk_source" in out:
+        console.print(f"trunk loaded from {out['trunk_source']} ({out['trunk_source_format']}, trunk sha256 {out['trunk_source_sha256']})")
+
+
+def _published_info(path, as_json: bool) -> None:
+    from hpt_kit.published import FORMAT, WEIGHTS, read_published
+    from hpt_kit.trunks import trunk_digest
+
+    pub = read_published(path)
+    out = {
+        "path": str(pub.path),
+        "format": FORMAT,
+        "trunk": pub.config.to_dict(),
+        "network": pub.network,
+        "parameters": {"total": sum(t.numel() for t in pub.tensors.values()), "trunk": sum(t.numel() for t in pub.tensors.values())},
+        "embodiments": {},
+        "sha256": _sha256(pub.path / WEIGHTS),
+        "trunk_sha256": trunk_digest(pub.tensors),
+    }
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    from hpt_kit.cli.output import stdout_console
+
+    console = stdout_console()
+    t = out["trunk"]
+    console.print(f"[bold]{pub.path}[/bold]  {FORMAT} (config.yaml + trunk.pth)")
+    console.print(
+        f"trunk: preset {t['preset']}, width {t['embed_dim']}, {t['num_blocks']} blocks, {t['num_heads']} heads, "
+        f"{out['parameters']['trunk']:,} parameters"
+    )
+    console.print("network: " + ", ".join(f"{k}={v}" for k, v in pub.network.items()), highlight=False)
+    console.print(f"sha256 {out['sha256']} (trunk.pth), trunk tensors {out['trunk_sha256']}")
 
 
 def _fmt(values: list[float]) -> str:

@@ -36,7 +36,6 @@ from hpt_kit.train.checkpoint import (
     load_strict,
     load_training_state,
     read_checkpoint,
-    resolve_checkpoint,
     save_run_checkpoint,
 )
 
@@ -150,11 +149,23 @@ def build_model(
             TrunkConfig(t.embed_dim, t.num_blocks, t.num_heads, "custom") if t.preset == "custom" else trunk_config(t.preset)
         )
         return HPT(config, specs, stats, components=registry), {}
-    source = resolve_checkpoint(trunk_from)
-    tensors = {k[len("trunk.") :]: v for k, v in source.tensors().items() if k.startswith("trunk.")}
-    model = HPT(source.trunk_config, specs, stats, components=registry)
-    load_strict(model.trunk, tensors, f"{source.path} (trunk.*)")
-    return model, {"trunk_source": str(trunk_from), "trunk_source_path": str(source.path), "trunk_source_step": source.step}
+    from hpt_kit.trunks import resolve_trunk, trunk_digest
+
+    source = resolve_trunk(trunk_from)
+    model = HPT(source.config, specs, stats, components=registry)
+    load_strict(model.trunk, source.tensors, f"{source.path} (trunk)")
+    digest = source.digest
+    # Nothing after loading may re-initialise the trunk: prove the weights are the loaded ones.
+    assert trunk_digest(model.trunk.state_dict()) == digest, "trunk changed after loading"
+    info = {
+        "trunk_source": str(trunk_from),
+        "trunk_source_path": str(source.path),
+        "trunk_source_format": source.format,
+        "trunk_source_step": source.step,
+        "trunk_source_sha256": digest,
+    }
+    log.info("loaded trunk %s (%s, sha256 %s)", trunk_from, source.format, digest[:12])
+    return model, info
 
 
 def train(
