@@ -65,6 +65,10 @@ class HPT(nn.Module):
 
     def encode(self, embodiment: str, observation: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw observations, each (B, H, *step_shape) -> trunk tokens (B, L, D)."""
+        return self.trunk(self.tokens(embodiment, observation))
+
+    def tokens(self, embodiment: str, observation: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Raw observations -> the trunk's input: stem tokens plus the positional table, (B, L, D)."""
         spec = self.specs[embodiment]
         norm = self.normalizers[embodiment]
         stems = self.stems[embodiment]
@@ -75,14 +79,37 @@ class HPT(nn.Module):
                 x = norm.state(x)
             tokens.append(stems[s.modality](x))  # (B, n_i, D)
         x = torch.cat(tokens, dim=1)  # (B, L, D)
-        x = x + self.pos_table[:, : x.shape[1]]
-        return self.trunk(x)
+        return x + self.pos_table[:, : x.shape[1]]
 
     def loss(self, embodiment: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Scalar loss of the embodiment's head on one batch (raw observations and actions)."""
         features = self.encode(embodiment, batch)
         target = self.normalizers[embodiment].action(batch[ACTION])  # (B, K, A)
         return self.heads[embodiment].loss(features, target)
+
+    def loss_mixed(self, batches: Mapping[str, Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        """One step over several embodiments' batches at once: each embodiment's stems on its slice,
+        all token sequences through the trunk in one pass (padded and masked where their lengths
+        differ), then each head on its slice. Equals the sample-weighted mean of the per-embodiment
+        losses."""
+        names = list(batches)
+        tokens = [self.tokens(n, batches[n]) for n in names]  # (B_i, L_i, D) each
+        sizes = [t.shape[0] for t in tokens]
+        lengths = [t.shape[1] for t in tokens]
+        longest = max(lengths)
+        mask = None
+        if min(lengths) != longest:
+            tokens = [torch.nn.functional.pad(t, (0, 0, 0, longest - t.shape[1])) for t in tokens]
+            mask = torch.cat(
+                [torch.arange(longest, device=t.device).expand(b, longest) >= n for t, b, n in zip(tokens, sizes, lengths)]
+            )  # (sum B_i, L), True = padding
+        features = self.trunk(torch.cat(tokens), key_padding_mask=mask)  # (sum B_i, L, D)
+        total = sum(sizes)
+        loss = features.new_zeros(())
+        for name, part, n in zip(names, features.split(sizes), lengths):
+            target = self.normalizers[name].action(batches[name][ACTION])
+            loss = loss + self.heads[name].loss(part[:, :n], target) * (part.shape[0] / total)
+        return loss
 
     def predict(self, embodiment: str, observation: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw observations -> action chunk in the robot's units, (B, action_horizon, action_dim)."""

@@ -1,0 +1,311 @@
+"""``hpt-kit bench``: how fast this machine trains, acts and samples, measured in one run.
+
+Everything is measured, nothing assumed: the matmul peak is timed in the same run and MFU is the
+achieved model FLOP rate (counted by ``torch.utils.flop_counter``) over that peak. The sampler runs in
+a child process so its peak RSS is its own.
+
+The standard shape (the reference HPT setting): state 39-d, one camera view of 49x512 precomputed
+image features, observation horizon 1, an action chunk of 4 steps of 4-d actions, MLP head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpt_kit.embodiment import (
+    ActionSpec,
+    EmbodimentData,
+    HeadSpec,
+    ImageFeatureSpec,
+    ObservationSpec,
+    StemSpec,
+)
+from hpt_kit.models.hpt import HPT
+from hpt_kit.models.trunk import trunk_config
+from hpt_kit.registry import load_registry
+
+STATE_DIM, VIEWS, TOKENS, CHANNELS, CHUNK, ACTION_DIM = 39, 1, 49, 512, 4, 4
+
+
+def standard_spec(name: str = "bench") -> EmbodimentData:
+    return EmbodimentData(
+        name=name,
+        observation=ObservationSpec(STATE_DIM, image_features=ImageFeatureSpec(("corner",), TOKENS, CHANNELS)),
+        action=ActionSpec(ACTION_DIM, (-1.0,) * ACTION_DIM, (1.0,) * ACTION_DIM, 10.0),
+        stems=(StemSpec("state"), StemSpec("image_features")),
+        head=HeadSpec(action_horizon=CHUNK),
+        observation_horizon=1,
+    )
+
+
+def standard_stats() -> dict:
+    return {
+        "state": {"mean": [0.0] * STATE_DIM, "std": [1.0] * STATE_DIM},
+        "action": {"min": [-1.0] * ACTION_DIM, "max": [1.0] * ACTION_DIM},
+    }
+
+
+def standard_model(preset: str, names: Sequence[str] = ("bench",)) -> HPT:
+    specs = {n: standard_spec(n) for n in names}
+    return HPT(trunk_config(preset), specs, {n: standard_stats() for n in names}, load_registry(load_entrypoints=False))
+
+
+def standard_batch(batch: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "state": torch.randn(batch, 1, STATE_DIM, generator=g).to(device),
+        "image_features": torch.randn(batch, 1, VIEWS, TOKENS, CHANNELS, generator=g).to(device),
+        "action": (torch.rand(batch, CHUNK, ACTION_DIM, generator=g) * 2 - 1).to(device),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None) -> float:
+    """The best sustained rate of one large square matmul, GFLOP/s."""
+    n = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    reps = 20 if device.type == "cuda" else 3
+    seconds = _median_time(lambda: [a @ b for _ in range(reps)], device, repeats=5, warmup=1)
+    return 2 * n**3 * reps / seconds / 1e9
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train_step_fn(model: HPT, batch: dict[str, torch.Tensor], frozen: bool, device: torch.device) -> Callable[[], None]:
+    model.trunk.requires_grad_(not frozen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+    name = next(iter(model.specs))
+
+    def step() -> None:
+        with _autocast(device):
+            loss = model.loss(name, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    return step
+
+
+def flops_per_sample(step: Callable[[], None], batch: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / batch
+
+
+def bench_train(preset: str, batch: int, frozen: bool, device: torch.device, peak: float, steps: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = standard_model(preset).to(device).train()
+    data = standard_batch(batch, device)
+    step = train_step_fn(model, data, frozen, device)
+    flops = flops_per_sample(step, batch)
+    seconds = _median_time(step, device, repeats=steps, warmup=2)
+    sps = batch / seconds
+    return {
+        "preset": preset,
+        "batch": batch,
+        "trunk": "frozen" if frozen else "trained",
+        "samples_per_s": sps,
+        "step_ms": seconds * 1e3,
+        "flops_per_sample": flops,
+        "mfu": sps * flops / (peak * 1e9),
+    }
+
+
+def bench_act(preset: str, device: torch.device, calls: int) -> dict[str, Any]:
+    from hpt_kit.policy import Policy
+
+    torch.manual_seed(0)
+    policy = Policy(standard_model(preset), "bench", execute_steps=1, device=device)  # predict every call
+    rng = np.random.default_rng(0)
+    obs = {
+        "state": rng.normal(size=STATE_DIM).astype(np.float32),
+        "image_features": rng.normal(size=(VIEWS, TOKENS, CHANNELS)).astype(np.float32),
+    }
+    for _ in range(10):
+        policy.act(obs)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        policy.act(obs)
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"preset": preset, "p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)), "calls": calls}
+
+
+def bench_mixed(preset: str, device: torch.device, batch: int, steps: int) -> dict[str, Any]:
+    """One step on a batch drawn from two embodiments at once versus one step per embodiment."""
+    torch.manual_seed(0)
+    model = standard_model(preset, ("bench-a", "bench-b")).to(device).train()
+    half = {n: standard_batch(batch // 2, device, seed=i) for i, n in enumerate(("bench-a", "bench-b"))}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def mixed() -> None:
+        with _autocast(device):
+            loss = model.loss_mixed(half)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def separate() -> None:
+        for name, b in half.items():
+            with _autocast(device):
+                loss = model.loss(name, b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    t_mixed = _median_time(mixed, device, repeats=steps, warmup=1)
+    t_sep = _median_time(separate, device, repeats=steps, warmup=1)
+    return {
+        "preset": preset,
+        "batch": batch,
+        "embodiments": 2,
+        "mixed_step_ms": t_mixed * 1e3,
+        "separate_steps_ms": t_sep * 1e3,
+        "speedup": t_sep / t_mixed,
+    }
+
+
+def make_store(path: Path, gigabytes: float, seed: int = 0) -> Path:
+    """A standard-shape dataset of at least ``gigabytes`` on disk (random, incompressible features)."""
+    from hpt_kit.data.store import write_dataset
+
+    step_bytes = 4 * (STATE_DIM + ACTION_DIM + VIEWS * TOKENS * CHANNELS)
+    steps = max(64, int(gigabytes * 1e9 / step_bytes))
+    per_episode = 200
+    rng = np.random.default_rng(seed)
+    spec = standard_spec("bench")
+
+    def episodes():
+        done = 0
+        while done < steps:
+            n = min(per_episode, steps - done)
+            yield {
+                "state": rng.standard_normal((n, STATE_DIM), dtype=np.float32),
+                "action": rng.uniform(-1, 1, (n, ACTION_DIM)).astype(np.float32),
+                "image_features": rng.standard_normal((n, VIEWS, TOKENS, CHANNELS), dtype=np.float32),
+            }
+            done += n
+
+    return write_dataset(path, spec, episodes(), notes={"bench": True}, overwrite=True)
+
+
+def _dir_gb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e9
+
+
+def sampler_child(path: str, batches: int, batch: int) -> dict[str, Any]:
+    """Runs in a fresh process: stream batches from the on-disk store, report rate and peak RSS."""
+    from hpt_kit.data.store import Dataset
+    from hpt_kit.data.stream import BlockSampler
+
+    ds = Dataset(path)
+    sampler = BlockSampler(ds, 1, CHUNK, ["state", "image_features"], seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        sampler.sample(batch, rng)
+    t = time.perf_counter()
+    for _ in range(batches):
+        b = sampler.sample(batch, rng)
+    seconds = time.perf_counter() - t
+    assert b["image_features"].shape == (batch, 1, VIEWS, TOKENS, CHANNELS)
+    return {
+        "samples_per_s": batches * batch / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "resident_block_mb": sampler.resident_bytes() / 1e6,
+    }
+
+
+def bench_sampler(store_gb: float, batches: int, batch: int = 256, store: Path | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hpt-bench-") as tmp:
+        path = Path(store) if store else Path(tmp) / "bench.zarr"
+        if not path.exists():
+            make_store(path, store_gb)
+        cmd = [sys.executable, "-c", f"import json, hpt_kit.bench as b; print(json.dumps(b.sampler_child({str(path)!r}, {batches}, {batch})))"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result["store_gb"] = _dir_gb(path)
+        result["batch"] = batch
+        return result
+
+
+def run(
+    presets: Sequence[str] = ("small", "base"),
+    batches: Sequence[int] = (64, 256),
+    steps: int = 5,
+    act_calls: int = 300,
+    store_gb: float = 2.0,
+    sampler_batches: int = 200,
+    store: Path | None = None,
+    device: str = "auto",
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    say = on_progress or (lambda msg: None)
+    say("matmul peak")
+    result: dict[str, Any] = {"device": device_name(dev), "torch": torch.__version__}
+    result["matmul_gflops"] = matmul_gflops(dev)
+    peak = result["matmul_gflops"]
+    if dev.type == "cuda":
+        result["matmul_gflops_bf16"] = matmul_gflops(dev, torch.bfloat16)
+        peak = result["matmul_gflops_bf16"]
+    result["mfu_peak_gflops"] = peak
+    result["train"] = []
+    for preset in presets:
+        for b in batches:
+            for frozen in (False, True):
+                say(f"train {preset} batch {b} {'frozen' if frozen else 'trained'}")
+                result["train"].append(bench_train(preset, b, frozen, dev, peak, steps))
+    result["act"] = []
+    for preset in presets:
+        say(f"act {preset}")
+        result["act"].append(bench_act(preset, dev, act_calls))
+    say("mixed-embodiment step")
+    result["mixed"] = bench_mixed(presets[0], dev, max(batches[0], 2), steps)
+    say(f"sampler ({store_gb:g} GB store)")
+    result["sampler"] = bench_sampler(store_gb, sampler_batches, store=store)
+    return result

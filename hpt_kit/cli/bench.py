@@ -1,0 +1,70 @@
+"""``hpt-kit bench``: training, inference and sampling speed on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def bench_command(
+    preset: Annotated[list[str] | None, typer.Option(help="Trunk preset(s) to measure (repeatable; default small and base).")] = None,
+    batch: Annotated[list[int] | None, typer.Option(help="Training batch size(s) (repeatable; default 64 and 256).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Timed training steps per setting (median reported).")] = 5,
+    act_calls: Annotated[int, typer.Option(min=1, help="Policy.act() calls timed per preset.")] = 300,
+    store_gb: Annotated[float, typer.Option(help="Size of the on-disk dataset the sampler streams from.")] = 2.0,
+    store: Annotated[Path | None, typer.Option(help="Reuse (or create) this store instead of a temporary one.")] = None,
+    sampler_batches: Annotated[int, typer.Option(min=1, help="Sampler batches timed.")] = 200,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure matmul peak, training throughput and MFU, act() latency, mixed-embodiment steps and sampler speed."""
+    from hpt_kit.bench import run
+    from hpt_kit.cli.output import console
+
+    result = run(
+        presets=tuple(preset or ("small", "base")),
+        batches=tuple(batch or (64, 256)),
+        steps=steps,
+        act_calls=act_calls,
+        store_gb=store_gb,
+        sampler_batches=sampler_batches,
+        store=store,
+        device=device,
+        on_progress=lambda msg: console.print(f"[dim]bench: {msg}[/dim]", highlight=False),
+    )
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.table import Table
+
+    from hpt_kit.cli.output import stdout_console
+
+    out = stdout_console()
+    out.print(f"device {result['device']}, torch {result['torch']}, matmul peak {result['matmul_gflops']:.0f} GFLOP/s (fp32)"
+              + (f", {result['matmul_gflops_bf16']:.0f} (bf16)" if "matmul_gflops_bf16" in result else ""))
+    table = Table(title="training step (standard shape)")
+    for col in ("preset", "batch", "trunk", "samples/s", "ms/step", "GFLOP/sample", "MFU"):
+        table.add_column(col, justify="right")
+    for r in result["train"]:
+        table.add_row(r["preset"], str(r["batch"]), r["trunk"], f"{r['samples_per_s']:.0f}", f"{r['step_ms']:.1f}",
+                      f"{r['flops_per_sample'] / 1e9:.3f}", f"{r['mfu']:.1%}")
+    out.print(table)
+    table = Table(title="Policy.act() at batch 1")
+    for col in ("preset", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right")
+    for r in result["act"]:
+        table.add_row(r["preset"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
+    out.print(table)
+    m = result["mixed"]
+    out.print(f"mixed batch of {m['embodiments']} embodiments ({m['preset']}, {m['batch']} samples): one step "
+              f"{m['mixed_step_ms']:.1f} ms vs one step per embodiment {m['separate_steps_ms']:.1f} ms ({m['speedup']:.2f}x)")
+    s = result["sampler"]
+    out.print(f"sampler: {s['samples_per_s']:.0f} samples/s (batches of {s['batch']}) from a {s['store_gb']:.2f} GB store, "
+              f"peak RSS {s['peak_rss_mb']:.0f} MB")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)

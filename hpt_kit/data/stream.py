@@ -1,0 +1,104 @@
+"""Sampling from a dataset larger than memory, with memory use independent of the dataset's size.
+
+:class:`BlockSampler` keeps ``blocks`` random contiguous stretches of the time axis in memory (each a
+whole number of storage chunks, so a read decodes no chunk twice) and draws training windows from
+them. A background thread reads the next stretch while batches are assembled from the current ones;
+every ``refresh`` batches one stretch is swapped for the prefetched one. Windows are clamped at
+episode edges like :class:`~hpt_kit.data.sampler.SequenceSampler`'s, and also at the two ends of a
+stretch (rows beyond it are not in memory): with stretches of thousands of steps that touches a
+fraction of about (H + K) / block_steps of the windows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from hpt_kit.data.store import Dataset
+from hpt_kit.embodiment import ACTION
+
+
+class BlockSampler:
+    def __init__(
+        self,
+        dataset: Dataset,
+        observation_horizon: int,
+        action_horizon: int,
+        fields: Sequence[str],
+        block_steps: int = 4096,
+        blocks: int = 4,
+        refresh: int = 8,
+        seed: int = 0,
+    ):
+        self.dataset = dataset
+        self.obs_fields = [f for f in fields if f != ACTION]
+        self.fields = [*self.obs_fields, ACTION]
+        self.arrays = {f: dataset.array(f) for f in self.fields}
+        self.H, self.K = observation_horizon, action_horizon
+        # A stretch is a whole number of chunks of the widest field, at least block_steps long.
+        chunk = max(a.chunks[0] for a in self.arrays.values())
+        self.block_steps = min(dataset.num_steps, max(chunk, -(-block_steps // chunk) * chunk))
+        self.refresh = refresh
+        self.rng = np.random.default_rng(seed)
+        self.ends = dataset.episode_ends
+        self.starts = dataset.episode_starts
+        self._slots = [self._read(self._random_start()) for _ in range(max(1, blocks))]
+        self._calls = 0
+        self._next: tuple | None = None
+        self._thread: threading.Thread | None = None
+        self._prefetch()
+
+    def _random_start(self) -> int:
+        n = self.dataset.num_steps
+        return int(self.rng.integers(0, max(1, n - self.block_steps + 1)))
+
+    def _read(self, start: int) -> tuple[int, dict[str, np.ndarray]]:
+        stop = min(self.dataset.num_steps, start + self.block_steps)
+        return start, {f: np.asarray(self.arrays[f][start:stop]) for f in self.fields}
+
+    def _prefetch(self) -> None:
+        start = self._random_start()
+
+        def work() -> None:
+            self._next = self._read(start)
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def _swap(self) -> None:
+        assert self._thread is not None
+        self._thread.join()
+        slot = int(self.rng.integers(len(self._slots)))
+        assert self._next is not None
+        self._slots[slot] = self._next
+        self._prefetch()
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A batch of windows: obs fields (B, H, ...) and action (B, K, A), drawn from the stretches in memory."""
+        self._calls += 1
+        if self._calls % self.refresh == 0:
+            self._swap()
+        which = rng.integers(len(self._slots), size=batch_size)
+        out: dict[str, list[np.ndarray]] = {f: [] for f in self.fields}
+        for s, (start, data) in enumerate(self._slots):
+            rows = np.flatnonzero(which == s)
+            if not len(rows):
+                continue
+            n = len(data[ACTION])
+            t = start + rng.integers(0, n, size=len(rows))  # global step of each window
+            ep = np.searchsorted(self.ends, t, side="right")
+            # Clamp to the episode and to the stretch (rows outside it are not in memory).
+            lo = np.maximum(self.starts[ep], start) - start
+            hi = np.minimum(self.ends[ep], start + n) - 1 - start
+            local = t - start
+            obs_idx = np.clip(local[:, None] + np.arange(-self.H + 1, 1), lo[:, None], hi[:, None])
+            act_idx = np.clip(local[:, None] + np.arange(self.K), lo[:, None], hi[:, None])
+            for f in self.obs_fields:
+                out[f].append(data[f][obs_idx])
+            out[ACTION].append(data[ACTION][act_idx])
+        return {f: np.concatenate(parts) for f, parts in out.items()}
+
+    def resident_bytes(self) -> int:
+        return sum(a.nbytes for _, data in self._slots for a in data.values())

@@ -1,0 +1,30 @@
+"""``hpt-kit bench --json`` at a tiny size returns every field (speed itself is not asserted here)."""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import HPT_KIT
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_json_has_every_field(tmp_path):
+    out = subprocess.run(
+        [HPT_KIT, "bench", "--preset", "tiny", "--batch", "4", "--steps", "1", "--act-calls", "5",
+         "--store-gb", "0.005", "--sampler-batches", "3", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    result = json.loads(out.stdout)
+    assert result["matmul_gflops"] > 0 and result["device"].startswith("cpu")
+    assert {(r["preset"], r["batch"], r["trunk"]) for r in result["train"]} == {("tiny", 4, "trained"), ("tiny", 4, "frozen")}
+    for r in result["train"]:
+        assert r["samples_per_s"] > 0 and r["flops_per_sample"] > 0 and 0 < r["mfu"] < 1.5
+    trained, frozen = sorted(result["train"], key=lambda r: r["trunk"] == "frozen")
+    assert frozen["flops_per_sample"] < trained["flops_per_sample"]  # no weight gradients for the trunk
+    (act,) = result["act"]
+    assert act["preset"] == "tiny" and 0 < act["p50_ms"] <= act["p99_ms"]
+    assert result["mixed"]["mixed_step_ms"] > 0 and result["mixed"]["separate_steps_ms"] > 0
+    s = result["sampler"]
+    assert s["samples_per_s"] > 0 and s["peak_rss_mb"] > 0 and s["store_gb"] >= 0.004
