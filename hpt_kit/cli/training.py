@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,9 @@ def _run(recipe, out: Path | None, resume: bool) -> None:
 
     run_dir = out or Path(recipe.run.out or f"runs/{recipe.run.name}")
     registry = load_registry()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks
+        train(recipe, run_dir, registry, resume=resume)
+        return
     start = 0
     if resume and (latest := latest_checkpoint(run_dir)) is not None:
         start = read_checkpoint(latest).step

@@ -89,13 +89,20 @@ def make_samplers(
     val_fraction: float,
     seed: int,
     max_episodes: int | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[SequenceSampler, SequenceSampler | None]:
     """Train and validation samplers over one dataset, split by episode.
 
     ``max_episodes`` keeps only the first that many episodes (e.g. K demonstrations for transfer).
+    ``shard = (rank, world)`` keeps every world-th training episode from the rank-th on; validation
+    is not sharded.
     """
     n = dataset.num_episodes if max_episodes is None else min(max_episodes, dataset.num_episodes)
     train_eps, val_eps = split_episodes(n, val_fraction, seed)
+    rank, world = shard
+    train_eps = train_eps[rank::world]
+    if not len(train_eps):
+        raise ValueError(f"{dataset.path}: no training episodes for process {rank} of {world}; convert more episodes")
     wanted = [f for f in fields if f != ACTION]
     arrays = {f: dataset.load(f) for f in (*wanted, ACTION)}
     train = SequenceSampler(dataset, train_eps, observation_horizon, action_horizon, wanted, arrays)

@@ -81,6 +81,10 @@ class HPT(nn.Module):
         x = torch.cat(tokens, dim=1)  # (B, L, D)
         return x + self.pos_table[:, : x.shape[1]]
 
+    def forward(self, embodiment: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss (what ``DistributedDataParallel`` wraps); see :meth:`loss`."""
+        return self.loss(embodiment, batch)
+
     def loss(self, embodiment: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Scalar loss of the embodiment's head on one batch (raw observations and actions)."""
         features = self.encode(embodiment, batch)

@@ -8,6 +8,7 @@ warm-up + cosine learning rate and gradient clipping; validate, log and checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,6 +30,7 @@ from hpt_kit.models.hpt import HPT
 from hpt_kit.models.trunk import TrunkConfig, trunk_config
 from hpt_kit.recipe import DatasetEntry, Recipe, RecipeError, TrainSection, recipe_to_toml
 from hpt_kit.registry import Registry
+from hpt_kit.train import distributed
 from hpt_kit.train.checkpoint import (
     CheckpointError,
     describe,
@@ -176,28 +178,48 @@ def train(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     on_convert: Callable[[str, int], Callable[[int, int], None] | None] | None = None,
 ) -> TrainResult:
-    """Run (or resume) the recipe into ``run_dir``. ``recipe.transfer.trunk`` set means transfer."""
+    """Run (or resume) the recipe into ``run_dir``. ``recipe.transfer.trunk`` set means transfer.
+
+    Under ``torchrun`` every rank runs this: episodes are sharded by rank, each rank draws
+    ``batch_size / world`` samples per step, gradients are averaged by DistributedDataParallel, and
+    rank 0 alone converts datasets and writes metrics and checkpoints.
+    """
     cfg = recipe.train
     run_dir = Path(run_dir)
-    device = pick_device(cfg.device)
-    torch.manual_seed(recipe.run.seed)
+    world, device = distributed.setup(pick_device(cfg.device))
+    try:
+        return _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
+    finally:
+        distributed.teardown(world)
 
-    # Data: open (or convert) every dataset, split by episode.
-    datasets = open_datasets(recipe, registry, on_convert)
+
+def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device) -> TrainResult:
+    cfg = recipe.train
+    torch.manual_seed(recipe.run.seed)
+    if cfg.batch_size % world.size:
+        raise RecipeError(f"{recipe.source}: train.batch_size {cfg.batch_size} is not divisible by {world.size} processes")
+    local_batch = cfg.batch_size // world.size
+
+    # Data: rank 0 converts missing datasets; every rank opens them and takes its shard of episodes.
+    if world.is_main:
+        datasets = open_datasets(recipe, registry, on_convert)
+    distributed.barrier(world)
+    if not world.is_main:
+        datasets = open_datasets(recipe, registry)
+    specs = {e.embodiment: run_spec(datasets[e.embodiment].spec, e) for e in recipe.datasets}
     train_s: dict[str, SequenceSampler] = {}
     val_s: dict[str, SequenceSampler | None] = {}
-    specs = {e.embodiment: run_spec(datasets[e.embodiment].spec, e) for e in recipe.datasets}
     for entry in recipe.datasets:
         ds, spec = datasets[entry.embodiment], specs[entry.embodiment]
-        fields = [s.modality for s in spec.stems]
         train_s[entry.embodiment], val_s[entry.embodiment] = make_samplers(
             ds,
             spec.observation_horizon,
             spec.action_horizon,
-            fields,
+            [s.modality for s in spec.stems],
             cfg.val_fraction,
             recipe.run.seed,
             entry.max_episodes or None,
+            shard=(world.rank, world.size),
         )
     names = [e.embodiment for e in recipe.datasets]
     weights = np.array([e.weight for e in recipe.datasets], dtype=np.float64)
@@ -213,7 +235,8 @@ def train(
         model.trunk.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
-    rng = np.random.default_rng(recipe.run.seed)
+    mix_rng = np.random.default_rng(recipe.run.seed)  # the same on every rank: which embodiment
+    data_rng = np.random.default_rng([recipe.run.seed, world.rank])  # per rank: which samples
 
     # Resume: weights, optimiser, step and random state from the latest checkpoint.
     start = 0
@@ -225,62 +248,84 @@ def train(
         load_strict(model, ckpt.tensors(), str(ckpt_path))
         state = load_training_state(ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
+        mix_rng.bit_generator.state = json.loads(state["mix_rng"])
+        data_states = json.loads(state["data_rng"])
+        if len(data_states) == world.size:
+            data_rng.bit_generator.state = data_states[world.rank]
+        else:  # a different number of processes: fresh, still distinct, streams
+            log.warning("resuming with %d processes, saved with %d: new sample streams", world.size, len(data_states))
+            data_rng = np.random.default_rng([recipe.run.seed, world.rank, start])
+        torch.set_rng_state(state["torch_rng"])
         log.info("resumed %s at step %d", run_dir, start)
     elif not resume and latest_checkpoint(run_dir) is not None:
         raise CheckpointError(f"{run_dir}: already holds checkpoints; pass --resume to continue or choose another --out")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.toml").write_text(recipe_to_toml(recipe))
     dataset_info = {
         n: {"path": str(ds.path), "num_episodes": ds.num_episodes, "num_steps": ds.num_steps, "notes": ds.notes}
         for n, ds in datasets.items()
     }
-    extra = {"mode": "transfer" if transfer else "pretrain", "frozen_trunk": frozen, **source_info}
-    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    extra = {"mode": "transfer" if transfer else "pretrain", "frozen_trunk": frozen, "world_size": world.size, **source_info}
     counts = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in trainable),
         "trunk": sum(p.numel() for p in model.trunk.parameters()),
     }
+    metrics_file = None
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.toml").write_text(recipe_to_toml(recipe))
+        metrics_file = open(run_dir / "metrics.jsonl", "a")
 
     def emit(record: dict[str, Any]) -> None:
+        if metrics_file is None:
+            return
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
         if on_log:
             on_log(record)
 
-    def checkpoint(step: int, val_loss: Mapping[str, float]) -> Path:
-        desc = describe(model, step, recipe.to_dict(), dataset_info, {"val_loss": dict(val_loss), **counts}, extra)
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "numpy_rng": json.dumps(rng.bit_generator.state),
-            "torch_rng": torch.get_rng_state(),
-            "step": step,
-        }
-        return save_run_checkpoint(run_dir, step, model, desc, state, keep=cfg.keep_checkpoints)
+    def checkpoint(step: int, val_loss: Mapping[str, float]) -> None:
+        data_states = distributed.gather(world, data_rng.bit_generator.state)
+        if world.is_main:
+            desc = describe(model, step, recipe.to_dict(), dataset_info, {"val_loss": dict(val_loss), **counts}, extra)
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "mix_rng": json.dumps(mix_rng.bit_generator.state),
+                "data_rng": json.dumps(data_states),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+            }
+            save_run_checkpoint(run_dir, step, model, desc, state, keep=cfg.keep_checkpoints)
+        distributed.barrier(world)
 
     if start == 0:
         emit({"event": "start", **extra, **counts, "embodiments": names, "device": str(device)})
+    net = model
+    if world.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=len(names) > 1
+        )
     model.train()
     if frozen:
         model.trunk.eval()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     val_loss: dict[str, float] = {}
     last_loss = float("nan")
     window_t, window_n = time.perf_counter(), 0
-    step = start
     try:
         for step in range(start, cfg.steps):
-            # Sample: one embodiment per step, drawn by mixture weight.
-            name = names[int(rng.choice(len(names), p=weights))]
-            batch = _to_torch(train_s[name].sample(cfg.batch_size, rng), device)
+            # Sample: one embodiment per step (the same on every rank), drawn by mixture weight.
+            name = names[int(mix_rng.choice(len(names), p=weights))]
+            batch = _to_torch(train_s[name].sample(local_batch, data_rng), device)
             # Step: AdamW on the scheduled learning rate with clipped gradients.
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = model.loss(name, batch)
+            with autocast:
+                loss = net(name, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip) if cfg.grad_clip > 0 else None
@@ -289,7 +334,7 @@ def train(
             done = step + 1
             # Log, validate, checkpoint on schedule (and always at the end).
             if done % cfg.log_every == 0 or done == cfg.steps:
-                last_loss = loss.item()
+                last_loss = distributed.mean(world, loss.detach()).item()
                 now = time.perf_counter()
                 record = {
                     "step": done,
@@ -313,5 +358,6 @@ def train(
         if final is None:  # resumed a finished run: nothing left to do
             raise CheckpointError(f"{run_dir}: no checkpoint was written")
     finally:
-        metrics_file.close()
+        if metrics_file is not None:
+            metrics_file.close()
     return TrainResult(run_dir, cfg.steps, final, val_loss, last_loss)

@@ -1,0 +1,5 @@
+"""``python -m hpt_kit`` (and ``torchrun -m hpt_kit``) runs the ``hpt-kit`` command."""
+
+from hpt_kit.cli.app import main
+
+main()
