@@ -154,3 +154,17 @@ def test_recipe_overrides_horizons_and_head_options(registry, tmp_path):
     assert spec.observation_horizon == 3 and spec.action_horizon == 5 and spec.head.options == {"note": 1}
     model = resolve_checkpoint(tmp_path / "run").build_model()
     assert model.predict("toy", {"state": torch.zeros(2, 3, 3)}).shape == (2, 5, 1)
+
+
+def test_a_missing_dataset_that_may_not_be_converted_names_the_key_and_file(registry, tmp_path):
+    recipe = parse_recipe(
+        {"trunk": {"preset": "tiny"}, "datasets": [{"embodiment": "toy", "path": str(tmp_path / "none.zarr"), "convert": False}]},
+        "recipes/x.toml",
+    )
+    from hpt_kit.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"recipes/x.toml: datasets\[0\].path: dataset .*none.zarr does not exist"):
+        train(recipe, tmp_path / "run", registry)
+    unknown = parse_recipe({"datasets": [{"embodiment": "nope"}]}, "recipes/y.toml")
+    with pytest.raises(RecipeError, match=r"recipes/y.toml: datasets\[0\].embodiment: unknown embodiment 'nope'; known: toy, toy-b"):
+        train(unknown, tmp_path / "run2", registry)
