@@ -104,6 +104,17 @@ class EvalSection:
     episodes: int = 20
     seed: int = 1000  # rollout seeds start here, apart from the conversion seeds
     execute_steps: int = 0  # steps of each predicted chunk executed before re-planning; 0 = all
+    # m of temporal ensembling (predict every step, average the overlapping chunks with weights
+    # exp(-m * i), oldest first); 0 = off. ACT uses 0.01. Excludes execute_steps.
+    temporal_ensemble: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.execute_steps < 0:
+            raise ValueError(f"execute_steps must be >= 0 (0 = the whole chunk), got {self.execute_steps}")
+        if not 0 <= self.temporal_ensemble < float("inf"):
+            raise ValueError(f"temporal_ensemble must be a finite number >= 0 (0 = off), got {self.temporal_ensemble}")
+        if self.temporal_ensemble > 0 and self.execute_steps > 0:
+            raise ValueError("set execute_steps or temporal_ensemble, not both: ensembling replans every step")
 
 
 @dataclass(frozen=True)
@@ -142,7 +153,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecipeError(f"{where}: expected a table, got {value!r}")
-        return _build(tp, value, where)
+        return parse_table(tp, value, where)
     if tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     elif tp is int:
@@ -154,7 +165,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return float(value) if tp is float else value
 
 
-def _build(cls: Any, table: dict[str, Any], where: str) -> Any:
+def parse_table(cls: Any, table: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(table) - set(fields))

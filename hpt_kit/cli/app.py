@@ -30,9 +30,9 @@ def _root(
 
 
 def _register() -> None:
-    from hpt_kit.cli import bench, data, evaluate, hub, inspect, listing, scaffold, training
+    from hpt_kit.cli import bench, data, evaluate, experiment, hub, inspect, listing, scaffold, training
 
-    for module in (listing, scaffold, data, training, evaluate, inspect, hub, bench):
+    for module in (listing, scaffold, data, training, evaluate, inspect, hub, bench, experiment):
         module.register(app)
 
 

@@ -1,0 +1,38 @@
+"""``hpt-kit experiment transfer``: the HPT transfer experiment in one command."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+experiment_app = typer.Typer(help="Experiments that measure what pre-training buys.", no_args_is_help=True)
+
+
+@experiment_app.command("transfer")
+def transfer_experiment(
+    spec: Annotated[Path, typer.Argument(metavar="EXPERIMENT.toml", help="Experiment file.")] = Path("recipes/experiment.toml"),
+    out: Annotated[Path, typer.Option(help="Output folder (runs, results.json, results.md, val_loss.png).")] = Path("runs/experiment"),
+    scale: Annotated[float, typer.Option(min=0.0, help="Multiply training steps and evaluation episodes (e.g. 10 on a GPU).")] = 1.0,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Use seeds 0..N-1 instead of the file's.")] = None,
+) -> None:
+    """Pre-train on a mixture, then train held-out embodiments from scratch, on the frozen trunk and fine-tuned."""
+    from hpt_kit.cli.output import console, stdout_console
+    from hpt_kit.experiment import load_experiment, run_experiment
+
+    section = load_experiment(spec)
+    if seeds is not None:
+        section = dataclasses.replace(section, seeds=tuple(range(seeds)))
+    result = run_experiment(
+        section, out, scale, on_stage=lambda msg: console.print(f"[bold]experiment:[/bold] {msg}", highlight=False)
+    )
+    from rich.markdown import Markdown
+
+    stdout_console().print(Markdown((result.out / "results.md").read_text()))
+    console.print(f"wrote {result.out / 'results.json'}, {result.out / 'results.md'} and {result.out / 'val_loss.png'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(experiment_app, name="experiment")

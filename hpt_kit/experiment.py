@@ -1,0 +1,296 @@
+"""The HPT transfer experiment: does a pre-trained trunk make a new robot learn faster and better?
+
+One command pre-trains a trunk on a mixture, then for every held-out target embodiment trains on K
+demonstrations with three methods and several seeds, evaluates each policy in its simulator and
+writes a table (JSON and Markdown) and a plot of validation-loss curves:
+
+- ``scratch``: the same architecture, trunk randomly initialised and trained;
+- ``frozen``: the pre-trained trunk, frozen (only the new stem and head train);
+- ``finetune``: the pre-trained trunk, trained too.
+
+Every run is an ordinary run directory (resumable, inspectable with ``hpt-kit info``); results record
+the simulator versions the datasets were made with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpt_kit.embodiment import RolloutRequest
+from hpt_kit.recipe import (
+    DatasetEntry,
+    Recipe,
+    RecipeError,
+    RunSection,
+    TrainSection,
+    TransferSection,
+    load_recipe,
+    parse_table,
+)
+
+METHODS = ("scratch", "frozen", "finetune")
+
+
+@dataclass(frozen=True)
+class Target:
+    embodiment: str
+    episodes: int = 60  # converted for this target; the first `demos` train, validation comes from them
+    demos: int = 0  # K demonstrations (0 = the experiment's default)
+
+
+@dataclass(frozen=True)
+class ExperimentSection:
+    pretrain: str = "recipes/default.toml"  # pre-training recipe (relative paths: to this file)
+    targets: tuple[Target, ...] = ()
+    methods: tuple[str, ...] = METHODS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    demos: int = 20
+    steps: int = 400  # training steps per transfer run
+    batch_size: int = 64
+    lr: float = 1e-3
+    eval_episodes: int = 20
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+        if not self.targets:
+            raise ValueError("add at least one [[experiment.targets]] table")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+
+
+def load_experiment(path: str | Path) -> ExperimentSection:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such experiment file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    if set(data) != {"experiment"}:
+        raise RecipeError(f"{path}: expected only an [experiment] section, found {sorted(data)}")
+    try:
+        section = parse_table(ExperimentSection, data["experiment"], "experiment")
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    pretrain = Path(section.pretrain)
+    if not pretrain.is_absolute():
+        pretrain = (path.parent / pretrain) if (path.parent / pretrain).is_file() else pretrain
+    return dataclasses.replace(section, pretrain=str(pretrain))
+
+
+def scaled(section: ExperimentSection, pretrain: Recipe, scale: float) -> tuple[ExperimentSection, Recipe]:
+    """``--scale``: more steps and evaluation episodes (for a GPU); 1.0 is the laptop default."""
+    if scale == 1.0:
+        return section, pretrain
+    section = dataclasses.replace(
+        section,
+        steps=max(1, round(section.steps * scale)),
+        eval_episodes=max(1, round(section.eval_episodes * scale)),
+    )
+    train = dataclasses.replace(pretrain.train, steps=max(1, round(pretrain.train.steps * scale)))
+    return section, dataclasses.replace(pretrain, train=train)
+
+
+def transfer_recipe(section: ExperimentSection, pretrain: Recipe, target: Target, method: str, seed: int, trunk: Path) -> Recipe:
+    demos = target.demos or section.demos
+    train = TrainSection(
+        steps=section.steps,
+        batch_size=section.batch_size,
+        lr=section.lr,
+        warmup_steps=max(1, section.steps // 20),
+        val_every=max(1, section.steps // 10),
+        checkpoint_every=section.steps,
+        log_every=max(1, section.steps // 20),
+        val_fraction=0.2,
+        device=pretrain.train.device,
+    )
+    transfer = TransferSection() if method == "scratch" else TransferSection(str(trunk), freeze_trunk=method == "frozen")
+    return Recipe(
+        datasets=(DatasetEntry(target.embodiment, episodes=target.episodes, max_episodes=demos),),
+        run=RunSection(name=f"{target.embodiment}-{method}-{seed}", seed=seed),
+        trunk=pretrain.trunk,  # scratch: the same architecture as the pre-trained trunk
+        train=train,
+        transfer=transfer,
+        source=f"<experiment {target.embodiment} {method} seed {seed}>",
+    )
+
+
+def _curve(run_dir: Path, embodiment: str) -> list[tuple[int, float]]:
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "val_loss" in r and embodiment in r["val_loss"]:
+            out.append((r["step"], r["val_loss"][embodiment]))
+    return out
+
+
+@dataclass
+class ExperimentResult:
+    out: Path
+    table: dict[str, Any] = field(default_factory=dict)
+
+
+def run_experiment(
+    section: ExperimentSection,
+    out: Path,
+    scale: float = 1.0,
+    on_stage: Callable[[str], None] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> ExperimentResult:
+    from hpt_kit.policy import Policy
+    from hpt_kit.registry import load_registry
+    from hpt_kit.train.checkpoint import latest_checkpoint, resolve_checkpoint
+    from hpt_kit.train.loop import train
+
+    say = on_stage or (lambda msg: None)
+    registry = load_registry()
+    pretrain = load_recipe(section.pretrain)
+    section, pretrain = scaled(section, pretrain, scale)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for t in section.targets:  # fail before hours of pre-training, not after
+        registry.embodiment(t.embodiment)
+        if t.embodiment in {d.embodiment for d in pretrain.datasets}:
+            raise RecipeError(f"experiment target {t.embodiment!r} is in the pre-training mixture; hold it out")
+
+    say(f"pre-train ({pretrain.source})")
+    trunk_dir = out / "pretrain"
+    train(pretrain, trunk_dir, registry, resume=True, on_log=on_log)
+
+    runs: list[dict[str, Any]] = []
+    versions: dict[str, Any] = {}
+    for target in section.targets:
+        for method in section.methods:
+            for seed in section.seeds:
+                say(f"{target.embodiment}: {method}, seed {seed}")
+                run_dir = out / "runs" / target.embodiment / f"{method}-seed{seed}"
+                recipe = transfer_recipe(section, pretrain, target, method, seed, trunk_dir)
+                train(recipe, run_dir, registry, resume=True, on_log=on_log)
+                ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
+                policy = Policy(ckpt.build_model(), target.embodiment)
+                rollout = registry.embodiment(target.embodiment).rollout(
+                    policy, RolloutRequest(episodes=section.eval_episodes, seed=10_000 + seed)
+                )
+                curve = _curve(run_dir, target.embodiment)
+                notes = ckpt.description["embodiments"][target.embodiment]["dataset"].get("notes", {})
+                versions[target.embodiment] = {k: v for k, v in notes.items() if k.endswith("_version")}
+                runs.append(
+                    {
+                        "target": target.embodiment,
+                        "method": method,
+                        "seed": seed,
+                        "success_rate": rollout.success_rate,
+                        "final_val_loss": curve[-1][1] if curve else None,
+                        "val_curve": curve,
+                        "run_dir": str(run_dir),
+                    }
+                )
+    table = summarize(runs, section)
+    result = {
+        "pretrain": {"recipe": pretrain.source, "run_dir": str(trunk_dir), "embodiments": [d.embodiment for d in pretrain.datasets]},
+        "settings": {**dataclasses.asdict(section), "scale": scale},
+        "simulator_versions": {**_pretrain_versions(trunk_dir), **versions},
+        "table": table,
+        "runs": runs,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(result))
+    plot(runs, section, out / "val_loss.png")
+    return ExperimentResult(out, result)
+
+
+def _pretrain_versions(trunk_dir: Path) -> dict[str, Any]:
+    from hpt_kit.train.checkpoint import resolve_checkpoint
+
+    desc = resolve_checkpoint(trunk_dir).description
+    return {
+        name: {k: v for k, v in e.get("dataset", {}).get("notes", {}).items() if k.endswith("_version")}
+        for name, e in desc["embodiments"].items()
+    }
+
+
+def summarize(runs: list[dict[str, Any]], section: ExperimentSection) -> list[dict[str, Any]]:
+    rows = []
+    for target in section.targets:
+        for method in section.methods:
+            mine = [r for r in runs if r["target"] == target.embodiment and r["method"] == method]
+            success = np.array([r["success_rate"] for r in mine], dtype=float)
+            losses = np.array([r["final_val_loss"] for r in mine if r["final_val_loss"] is not None], dtype=float)
+            rows.append(
+                {
+                    "target": target.embodiment,
+                    "method": method,
+                    "demos": target.demos or section.demos,
+                    "seeds": len(mine),
+                    "success_mean": float(success.mean()),
+                    "success_std": float(success.std()),
+                    "val_loss_mean": float(losses.mean()) if len(losses) else None,
+                    "val_loss_std": float(losses.std()) if len(losses) else None,
+                }
+            )
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        "# HPT transfer experiment",
+        "",
+        f"Pre-trained on: {', '.join(result['pretrain']['embodiments'])}. "
+        f"Transfer: {s['steps']} steps, batch {s['batch_size']}, seeds {list(s['seeds'])}, "
+        f"{s['eval_episodes']} evaluation episodes per run. Mean ± std over seeds.",
+        "",
+        "| target | method | demos | success rate | final validation loss |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in result["table"]:
+        loss = f"{r['val_loss_mean']:.4f} ± {r['val_loss_std']:.4f}" if r["val_loss_mean"] is not None else "n/a"
+        lines.append(
+            f"| {r['target']} | {r['method']} | {r['demos']} | {r['success_mean']:.1%} ± {r['success_std']:.1%} | {loss} |"
+        )
+    lines += ["", "Simulator versions: " + json.dumps(result["simulator_versions"]), ""]
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict[str, Any]], section: ExperimentSection, path: Path) -> None:
+    """Validation loss against step, one panel per target, mean over seeds per method."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("the plot needs matplotlib: pip install 'hpt-kit[experiment]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = [t.embodiment for t in section.targets]
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for method in section.methods:
+            curves = [r["val_curve"] for r in runs if r["target"] == target and r["method"] == method and r["val_curve"]]
+            if not curves:
+                continue
+            steps = [s for s, _ in curves[0]]
+            values = np.array([[v for _, v in c[: len(steps)]] for c in curves])
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(steps, mean, label=method)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set_title(target)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss")
+        ax.set_yscale("log")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["ExperimentSection", "Target", "load_experiment", "run_experiment"]

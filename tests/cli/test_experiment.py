@@ -1,0 +1,46 @@
+"""A smoke run of the transfer experiment through the real command: table, JSON and plot."""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import HPT_KIT, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_transfer_experiment_smoke(tmp_path):
+    spec = tmp_path / "experiment.toml"
+    spec.write_text(
+        f"""
+[experiment]
+pretrain = "{ROOT / 'recipes' / 'smoke.toml'}"
+seeds = [0]
+demos = 4
+steps = 6
+batch_size = 16
+eval_episodes = 2
+
+[[experiment.targets]]
+embodiment = "mujoco-arm4"
+episodes = 6
+"""
+    )
+    out = tmp_path / "out"
+    run = subprocess.run([HPT_KIT, "experiment", "transfer", spec, "--out", out], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    rows = {(r["target"], r["method"]): r for r in result["table"]}
+    assert set(rows) == {("mujoco-arm4", m) for m in ("scratch", "frozen", "finetune")}
+    for r in rows.values():
+        assert 0 <= r["success_mean"] <= 1 and r["val_loss_mean"] > 0 and r["seeds"] == 1
+    assert result["simulator_versions"]["mujoco-arm4"]["mujoco_version"]
+    assert result["pretrain"]["embodiments"] == ["mujoco-arm3"]
+    runs = {r["method"]: r for r in result["runs"]}
+    frozen = json.loads((out / "runs" / "mujoco-arm4" / "frozen-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
+    assert frozen["frozen_trunk"] is True and runs["scratch"]["val_curve"]
+    scratch = json.loads((out / "runs" / "mujoco-arm4" / "scratch-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
+    assert scratch["mode"] == "pretrain" and scratch["trunk"] == frozen["trunk"]  # same architecture, random trunk
+    assert (out / "val_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| mujoco-arm4 | frozen | 4 |" in (out / "results.md").read_text()
