@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from hpt_kit.recipe import (
     TransferSection,
     load_recipe,
     parse_table,
+    read_toml,
 )
 
 METHODS = ("scratch", "frozen", "finetune")
@@ -70,12 +70,7 @@ class ExperimentSection:
 
 def load_experiment(path: str | Path) -> ExperimentSection:
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such experiment file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, "experiment")
     if set(data) != {"experiment"}:
         raise RecipeError(f"{path}: expected only an [experiment] section, found {sorted(data)}")
     try:
