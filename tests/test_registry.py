@@ -92,3 +92,19 @@ def test_builtins_register_through_the_hooks():
     assert registry.embodiments == {}
     assert [p.name for p in registry.plugins] == ["hpt_kit.builtins"]
     assert sys.modules["hpt_kit.builtins"].hpt_register_heads is not None
+
+
+def test_every_hook_is_prefixed_documented_and_used():
+    import inspect
+
+    from hpt_kit import hookspecs
+
+    specs = [f for name, f in vars(hookspecs).items() if inspect.isfunction(f) and hasattr(f, "hpt_kit_spec")]
+    assert {f.__name__ for f in specs} == {"hpt_register_embodiments", "hpt_register_stems", "hpt_register_heads"}
+    for f in specs:
+        doc = inspect.getdoc(f) or ""
+        assert f.__name__.startswith("hpt_") and "Called" in doc and "registry.add" in doc, f.__name__
+        assert list(inspect.signature(f).parameters) == ["registry"]
+    # Each hook has an implementation that registers something in a default installation.
+    registry = load_registry()
+    assert registry.stems and registry.heads and registry.embodiments
