@@ -30,7 +30,7 @@ venv:
 # and evaluate it next to the scripted expert. Re-running resumes the finished runs.
 demo: setup
 	$(HPT) list
-	$(HPT) pretrain recipes/default.toml --out runs/demo/pretrain --resume
+	$(HPT) pretrain recipes/demo.toml --out runs/demo/pretrain --resume
 	$(HPT) transfer recipes/transfer-arm4.toml --trunk runs/demo/pretrain --freeze-trunk --out runs/demo/transfer-arm4 --resume
 	$(HPT) eval runs/demo/transfer-arm4 --episodes 100 --expert
 

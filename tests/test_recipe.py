@@ -41,9 +41,42 @@ def test_good_recipe_round_trips_through_toml(tmp_path):
     assert again.to_dict() == recipe.to_dict()
 
 
-def test_shipped_recipes_validate():
-    for path in sorted((ROOT / "recipes").glob("*.toml")):
-        load_recipe(path)
+def test_shipped_recipes_validate_and_name_installed_embodiments():
+    from hpt_kit.experiment import load_experiment
+    from hpt_kit.registry import load_registry
+
+    registry = load_registry()
+    paths = sorted((ROOT / "recipes").glob("*.toml"))
+    assert {"default.toml", "scaled.toml", "smoke.toml", "demo.toml", "experiment.toml"} <= {p.name for p in paths}
+    for path in paths:
+        if "[experiment]" in path.read_text():
+            experiment = load_experiment(path)
+            names = [t.embodiment for t in experiment.targets] + [d.embodiment for d in load_recipe(experiment.pretrain).datasets]
+        else:
+            names = [d.embodiment for d in load_recipe(path).datasets]
+        for name in names:
+            registry.embodiment(name)  # raises, listing the known ones, if not installed
+
+
+def test_scaled_recipe_builds_its_xlarge_model():
+    import torch
+
+    from hpt_kit.models.hpt import HPT
+    from hpt_kit.models.trunk import trunk_config
+    from hpt_kit.registry import load_registry
+
+    recipe = load_recipe(ROOT / "recipes" / "scaled.toml")
+    registry = load_registry()
+    specs = {d.embodiment: registry.embodiment(d.embodiment) for d in recipe.datasets}
+    stats = {
+        n: {"state": {"mean": [0.0] * s.observation.state_dim, "std": [1.0] * s.observation.state_dim},
+            "action": {"min": [-1.0] * s.action.dim, "max": [1.0] * s.action.dim}}
+        for n, s in specs.items()
+    }
+    with torch.device("meta"):
+        model = HPT(trunk_config(recipe.trunk.preset), specs, stats, registry)
+    assert sum(p.numel() for p in model.trunk.parameters()) == 226_861_056
+    assert len(model.heads) == len(recipe.datasets) == 9
 
 
 def test_cli_reports_a_bad_recipe_in_one_line(tmp_path):
