@@ -14,6 +14,12 @@ def hpt_register_stems(registry) -> None:
 
 @hookimpl
 def hpt_register_heads(registry) -> None:
+    from hpt_kit.models.head_decoder import build_decoder_head
+    from hpt_kit.models.head_diffusion import build_diffusion_head
+    from hpt_kit.models.head_gmm import build_gmm_head
     from hpt_kit.models.heads import build_mlp_head
 
     registry.add("mlp", build_mlp_head)
+    registry.add("transformer-decoder", build_decoder_head)
+    registry.add("diffusion", build_diffusion_head)
+    registry.add("gmm", build_gmm_head)

@@ -1,12 +1,21 @@
 """Closed-loop control with a trained HPT network.
 
 :class:`Policy` is what a rollout runner drives (the ``Controller`` protocol): it keeps the last
-``observation_horizon`` observations in preallocated buffers, predicts an action chunk when its queue
-is empty and executes ``execute_steps`` actions of it before predicting again.
+``observation_horizon`` observations in preallocated buffers and turns the network's action chunks
+into one action per step, in one of two ways:
+
+- **open loop** (default): predict a chunk, execute its first ``execute_steps`` actions, predict again.
+  Cheap, but the robot acts blind between predictions and the motion can jump where chunks meet.
+- **temporal ensembling** (``ensemble=m``): predict a chunk at every step and execute, for step t, the
+  weighted mean of every prediction made for t by the chunks still covering it (at most
+  ``action_horizon`` of them). Ordered oldest first, prediction i weighs ``exp(-m * i)``: with m > 0
+  the older predictions count more, which smooths the motion; m = 0 averages them equally. A good
+  first value is m = 0.01 (ACT's).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,9 +26,24 @@ from hpt_kit.models.hpt import HPT
 
 
 class Policy:
-    def __init__(self, model: HPT, embodiment: str, execute_steps: int = 0, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: HPT,
+        embodiment: str,
+        execute_steps: int = 0,
+        ensemble: float | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        """``execute_steps``: open-loop steps per chunk (0 = the whole chunk). ``ensemble``: None for
+        open loop, or the m >= 0 of temporal ensembling, which replans every step (so it cannot be
+        combined with ``execute_steps``)."""
         if embodiment not in model.specs:
             raise KeyError(f"the model has no embodiment {embodiment!r}; it has: {', '.join(model.specs)}")
+        if ensemble is not None:
+            if not (math.isfinite(ensemble) and ensemble >= 0):
+                raise ValueError(f"temporal ensembling needs a finite m >= 0, got {ensemble}")
+            if execute_steps > 0:
+                raise ValueError("choose execute_steps or temporal ensembling, not both: ensembling replans each step")
         self.model = model.to(device).eval()
         self.embodiment = embodiment
         self.spec = model.specs[embodiment]
@@ -27,24 +51,35 @@ class Policy:
         self.execute_steps = execute_steps if execute_steps > 0 else horizon
         if self.execute_steps > horizon:
             raise ValueError(f"execute_steps {execute_steps} exceeds the action horizon {horizon}")
+        self.ensemble = ensemble
         self.device = torch.device(device)
         shapes = self.spec.observation.field_shapes()
-        H = self.spec.observation_horizon
+        H, A = self.spec.observation_horizon, self.spec.action.dim
         self._fields = [s.modality for s in self.spec.stems]
         self._history = {f: torch.zeros((1, H, *shapes[f]), device=self.device) for f in self._fields}
-        self._queue: np.ndarray = np.zeros((0, self.spec.action.dim), dtype=np.float32)
+        self._queue: np.ndarray = np.zeros((0, A), dtype=np.float32)
+        # Temporal ensembling: the last K chunks, oldest first; only the last ``_chunk_count`` rows are live.
+        self._chunks = np.zeros((horizon, horizon, A), dtype=np.float32)  # (K chunks, K steps, A)
+        self._chunk_count = 0
         self._steps = 0
 
     @classmethod
-    def from_checkpoint(cls, location: str | Path, embodiment: str | None = None, execute_steps: int = 0) -> Policy:
+    def from_checkpoint(
+        cls,
+        location: str | Path,
+        embodiment: str | None = None,
+        execute_steps: int = 0,
+        ensemble: float | None = None,
+    ) -> Policy:
         from hpt_kit.train.checkpoint import resolve_checkpoint
 
         model = resolve_checkpoint(location).build_model()
         name = embodiment or next(iter(model.specs))
-        return cls(model, name, execute_steps)
+        return cls(model, name, execute_steps, ensemble)
 
     def reset(self) -> None:
         self._queue = self._queue[:0]
+        self._chunk_count = 0
         self._steps = 0
 
     @torch.inference_mode()
@@ -59,8 +94,21 @@ class Policy:
                 hist[:, :-1] = hist[:, 1:].clone()
                 hist[:, -1] = x
         self._steps += 1
+        if self.ensemble is not None:
+            return self._ensembled(self.model.predict(self.embodiment, self._history)[0].cpu().numpy())
         if len(self._queue) == 0:
             chunk = self.model.predict(self.embodiment, self._history)  # (1, K, A)
             self._queue = chunk[0, : self.execute_steps].cpu().numpy()
         action, self._queue = self._queue[0], self._queue[1:]
         return action
+
+    def _ensembled(self, chunk: np.ndarray) -> np.ndarray:
+        """Push this step's chunk (K, A); return the weighted mean of all predictions for this step."""
+        K = len(self._chunks)
+        self._chunks[:-1] = self._chunks[1:]
+        self._chunks[-1] = chunk
+        n = self._chunk_count = min(self._chunk_count + 1, K)
+        age = np.arange(n)[::-1]  # steps since each live chunk was predicted, oldest first
+        predictions = self._chunks[K - n :][np.arange(n), age]  # (n, A): each chunk's entry for this step
+        weights = np.exp(-self.ensemble * np.arange(n))  # (n,): the oldest first, weighted most for m > 0
+        return (weights @ predictions / weights.sum()).astype(np.float32)

@@ -154,15 +154,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise RecipeError(f"{where}: expected a table, got {value!r}")
         return parse_table(tp, value, where)
-    if tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, tp)
-    if not ok:
+    if not scalar_matches(value, tp):
         raise RecipeError(f"{where}: must be {_type_name(tp)}, got {value!r}")
     return float(value) if tp is float else value
+
+
+def scalar_matches(value: Any, tp: Any) -> bool:
+    """Whether a config value has type ``tp``: an int counts as a float, a bool never as a number."""
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
 
 
 def parse_table(cls: Any, table: dict[str, Any], where: str) -> Any:

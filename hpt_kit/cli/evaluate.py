@@ -14,7 +14,20 @@ def eval_command(
     embodiment: Annotated[str | None, typer.Option(help="Which of the checkpoint's embodiments (default: the first).")] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Rollout episodes.")] = 20,
     seed: Annotated[int, typer.Option(help="First rollout seed (kept apart from conversion seeds).")] = 1000,
-    execute_steps: Annotated[int, typer.Option(min=0, help="Chunk steps executed before re-planning (0 = all).")] = 0,
+    execute_steps: Annotated[
+        int | None,
+        typer.Option(min=0, help="Chunk steps executed before re-planning (0 = all). Default: the run's recipe."),
+    ] = None,
+    temporal_ensemble: Annotated[
+        float | None,
+        typer.Option(
+            "--temporal-ensemble",
+            metavar="M",
+            min=0.0,
+            help="Predict every step and average overlapping chunks with weights exp(-M*i), oldest first "
+            "(ACT uses 0.01); 0 = off. Excludes --execute-steps. Default: the run's recipe.",
+        ),
+    ] = None,
     video: Annotated[Path | None, typer.Option(help="Folder for rollout videos.")] = None,
     expert: Annotated[bool, typer.Option("--expert", help="Also roll out the scripted expert, for scale.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -30,7 +43,17 @@ def eval_command(
     ckpt = resolve_checkpoint(location)
     model = ckpt.build_model()
     name = embodiment or next(iter(model.specs))
-    policy = Policy(model, name, execute_steps)
+    # Chunk execution: an option given here wins; otherwise the recipe's [eval] section decides.
+    planned = ckpt.description.get("recipe", {}).get("eval", {})
+    if execute_steps is None:
+        execute_steps = 0 if temporal_ensemble else int(planned.get("execute_steps", 0))
+    if temporal_ensemble is None:
+        temporal_ensemble = 0.0 if execute_steps else float(planned.get("temporal_ensemble", 0.0))
+    if execute_steps and temporal_ensemble:
+        raise typer.BadParameter(
+            "choose --execute-steps or --temporal-ensemble, not both", param_hint="--temporal-ensemble"
+        )
+    policy = Policy(model, name, execute_steps, ensemble=temporal_ensemble or None)
     emb = load_registry().embodiment(name)
     request = RolloutRequest(episodes=episodes, seed=seed, video_dir=video)
     result = emb.rollout(policy, request)
@@ -40,6 +63,8 @@ def eval_command(
         "step": ckpt.step,
         "episodes": episodes,
         "seed": seed,
+        "execute_steps": None if temporal_ensemble else policy.execute_steps,
+        "temporal_ensemble": temporal_ensemble,
         "success_rate": result.success_rate,
         "successes": list(result.successes),
         "mean_return": float(np.mean(result.returns)) if result.returns else None,
@@ -58,7 +83,8 @@ def eval_command(
 
     from hpt_kit.cli.output import stdout_console
 
-    table = Table(title=f"{name}: {episodes} episodes from seed {seed}")
+    mode = f"temporal ensemble m={temporal_ensemble:g}" if temporal_ensemble else f"{policy.execute_steps} steps per chunk"
+    table = Table(title=f"{name}: {episodes} episodes from seed {seed}, {mode}")
     table.add_column("policy")
     table.add_column("success rate", justify="right")
     table.add_column("mean return", justify="right")

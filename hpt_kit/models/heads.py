@@ -1,7 +1,16 @@
 """Heads: trunk tokens -> an action chunk. Every head has ``loss(features, actions)`` and
-``predict(features) -> (B, action_horizon, action_dim)``; both work on normalised actions."""
+``predict(features) -> (B, action_horizon, action_dim)``; both work on normalised actions in [-1, 1].
+
+This file holds the ``mlp`` head and what every head shares (regression losses, option parsing). The
+other kinds live one per file: ``head_decoder.py`` (``transformer-decoder``), ``head_diffusion.py``
+(``diffusion``), ``head_gmm.py`` (``gmm``).
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -9,12 +18,15 @@ from torch import nn
 
 from hpt_kit.embodiment import HeadSpec
 from hpt_kit.models.layers import Mlp
+from hpt_kit.recipe import scalar_matches
 
 LOSSES = {
     "huber": F.smooth_l1_loss,
     "mse": F.mse_loss,
     "l1": F.l1_loss,
 }
+
+Options = TypeVar("Options")
 
 
 def regression_loss(name: str):
@@ -23,8 +35,32 @@ def regression_loss(name: str):
     return LOSSES[name]
 
 
+def parse_options(cls: type[Options], spec: HeadSpec, head: str) -> Options:
+    """``spec.options`` as the head's frozen options dataclass ``cls``, defaults filled in.
+
+    A key the head does not know is an error rather than ignored: a typo in a recipe's ``head_options``
+    would otherwise train with the default and nobody would notice. Values must have the field's type
+    (an int is accepted where a float is expected); range checks belong to ``cls.__post_init__``.
+    """
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key, value in spec.options.items():
+        if key not in known:
+            raise ValueError(f"head {head!r}: unknown option {key!r}; known: {', '.join(known)}")
+        tp = hints[key]
+        if not scalar_matches(value, tp):
+            raise ValueError(f"head {head!r}: option {key!r} must be {tp.__name__}, got {value!r}")
+    try:
+        return cls(**{k: (float(v) if hints[k] is float else v) for k, v in spec.options.items()})
+    except ValueError as exc:
+        raise ValueError(f"head {head!r}: {exc}") from None
+
+
 class MlpHead(nn.Module):
-    """Mean-pooled trunk tokens -> MLP -> the whole chunk at once."""
+    """Mean-pooled trunk tokens -> MLP -> the whole chunk at once.
+
+    ``spec.hidden`` are the MLP's hidden widths and ``spec.loss`` the regression loss; no options.
+    """
 
     def __init__(self, spec: HeadSpec, width: int, action_dim: int):
         super().__init__()
@@ -44,3 +80,4 @@ class MlpHead(nn.Module):
 
 def build_mlp_head(spec: HeadSpec, width: int, action_dim: int) -> nn.Module:
     return MlpHead(spec, width, action_dim)
+

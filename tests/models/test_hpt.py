@@ -104,5 +104,5 @@ def test_hpt_composes_heterogeneous_embodiments():
 def test_unknown_head_lists_the_known_ones():
     spec = _spec("a", 3, 2)
     bad = EmbodimentData(**{**spec.__dict__, "head": HeadSpec(kind="nope")})
-    with pytest.raises(KeyError, match="unknown head 'nope'; known: mlp"):
+    with pytest.raises(KeyError, match="unknown head 'nope'; known: diffusion, gmm, mlp, transformer-decoder"):
         HPT(TrunkConfig(WIDTH, 1, 4), {"a": bad}, {"a": _stats(3, 2)}, load_registry(load_entrypoints=False))
