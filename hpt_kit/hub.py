@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+HUB_FILES = ["model.safetensors", "checkpoint.json", "README.md", "config.yaml", "trunk.pth"]
 HF_PATTERN = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
 
 
@@ -47,7 +48,8 @@ def download(location: str) -> Path:
 
     loc = parse_hf(location)
     try:
-        return Path(snapshot_download(repo_id=loc.repo_id, revision=loc.revision))
+        # Only the files a kit checkpoint or a published trunk consists of: nothing else is fetched.
+        return Path(snapshot_download(repo_id=loc.repo_id, revision=loc.revision, allow_patterns=HUB_FILES))
     except LocalEntryNotFoundError as exc:
         raise HubError(f"{location}: not in the local cache and the Hub is unreachable or offline ({exc})") from None
     except HfHubHTTPError as exc:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hpt_kit.models.hpt import HPT
+from hpt_kit.registry import UnknownNameError
 
 
 class Policy:
@@ -38,7 +39,7 @@ class Policy:
         open loop, or the m >= 0 of temporal ensembling, which replans every step (so it cannot be
         combined with ``execute_steps``)."""
         if embodiment not in model.specs:
-            raise KeyError(f"the model has no embodiment {embodiment!r}; it has: {', '.join(model.specs)}")
+            raise UnknownNameError(f"the model has no embodiment {embodiment!r}; it has: {', '.join(model.specs)}")
         if ensemble is not None:
             if not (math.isfinite(ensemble) and ensemble >= 0):
                 raise ValueError(f"temporal ensembling needs a finite m >= 0, got {ensemble}")

@@ -193,7 +193,6 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
             raise RecipeError("datasets: required key is missing (add at least one [[datasets]] table)")
         if not isinstance(data["datasets"], list) or not data["datasets"]:
             raise RecipeError("datasets: must be a non-empty list of [[datasets]] tables")
-        data = {**data, "datasets": [d for d in data["datasets"]]}
         hints = typing.get_type_hints(Recipe)
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(Recipe)} - {"source"})
         if unknown:

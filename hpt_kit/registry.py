@@ -180,34 +180,49 @@ def make_plugin_manager(
             except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
                 errors.append(PluginError(ep.name, f"failed to load {ep.value!r}: {type(exc).__name__}: {exc}"))
                 continue
+            try:
+                pm.check_pending()  # e.g. a misspelled hook name: this plugin is skipped, not all
+            except pluggy.PluginValidationError as exc:
+                pm.unregister(name=ep.name)
+                errors.append(PluginError(ep.name, f"invalid hook implementation: {exc}"))
+                continue
             infos[ep.name] = info
     for name, plugin in extra_plugins:
         pm.register(plugin, name=name)
         infos[name] = PluginInfo(name, getattr(plugin, "__name__", name), "local")
     pm.check_pending()
-    if os.environ.get("HPT_KIT_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: log.info("%s", msg.rstrip()))
-        pm.enable_tracing()
     return pm, infos, errors
 
 
 def load_registry(
-    load_entrypoints: bool | None = None, extra_plugins: Iterable[tuple[str, object]] = ()
+    load_entrypoints: bool | None = None,
+    extra_plugins: Iterable[tuple[str, object]] = (),
+    embodiments: bool = True,
 ) -> Registry:
-    """Discover plugins and collect everything they register."""
+    """Discover plugins and collect everything they register.
+
+    ``embodiments=False`` collects only stems and heads (enough to build a model from a checkpoint)
+    and skips the embodiment hooks, which may import simulators.
+    """
     pm, infos, import_errors = make_plugin_manager(load_entrypoints, extra_plugins)
     registry = Registry(plugins=list(infos.values()), errors=list(import_errors))
-    for hook_name, make in (
+    trace = bool(os.environ.get("HPT_KIT_TRACE_PLUGINS"))
+    hooks = [
         ("hpt_register_stems", lambda info: ComponentRegistrar(registry.stems, registry, info, "stem")),
         ("hpt_register_heads", lambda info: ComponentRegistrar(registry.heads, registry, info, "head")),
-        ("hpt_register_embodiments", lambda info: EmbodimentRegistrar(registry, info)),
-    ):
+    ]
+    if embodiments:
+        hooks.append(("hpt_register_embodiments", lambda info: EmbodimentRegistrar(registry, info)))
+    for hook_name, make in hooks:
         caller = getattr(pm.hook, hook_name)
         # Call each implementation on its own so one plugin's exception is attributed and contained.
         for impl in reversed(caller.get_hookimpls()):
             info = infos[impl.plugin_name]
+            if trace:
+                log.warning("hpt-kit plugins: calling %s of %r (%s %s)", hook_name, info.name, info.distribution, info.version)
             try:
-                impl.function(registry=make(info))
+                registrar = make(info)
+                impl.function(**{name: registrar for name in impl.argnames})
             except Exception as exc:  # noqa: BLE001
                 registry.errors.append(
                     PluginError(info.name, f"{hook_name} raised {type(exc).__name__}: {exc}")

@@ -37,7 +37,12 @@ def plugin_site(tmp_path, monkeypatch):
     dist = site / "hpt_kit_broken-0.0.1.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hpt-kit-broken\nVersion: 0.0.1\n")
-    (dist / "entry_points.txt").write_text("[hpt_kit]\nbroken = broken_plugin\ninvalid = invalid_plugin\n")
+    (dist / "entry_points.txt").write_text(
+        "[hpt_kit]\nbroken = broken_plugin\ninvalid = invalid_plugin\ntypo = typo_plugin\n"
+    )
+    (site / "typo_plugin.py").write_text(
+        "import hpt_kit\n\n@hpt_kit.hookimpl\ndef hpt_register_embodiment(registry):\n    pass\n"
+    )
     (site / "broken_plugin.py").write_text(BROKEN)
     (site / "invalid_plugin.py").write_text(INVALID)
     monkeypatch.syspath_prepend(str(site))
@@ -49,6 +54,7 @@ def test_broken_plugins_are_reported_and_the_others_load(plugin_site):
     registry = load_registry()
     errors = {(e.plugin, e.item): e.reason for e in registry.errors}
     assert "this plugin is broken on purpose" in errors[("broken", None)]
+    assert "invalid hook implementation" in errors[("typo", None)] and "hpt_register_embodiment" in errors[("typo", None)]
     assert "action.low/high must have action.dim=2 entries" in errors[("invalid", "bad-toy")]
     assert "must be lowercase" in errors[("invalid", "Bad Name")]
     assert "duplicate embodiment name, already registered by plugin 'mujoco'" in errors[("invalid", "mujoco-arm3")]
@@ -67,7 +73,7 @@ def test_unknown_embodiment_lists_known_and_explains_a_rejected_one(plugin_site)
 
 
 def test_disabled_plugins_are_skipped(plugin_site, monkeypatch):
-    monkeypatch.setenv("HPT_KIT_DISABLE_PLUGINS", "broken,invalid")
+    monkeypatch.setenv("HPT_KIT_DISABLE_PLUGINS", "broken,invalid,typo")
     registry = load_registry()
     assert registry.errors == []
     assert "fine-toy" not in registry.embodiments and "mujoco-arm3" in registry.embodiments

@@ -61,7 +61,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def main() -> None:
     _register()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the exit code of typer.Exit / Ctrl-C instead of raising
+        if isinstance(code, int) and code:
+            if code == 130:
+                err_console.print("interrupted")
+            sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

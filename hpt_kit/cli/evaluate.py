@@ -45,10 +45,11 @@ def eval_command(
     name = embodiment or next(iter(model.specs))
     # Chunk execution: an option given here wins; otherwise the recipe's [eval] section decides.
     planned = ckpt.description.get("recipe", {}).get("eval", {})
-    if execute_steps is None:
-        execute_steps = 0 if temporal_ensemble else int(planned.get("execute_steps", 0))
-    if temporal_ensemble is None:
-        temporal_ensemble = 0.0 if execute_steps else float(planned.get("temporal_ensemble", 0.0))
+    if execute_steps is None and temporal_ensemble is None:
+        execute_steps = int(planned.get("execute_steps", 0))
+        temporal_ensemble = float(planned.get("temporal_ensemble", 0.0))
+    execute_steps = execute_steps or 0
+    temporal_ensemble = temporal_ensemble or 0.0
     if execute_steps and temporal_ensemble:
         raise typer.BadParameter(
             "choose --execute-steps or --temporal-ensemble, not both", param_hint="--temporal-ensemble"
@@ -88,10 +89,14 @@ def eval_command(
     table.add_column("policy")
     table.add_column("success rate", justify="right")
     table.add_column("mean return", justify="right")
-    table.add_row(f"HPT ({ckpt.path.name})", f"{result.success_rate:.1%}", f"{out['mean_return']:.2f}")
+    table.add_row(f"HPT ({ckpt.path.name})", f"{result.success_rate:.1%}", _fmt_return(out["mean_return"]))
     if expert:
-        table.add_row("scripted expert", f"{out['expert_success_rate']:.1%}", f"{float(np.mean(ex.returns)):.2f}")
+        table.add_row("scripted expert", f"{out['expert_success_rate']:.1%}", _fmt_return(float(np.mean(ex.returns)) if ex.returns else None))
     stdout_console().print(table)
+
+
+def _fmt_return(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def register(app: typer.Typer) -> None:

@@ -40,10 +40,15 @@ def export_command(
 ) -> None:
     """Export a checkpoint's trunk in the published HPT format (config.yaml + trunk.pth)."""
     from hpt_kit.published import write_published
+    from hpt_kit.train.checkpoint import resolve_checkpoint
     from hpt_kit.trunks import resolve_trunk
 
     source = resolve_trunk(location)
-    write_published(out, source.config, source.tensors, extra={"source": str(source.path), "sha256": source.digest})
+    horizons = {"observation_horizon": 1, "action_horizon": 1}
+    if source.format == "hpt-kit-checkpoint":  # the horizons of the (first) embodiment it was trained with
+        spec = next(iter(resolve_checkpoint(source.path).specs.values()))
+        horizons = {"observation_horizon": spec.observation_horizon, "action_horizon": spec.action_horizon}
+    write_published(out, source.config, source.tensors, **horizons, extra={"source": str(source.path), "sha256": source.digest})
     typer.echo(f"exported the {source.config.preset} trunk of {source.path} to {out} (sha256 {source.digest})")
 
 

@@ -36,7 +36,14 @@ def list_command(
         )
     errors = [{"plugin": x.plugin, "item": x.item, "reason": x.reason} for x in registry.errors]
     if as_json:
-        out = {"embodiments": rows, "stems": sorted(registry.stems), "heads": sorted(registry.heads), "errors": errors}
+        plugins = [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in registry.plugins]
+        out = {
+            "embodiments": rows,
+            "plugins": plugins,
+            "stems": sorted(registry.stems),
+            "heads": sorted(registry.heads),
+            "errors": errors,
+        }
         typer.echo(json.dumps(out))
         return
     from rich.table import Table

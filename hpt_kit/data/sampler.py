@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from hpt_kit.data.store import Dataset
-from hpt_kit.embodiment import ACTION
+from hpt_kit.data.store import Dataset, RunningStats
+from hpt_kit.embodiment import ACTION, STATE
 
 
 def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +45,7 @@ class SequenceSampler:
         self.observation_horizon = observation_horizon
         self.action_horizon = action_horizon
         self.obs_fields = [f for f in fields if f != ACTION]
+        self.stats: dict | None = None  # normaliser statistics of the episodes it samples, when computed
         # Arrays may be shared between the train and validation sampler of one dataset.
         self.arrays = dict(arrays) if arrays is not None else {f: dataset.load(f) for f in (*self.obs_fields, ACTION)}
         episodes = np.asarray(episodes, dtype=np.int64)
@@ -99,12 +100,23 @@ def make_samplers(
     """
     n = dataset.num_episodes if max_episodes is None else min(max_episodes, dataset.num_episodes)
     train_eps, val_eps = split_episodes(n, val_fraction, seed)
+    wanted = [f for f in fields if f != ACTION]
+    arrays = {f: dataset.load(f) for f in {*wanted, STATE, ACTION}}
+    stats = episode_statistics(dataset, arrays, train_eps)  # all ranks' training episodes alike
     rank, world = shard
     train_eps = train_eps[rank::world]
     if not len(train_eps):
         raise ValueError(f"{dataset.path}: no training episodes for process {rank} of {world}; convert more episodes")
-    wanted = [f for f in fields if f != ACTION]
-    arrays = {f: dataset.load(f) for f in (*wanted, ACTION)}
     train = SequenceSampler(dataset, train_eps, observation_horizon, action_horizon, wanted, arrays)
+    train.stats = stats
     val = SequenceSampler(dataset, val_eps, observation_horizon, action_horizon, wanted, arrays) if len(val_eps) else None
     return train, val
+
+
+def episode_statistics(dataset: Dataset, arrays: Mapping[str, np.ndarray], episodes: np.ndarray) -> dict:
+    """Normaliser statistics over some episodes only (a run's training episodes), in the dataset's format."""
+    stats = RunningStats(dataset.spec.observation.state_dim, dataset.spec.action.dim)
+    for e in episodes:
+        lo, hi = int(dataset.episode_starts[e]), int(dataset.episode_ends[e])
+        stats.update({STATE: arrays[STATE][lo:hi], ACTION: arrays[ACTION][lo:hi]})
+    return stats.result()

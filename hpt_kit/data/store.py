@@ -58,8 +58,9 @@ def _chunk_rows(step_shape: tuple[int, ...], itemsize: int) -> int:
     return max(1, min(1 << 16, CHUNK_BYTES // row))
 
 
-class _Stats:
-    """Running normaliser statistics: state mean/std, action min/max."""
+class RunningStats:
+    """Running normaliser statistics: state mean/std, action min/max (the format every dataset,
+    model and checkpoint carries)."""
 
     def __init__(self, state_dim: int, action_dim: int):
         self.n = 0
@@ -103,6 +104,8 @@ def write_dataset(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite to replace it")
+    if path.exists():
+        Dataset(path)  # only a dataset is ever replaced: anything else raises DatasetError, untouched
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     shapes = episode_field_shapes(spec)
@@ -117,7 +120,7 @@ def write_dataset(
                 chunks=(_chunk_rows(step_shape, dtype.itemsize), *step_shape),
                 dtype=dtype,
             )
-        stats = _Stats(spec.observation.state_dim, spec.action.dim)
+        stats = RunningStats(spec.observation.state_dim, spec.action.dim)
         buffers: dict[str, list[np.ndarray]] = {f: [] for f in shapes}
         buffered = 0
         ends: list[int] = []

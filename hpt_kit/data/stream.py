@@ -46,7 +46,7 @@ class BlockSampler:
         self.starts = dataset.episode_starts
         self._slots = [self._read(self._random_start()) for _ in range(max(1, blocks))]
         self._calls = 0
-        self._next: tuple | None = None
+        self._next: tuple | BaseException | None = None
         self._thread: threading.Thread | None = None
         self._prefetch()
 
@@ -62,7 +62,10 @@ class BlockSampler:
         start = self._random_start()
 
         def work() -> None:
-            self._next = self._read(start)
+            try:
+                self._next = self._read(start)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by _swap
+                self._next = exc
 
         self._thread = threading.Thread(target=work, daemon=True)
         self._thread.start()
@@ -70,9 +73,11 @@ class BlockSampler:
     def _swap(self) -> None:
         assert self._thread is not None
         self._thread.join()
-        slot = int(self.rng.integers(len(self._slots)))
-        assert self._next is not None
-        self._slots[slot] = self._next
+        block, self._next = self._next, None
+        if isinstance(block, BaseException):
+            raise RuntimeError(f"{self.dataset.path}: reading the next block failed: {block}") from block
+        assert block is not None
+        self._slots[int(self.rng.integers(len(self._slots)))] = block
         self._prefetch()
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -17,9 +17,9 @@ from hpt_kit.registry import Registry, load_registry
 Spec = Embodiment | EmbodimentData
 
 
-def builtin_components() -> Registry:
-    """Stems and heads from the built-ins and installed plugins (embodiments are not needed here)."""
-    return load_registry()
+def installed_components() -> Registry:
+    """Stems and heads from the built-ins and installed plugins (embodiment hooks are not called)."""
+    return load_registry(embodiments=False)
 
 
 class HPT(nn.Module):
@@ -40,7 +40,7 @@ class HPT(nn.Module):
         assert specs, "an HPT model needs at least one embodiment"
         missing = set(specs) - set(stats)
         assert not missing, f"no normaliser statistics for {sorted(missing)}"
-        components = components or builtin_components()
+        components = components or installed_components()
         width = trunk.embed_dim
         self.trunk_config = trunk
         self.specs: dict[str, Spec] = dict(specs)
@@ -122,10 +122,3 @@ class HPT(nn.Module):
 
     def stats(self) -> dict[str, dict]:
         return {name: norm.stats() for name, norm in self.normalizers.items()}
-
-    def stem_head_parameters(self, embodiment: str | None = None) -> list[nn.Parameter]:
-        names = [embodiment] if embodiment else list(self.specs)
-        params: list[nn.Parameter] = []
-        for n in names:
-            params += list(self.stems[n].parameters()) + list(self.heads[n].parameters())
-        return params

@@ -132,17 +132,12 @@ def init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
 __all__ = [
     "Block",
     "CrossAttention",
     "FeedForward",
     "Mlp",
     "SelfAttention",
-    "count_parameters",
     "init_linear",
     "positional_table",
 ]

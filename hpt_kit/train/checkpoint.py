@@ -109,7 +109,12 @@ def read_checkpoint(folder: str | Path) -> Checkpoint:
     for key in ("trunk", "embodiments"):
         if key not in desc:
             raise CheckpointError(f"{desc_path}: key {key!r} is missing")
-    return Checkpoint(folder.resolve(), desc)
+    ckpt = Checkpoint(folder.resolve(), desc)
+    try:
+        ckpt.trunk_config, ckpt.specs, ckpt.stats  # noqa: B018 - parse now, fail here with the file's name
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{desc_path}: malformed trunk or embodiment description ({exc!r})") from None
+    return ckpt
 
 
 def resolve_checkpoint(location: str | Path) -> Checkpoint:
@@ -210,7 +215,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_training_state(folder: Path) -> dict[str, Any]:
+    from hpt_kit.published import PublishedFormatError, safe_torch_load
+
     path = Path(folder) / TRAINING_STATE
     if not path.is_file():
         raise CheckpointError(f"{folder}: {TRAINING_STATE} is missing; this checkpoint cannot resume a run")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return safe_torch_load(path)
+    except PublishedFormatError as exc:
+        raise CheckpointError(str(exc)) from None

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,18 @@ def open_datasets(
     return out
 
 
+def open_metrics(path: Path, start: int):
+    """``metrics.jsonl`` for appending from step ``start``: on resume, records an interrupted run
+    logged after its last checkpoint are dropped, so no step appears twice."""
+    if start == 0 or not path.exists():
+        return open(path, "w" if start == 0 else "a")
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= start]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    return open(path, "a")
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -158,7 +171,8 @@ def build_model(
     load_strict(model.trunk, source.tensors, f"{source.path} (trunk)")
     digest = source.digest
     # Nothing after loading may re-initialise the trunk: prove the weights are the loaded ones.
-    assert trunk_digest(model.trunk.state_dict()) == digest, "trunk changed after loading"
+    if trunk_digest(model.trunk.state_dict()) != digest:
+        raise CheckpointError(f"{source.path}: the trunk changed after loading (sha256 mismatch)")
     info = {
         "trunk_source": str(trunk_from),
         "trunk_source_path": str(source.path),
@@ -199,6 +213,12 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
     if cfg.batch_size % world.size:
         raise RecipeError(f"{recipe.source}: train.batch_size {cfg.batch_size} is not divisible by {world.size} processes")
     local_batch = cfg.batch_size // world.size
+    ckpt_path = latest_checkpoint(run_dir) if resume else None
+    if not resume and latest_checkpoint(run_dir) is not None:
+        raise CheckpointError(f"{run_dir}: already holds checkpoints; pass --resume to continue or choose another --out")
+    resumed = read_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if resumed is not None and resumed.step > cfg.steps:
+        raise CheckpointError(f"{run_dir}: its latest checkpoint is at step {resumed.step}, past train.steps = {cfg.steps}")
 
     # Data: rank 0 converts missing datasets; every rank opens them and takes its shard of episodes.
     if world.is_main:
@@ -227,8 +247,19 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
 
     # Model and optimiser: a frozen trunk is excluded from the optimiser and kept in eval mode.
     transfer = bool(recipe.transfer.trunk)
-    stats = {n: ds.stats for n, ds in datasets.items()}
-    model, source_info = build_model(recipe, specs, stats, registry, recipe.transfer.trunk or None)
+    # Normaliser statistics of the episodes this run trains on (not its validation episodes).
+    stats = {n: train_s[n].stats for n in names}
+    try:
+        if resumed is None:
+            model, source_info = build_model(recipe, specs, stats, registry, recipe.transfer.trunk or None)
+        else:  # the checkpoint holds every tensor: no need to fetch the trunk source again
+            model = HPT(resumed.trunk_config, specs, stats, components=registry)
+            source_info = {k: v for k, v in resumed.description.items() if k.startswith("trunk_source")}
+    except (KeyError, ValueError) as exc:
+        if isinstance(exc, CheckpointError | RecipeError):
+            raise
+        reason = exc.args[0] if exc.args else exc
+        raise RecipeError(f"{recipe.source}: cannot build the model: {reason}") from None
     model.to(device)
     frozen = transfer and recipe.transfer.freeze_trunk
     if frozen:
@@ -240,12 +271,10 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
 
     # Resume: weights, optimiser, step and random state from the latest checkpoint.
     start = 0
-    ckpt_path = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt_path is None:
         log.info("--resume: %s has no checkpoint yet, starting from step 0", run_dir)
-    if ckpt_path is not None:
-        ckpt = read_checkpoint(ckpt_path)
-        load_strict(model, ckpt.tensors(), str(ckpt_path))
+    if resumed is not None:
+        load_strict(model, resumed.tensors(), str(ckpt_path))
         state = load_training_state(ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
@@ -258,8 +287,6 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             data_rng = np.random.default_rng([recipe.run.seed, world.rank, start])
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed %s at step %d", run_dir, start)
-    elif not resume and latest_checkpoint(run_dir) is not None:
-        raise CheckpointError(f"{run_dir}: already holds checkpoints; pass --resume to continue or choose another --out")
 
     dataset_info = {
         n: {"path": str(ds.path), "num_episodes": ds.num_episodes, "num_steps": ds.num_steps, "notes": ds.notes}
@@ -275,7 +302,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.toml").write_text(recipe_to_toml(recipe))
-        metrics_file = open(run_dir / "metrics.jsonl", "a")
+        metrics_file = open_metrics(run_dir / "metrics.jsonl", start)
 
     def emit(record: dict[str, Any]) -> None:
         if metrics_file is None:
@@ -355,8 +382,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 checkpoint(done, val_loss)
         final = latest_checkpoint(run_dir)
-        if final is None:  # resumed a finished run: nothing left to do
-            raise CheckpointError(f"{run_dir}: no checkpoint was written")
+        assert final is not None  # the last step always checkpoints; a finished run resumes at it
     finally:
         if metrics_file is not None:
             metrics_file.close()

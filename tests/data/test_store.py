@@ -68,6 +68,16 @@ def test_interrupted_conversion_leaves_the_old_dataset_intact(toy, tmp_path):
     assert Dataset(out).num_episodes == 2
 
 
+def test_overwrite_replaces_only_a_dataset(toy, tmp_path):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    with pytest.raises(DatasetError, match="not a zarr v3 dataset|attribute 'format'"):
+        convert(toy, precious, episodes=2, overwrite=True)
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]
+
+
 def test_converter_that_gives_too_few_episodes_is_an_error(toy, tmp_path):
     with pytest.raises(SpecError, match="asked for 5 episodes"):
         convert(toy.__class__(**{**toy.__dict__, "convert_dataset": lambda r: toy.convert_dataset(ConvertRequest(2, 0))}), tmp_path / "x.zarr", episodes=5)

@@ -41,6 +41,22 @@ def _recipe(embodiment="toy", steps=60, **train):
     }, "test")
 
 
+def test_normaliser_statistics_come_from_the_training_episodes_only(registry, tmp_path):
+    from hpt_kit.data.sampler import episode_statistics, split_episodes
+    from hpt_kit.data.store import Dataset
+
+    recipe = _recipe(steps=2)
+    entry = dataclasses.replace(recipe.datasets[0], max_episodes=10)
+    train(dataclasses.replace(recipe, datasets=(entry,)), tmp_path / "run", registry)
+    ds = Dataset(tmp_path / "datasets" / "toy.zarr")
+    train_eps, _ = split_episodes(10, 0.2, seed=0)
+    expected = episode_statistics(ds, {"state": ds.load("state"), "action": ds.load("action")}, train_eps)
+    saved = resolve_checkpoint(tmp_path / "run").stats["toy"]
+    np.testing.assert_allclose(saved["state"]["mean"], expected["state"]["mean"], rtol=1e-5)
+    np.testing.assert_allclose(saved["action"]["max"], expected["action"]["max"], rtol=1e-6)
+    assert not np.allclose(saved["state"]["mean"], ds.stats["state"]["mean"])  # not the whole dataset's
+
+
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
     cfg = TrainSection(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     lrs = [lr_at(s, cfg) for s in range(100)]
@@ -81,6 +97,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(registry, tmp_pa
     with pytest.raises(CheckpointError, match="pass --resume"):
         train(recipe, tmp_path / "resumed", registry)
     train(recipe, tmp_path / "resumed", registry, resume=True)
+    import json as _json
+
+    logged = [_json.loads(x)["step"] for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert logged == sorted(set(logged)) and logged[-1] == 40  # steps 21-23 of the stopped run are not repeated
     a = resolve_checkpoint(tmp_path / "straight").tensors()
     b = resolve_checkpoint(tmp_path / "resumed").tensors()
     assert a.keys() == b.keys()
