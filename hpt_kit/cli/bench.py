@@ -12,7 +12,7 @@ import typer
 def bench_command(
     preset: Annotated[list[str] | None, typer.Option(help="Trunk preset(s) to measure (repeatable; default small and base).")] = None,
     batch: Annotated[list[int] | None, typer.Option(help="Training batch size(s) (repeatable; default 64 and 256).")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Timed training steps per setting (median reported).")] = 5,
+    steps: Annotated[int, typer.Option(min=1, help="Timed training steps per setting (median reported).")] = 3,
     act_calls: Annotated[int, typer.Option(min=1, help="Policy.act() calls timed per preset.")] = 300,
     store_gb: Annotated[float, typer.Option(help="Size of the on-disk dataset the sampler streams from.")] = 2.0,
     store: Annotated[Path | None, typer.Option(help="Reuse (or create) this store instead of a temporary one.")] = None,

@@ -1,8 +1,7 @@
 """Sampling from a dataset larger than memory, with memory use independent of the dataset's size.
 
-:class:`BlockSampler` keeps ``blocks`` random contiguous stretches of the time axis in memory (each a
-whole number of storage chunks, so a read decodes no chunk twice) and draws training windows from
-them. A background thread reads the next stretch while batches are assembled from the current ones;
+:class:`BlockSampler` keeps ``blocks`` random contiguous stretches of ``block_steps`` steps in memory
+and draws training windows from them. A background thread reads the next stretch while batches are assembled from the current ones;
 every ``refresh`` batches one stretch is swapped for the prefetched one. Windows are clamped at
 episode edges like :class:`~hpt_kit.data.sampler.SequenceSampler`'s, and also at the two ends of a
 stretch (rows beyond it are not in memory): with stretches of thousands of steps that touches a
@@ -27,9 +26,9 @@ class BlockSampler:
         observation_horizon: int,
         action_horizon: int,
         fields: Sequence[str],
-        block_steps: int = 4096,
+        block_steps: int = 1024,
         blocks: int = 4,
-        refresh: int = 8,
+        refresh: int = 4,
         seed: int = 0,
     ):
         self.dataset = dataset
@@ -37,9 +36,7 @@ class BlockSampler:
         self.fields = [*self.obs_fields, ACTION]
         self.arrays = {f: dataset.array(f) for f in self.fields}
         self.H, self.K = observation_horizon, action_horizon
-        # A stretch is a whole number of chunks of the widest field, at least block_steps long.
-        chunk = max(a.chunks[0] for a in self.arrays.values())
-        self.block_steps = min(dataset.num_steps, max(chunk, -(-block_steps // chunk) * chunk))
+        self.block_steps = min(dataset.num_steps, block_steps)
         self.refresh = refresh
         self.rng = np.random.default_rng(seed)
         self.ends = dataset.episode_ends
