@@ -248,6 +248,18 @@ def _dir_gb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e9
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux keeps ``ru_maxrss`` across exec (a child started by
+    a big parent would report the parent's peak), so the process's own high-water mark is read first."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def sampler_child(path: str, batches: int, batch: int) -> dict[str, Any]:
     """Runs in a fresh process: stream batches from the on-disk store, report rate and peak RSS."""
     from hpt_kit.data.store import Dataset
@@ -265,7 +277,7 @@ def sampler_child(path: str, batches: int, batch: int) -> dict[str, Any]:
     assert b["image_features"].shape == (batch, 1, VIEWS, TOKENS, CHANNELS)
     return {
         "samples_per_s": batches * batch / seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "resident_block_mb": sampler.resident_bytes() / 1e6,
     }
 
