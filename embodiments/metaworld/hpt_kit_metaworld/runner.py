@@ -13,12 +13,13 @@ whichever embodiment or task subset runs it, and evaluation never replays traini
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
+from hpt_kit.rollout import EpisodeLog, checked_action
+from hpt_kit.rollout import episode_rng as shared_episode_rng
 
 from hpt_kit_metaworld.expert import ScriptedExpert
 from hpt_kit_metaworld.sawyer import SawyerTask
@@ -32,30 +33,13 @@ VIDEO_CAMERA = "corner"
 
 
 def episode_rng(seed: int, stream: int, task: str, index: int) -> np.random.Generator:
-    key = (stream, ALL_TASKS.index(task), index)
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+    return shared_episode_rng(seed, stream, ALL_TASKS.index(task), index)
 
 
 def versions() -> dict[str, str]:
     import mujoco
 
     return {"metaworld_version": metadata.version("metaworld"), "mujoco_version": mujoco.__version__}
-
-
-@dataclass
-class EpisodeLog:
-    states: list[np.ndarray] = field(default_factory=list)
-    actions: list[np.ndarray] = field(default_factory=list)
-    images: list[np.ndarray] = field(default_factory=list)
-    frames: list[np.ndarray] = field(default_factory=list)  # video frames, not part of the episode
-    episode_return: float = 0.0
-    success: bool = False
-
-    def to_episode(self) -> dict[str, np.ndarray]:
-        episode = {"state": np.stack(self.states), "action": np.stack(self.actions)}
-        if self.images:
-            episode["image"] = np.stack(self.images)
-        return episode
 
 
 def run_episode(
@@ -79,7 +63,7 @@ def run_episode(
             log.images.append(observation["image"])
         if video:
             log.frames.append(env.render(VIDEO_CAMERA, VIDEO_SIZE))
-        action = _checked_action(controller.act(observation), taskset)
+        action = checked_action(controller.act(observation), ACTION_DIM, taskset.name)
         log.states.append(state)
         log.actions.append(action)
         obs, reward, log.success = env.step(action)
@@ -89,17 +73,6 @@ def run_episode(
     if video:
         log.frames.append(env.render(VIDEO_CAMERA, VIDEO_SIZE))
     return log
-
-
-def _checked_action(action: object, taskset: TaskSet) -> np.ndarray:
-    arr = np.asarray(action, dtype=np.float32).reshape(-1)
-    if arr.shape != (ACTION_DIM,):
-        raise ValueError(
-            f"{taskset.name}: controller returned an action of shape {arr.shape}, expected ({ACTION_DIM},)"
-        )
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{taskset.name}: controller returned a non-finite action {arr}")
-    return np.clip(arr, -1.0, 1.0)
 
 
 def _check_render(taskset: TaskSet, render: bool) -> None:
@@ -137,7 +110,9 @@ def convert_dataset(taskset: TaskSet, request: ConvertRequest) -> Iterator[dict[
     return _convert(taskset, tasks, request)
 
 
-def _convert(taskset: TaskSet, tasks: tuple[str, ...], request: ConvertRequest) -> Iterator[dict[str, np.ndarray]]:
+def _convert(
+    taskset: TaskSet, tasks: tuple[str, ...], request: ConvertRequest
+) -> Iterator[dict[str, np.ndarray]]:
     plan = round_robin(tasks, request.episodes)
     share = {t: sum(task == t for task, _ in plan) for t in tasks}
     max_attempts = {t: 2 * n + 20 for t, n in share.items()}

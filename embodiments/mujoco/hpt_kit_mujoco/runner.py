@@ -10,12 +10,12 @@ is reproducible on its own, whatever ran before it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import mujoco
 import numpy as np
 from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
+from hpt_kit.rollout import EpisodeLog, checked_action, episode_rng
 
 from hpt_kit_mujoco.expert import ReachExpert
 from hpt_kit_mujoco.reach import ArmTask, ReachEnv
@@ -24,26 +24,6 @@ CONVERT_STREAM = 0
 ROLLOUT_STREAM = 1
 VIDEO_SIZE = 128
 VIDEO_CAMERA = "front"
-
-
-def episode_rng(seed: int, stream: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, index)))
-
-
-@dataclass
-class EpisodeLog:
-    states: list[np.ndarray] = field(default_factory=list)
-    actions: list[np.ndarray] = field(default_factory=list)
-    images: list[np.ndarray] = field(default_factory=list)
-    frames: list[np.ndarray] = field(default_factory=list)  # video frames, not part of the episode
-    episode_return: float = 0.0
-    success: bool = False
-
-    def to_episode(self) -> dict[str, np.ndarray]:
-        episode = {"state": np.stack(self.states), "action": np.stack(self.actions)}
-        if self.images:
-            episode["image"] = np.stack(self.images)
-        return episode
 
 
 def run_episode(
@@ -64,7 +44,7 @@ def run_episode(
             log.images.append(observation["image"])
         if video:
             log.frames.append(env.render(VIDEO_CAMERA, VIDEO_SIZE))
-        action = _checked_action(controller.act(observation), env)
+        action = checked_action(controller.act(observation), env.n, env.task.name)
         log.states.append(state)
         log.actions.append(action)
         state, reward, log.success = env.step(action)
@@ -74,17 +54,6 @@ def run_episode(
     if video:
         log.frames.append(env.render(VIDEO_CAMERA, VIDEO_SIZE))
     return log
-
-
-def _checked_action(action: object, env: ReachEnv) -> np.ndarray:
-    arr = np.asarray(action, dtype=np.float32).reshape(-1)
-    if arr.shape != (env.n,):
-        raise ValueError(
-            f"{env.task.name}: controller returned an action of shape {arr.shape}, expected ({env.n},)"
-        )
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{env.task.name}: controller returned a non-finite action {arr}")
-    return np.clip(arr, -1.0, 1.0)
 
 
 def _check_render(task: ArmTask, render: bool) -> None:

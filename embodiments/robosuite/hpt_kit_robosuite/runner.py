@@ -13,10 +13,10 @@ Building a robosuite environment takes one to three seconds, so each process kee
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
+from hpt_kit.rollout import EpisodeLog, checked_action, episode_rng
 
 from hpt_kit_robosuite.env import SuiteEnv, versions
 from hpt_kit_robosuite.expert import PickExpert
@@ -36,28 +36,15 @@ def environment(robot: Robot, task: Task) -> SuiteEnv:
     return _ENVS[key]
 
 
-def episode_rng(seed: int, stream: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, index)))
-
-
-@dataclass
-class EpisodeLog:
-    states: list[np.ndarray] = field(default_factory=list)
-    actions: list[np.ndarray] = field(default_factory=list)
-    episode_return: float = 0.0
-    success: bool = False
-
-    def to_episode(self) -> dict[str, np.ndarray]:
-        return {"state": np.stack(self.states), "action": np.stack(self.actions)}
-
-
 def run_episode(env: SuiteEnv, controller: Controller, rng: np.random.Generator) -> EpisodeLog:
     """One episode, ended by the task's own success check or by ``max_steps``."""
     log = EpisodeLog()
     state = env.reset(rng)
     controller.reset()
     for _ in range(env.task.max_steps):
-        action = _checked_action(controller.act({"state": state}), env)
+        action = checked_action(
+            controller.act({"state": state}), env.action_dim, embodiment_name(env.robot, env.task)
+        )
         log.states.append(state)
         log.actions.append(action)
         state, reward, log.success = env.step(action)
@@ -65,18 +52,6 @@ def run_episode(env: SuiteEnv, controller: Controller, rng: np.random.Generator)
         if log.success:
             break
     return log
-
-
-def _checked_action(action: object, env: SuiteEnv) -> np.ndarray:
-    arr = np.asarray(action, dtype=np.float32).reshape(-1)
-    name = embodiment_name(env.robot, env.task)
-    if arr.shape != (env.action_dim,):
-        raise ValueError(
-            f"{name}: controller returned an action of shape {arr.shape}, expected ({env.action_dim},)"
-        )
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: controller returned a non-finite action {arr}")
-    return np.clip(arr, -1.0, 1.0)
 
 
 def _check_request(robot: Robot, task: Task, render: bool, video_dir=None) -> None:
