@@ -56,7 +56,9 @@ class Policy:
             raise ValueError(f"execute_steps {execute_steps} exceeds the action horizon {horizon}")
         self.ensemble = ensemble
         self.device = torch.device(device)
-        self._predict = torch.compile(model.predict, dynamic=False) if compile else model.predict
+        # On a GPU, compiled predictions replay as one CUDA graph (the history buffers are static).
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._predict = torch.compile(model.predict, dynamic=False, mode=mode) if compile else model.predict
         shapes = self.spec.observation.field_shapes()
         H, A = self.spec.observation_horizon, self.spec.action.dim
         self._fields = [s.modality for s in self.spec.stems]

@@ -340,8 +340,8 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=len(names) > 1
         )
-    if cfg.compile:
-        net = torch.compile(net)
+    if cfg.compile:  # CUDA graphs on a single GPU; inductor's default elsewhere
+        net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" and not world.active else None)
     model.train()
     if frozen:
         model.trunk.eval()
@@ -358,6 +358,8 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if cfg.compile:
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 loss = net(name, batch)
             optimizer.zero_grad(set_to_none=True)
