@@ -90,12 +90,17 @@ class TrainSection:
     # and optimiser state across ranks (each trunk block its own unit), for trunks that do not fit twice.
     parallel: str = "ddp"
     compile: bool = False  # torch.compile the training step (one graph per embodiment)
+    # Probability that a training sample sees a shortened observation history (its oldest steps
+    # replaced by the oldest one kept, as at an episode's start); 0 = off. Only matters for H > 1.
+    history_mask: float = 0.0
 
     def __post_init__(self) -> None:
         if self.parallel not in PARALLEL:
             raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if not 0 <= self.history_mask <= 1:
+            raise ValueError(f"history_mask is a probability in [0, 1], got {self.history_mask}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if min(self.val_every, self.checkpoint_every, self.log_every, self.keep_checkpoints) < 1:

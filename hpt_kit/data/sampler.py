@@ -28,6 +28,27 @@ def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def mask_history(
+    batch: dict[str, np.ndarray], fields: Sequence[str], prob: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Random observation-horizon masking: each sample, with probability ``prob``, keeps only its
+    newest k of H history steps (k uniform in 1..H-1) and sees the oldest kept step repeated in place of
+    the older ones: what it would see k steps into an episode. Teaches a policy not to lean on the
+    far past. ``batch`` fields are (B, H, ...); returns a new dict, the input is not modified."""
+    out = dict(batch)
+    present = [f for f in fields if f in batch and batch[f].shape[1] > 1]
+    if prob <= 0 or not present:
+        return out
+    B, H = batch[present[0]].shape[:2]
+    masked = rng.random(B) < prob  # (B,)
+    first = np.where(masked, rng.integers(1, H, size=B), 0)  # (B,) index of the oldest step kept
+    idx = np.maximum(np.arange(H)[None, :], first[:, None])  # (B, H)
+    rows = np.arange(B)[:, None]
+    for f in present:
+        out[f] = batch[f][rows, idx]
+    return out
+
+
 class SequenceSampler:
     """Windows over the steps of some episodes of one dataset, held in memory as numpy arrays."""
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hpt_kit.data.convert import convert, default_dataset_path
-from hpt_kit.data.sampler import SequenceSampler, make_samplers
+from hpt_kit.data.sampler import SequenceSampler, make_samplers, mask_history
 from hpt_kit.data.store import Dataset
 from hpt_kit.embodiment import EmbodimentData
 from hpt_kit.models.hpt import HPT
@@ -353,7 +353,10 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
         for step in range(start, cfg.steps):
             # Sample: one embodiment per step (the same on every rank), drawn by mixture weight.
             name = names[int(mix_rng.choice(len(names), p=weights))]
-            batch = _to_torch(train_s[name].sample(local_batch, data_rng), device)
+            raw = train_s[name].sample(local_batch, data_rng)
+            if cfg.history_mask > 0:
+                raw = mask_history(raw, [s.modality for s in specs[name].stems], cfg.history_mask, data_rng)
+            batch = _to_torch(raw, device)
             # Step: AdamW on the scheduled learning rate with clipped gradients.
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:

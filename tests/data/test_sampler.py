@@ -1,7 +1,7 @@
 import numpy as np
 
 from hpt_kit.data.convert import convert
-from hpt_kit.data.sampler import SequenceSampler, make_samplers, split_episodes
+from hpt_kit.data.sampler import SequenceSampler, make_samplers, mask_history, split_episodes
 from hpt_kit.data.store import Dataset, write_dataset
 
 
@@ -46,3 +46,25 @@ def test_train_and_validation_samplers_cover_disjoint_episodes(toy, tmp_path):
     assert sum(len(b["action"]) for b in val.batches(4)) == len(val)
     demos, _ = make_samplers(ds, 2, 3, ["state"], val_fraction=0.0, seed=0, max_episodes=2)
     assert len(demos) == int(ds.episode_ends[1])
+
+
+def test_history_mask_shortens_histories_like_an_episode_start():
+    B, H = 400, 4
+    steps = np.broadcast_to(np.arange(H, dtype=np.float32)[None, :, None], (B, H, 3)).copy()  # step j holds j
+    images = np.broadcast_to(np.arange(H, dtype=np.float32)[None, :, None, None], (B, H, 2, 5)).copy()
+    batch = {"state": steps, "image_features": images, "action": np.zeros((B, 2, 1), np.float32)}
+    out = mask_history(batch, ["state", "image_features"], 0.5, np.random.default_rng(0))
+    assert np.array_equal(batch["state"], steps)  # the input is untouched
+    first = out["state"][:, 0, 0].astype(int)  # oldest step each sample still sees
+    masked = first > 0
+    assert 0.4 < masked.mean() < 0.6  # about prob of the samples
+    assert set(first[masked]) == set(range(1, H))  # every shortened length occurs
+    for i in range(B):  # steps before the oldest kept one repeat it; the newest ones are untouched
+        expect = np.maximum(np.arange(H), first[i]).astype(np.float32)
+        assert np.array_equal(out["state"][i, :, 0], expect)
+        assert np.array_equal(out["image_features"][i, :, 0, 0], expect)  # fields masked alike
+    assert np.array_equal(out["state"][:, -1], steps[:, -1])
+    assert out["action"] is batch["action"]
+    same = mask_history(batch, ["state"], 0.0, np.random.default_rng(0))
+    assert np.array_equal(same["state"], steps)
+    assert np.array_equal(mask_history(batch, ["state", "image_features"], 0.5, np.random.default_rng(0))["state"], out["state"])
