@@ -174,7 +174,8 @@ def run_experiment(
                 ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
                 policy = Policy(ckpt.build_model(), target.embodiment)
                 rollout = registry.embodiment(target.embodiment).rollout(
-                    policy, RolloutRequest(episodes=section.eval_episodes, seed=10_000 + seed)
+                    policy,
+                    RolloutRequest(episodes=section.eval_episodes, seed=10_000 + seed, render=policy.needs_images),
                 )
                 curve = _curve(run_dir, target.embodiment)
                 notes = ckpt.description["embodiments"][target.embodiment]["dataset"].get("notes", {})
