@@ -68,8 +68,9 @@ class Policy:
         }
         # Features precomputed at conversion: the same frozen encoder computes them from rendered frames.
         self._encoder: ResNetEncoder | None = None
-        if IMAGE_FEATURES in self._fields and obs.image is not None and obs.image_features.encoder is not None:
-            self._encoder = frozen_encoder(obs.image_features.encoder).to(self.device)
+        encoder = obs.image_features.encoder if obs.image_features is not None else None
+        if IMAGE_FEATURES in self._fields and obs.image is not None and encoder is not None:
+            self._encoder = frozen_encoder(encoder).to(self.device)
         self._queue: np.ndarray = np.zeros((0, A), dtype=np.float32)
         # Temporal ensembling: the last K chunks, oldest first; only the last ``_chunk_count`` rows are live.
         self._chunks = np.zeros((horizon, horizon, A), dtype=np.float32)  # (K chunks, K steps, A)
@@ -109,7 +110,8 @@ class Policy:
         for f in self._fields:
             hist = self._history[f]
             if f == IMAGE_FEATURES and f not in observation and self._encoder is not None:
-                x = encode_frames(self._encoder, torch.as_tensor(observation[IMAGE], device=self.device))  # (V, N, C)
+                frames = torch.as_tensor(observation[IMAGE], device=self.device)
+                x = encode_frames(self._encoder, frames)  # (V, tokens, C)
             else:
                 x = torch.as_tensor(observation[f], device=self.device)
                 if hist.dtype == torch.uint8 and x.dtype != torch.uint8:

@@ -74,13 +74,13 @@ class DatasetEntry:
             raise ValueError("observation_horizon and action_horizon must be >= 0 (0 keeps the embodiment's)")
         bad = [k for k, v in self.stem_options.items() if not isinstance(v, dict)]
         if bad:
-            raise ValueError(f"stem_options.{bad[0]} must be a table of options for the stem on that modality")
+            raise ValueError(f"stem_options.{bad[0]} must be a table of options for that modality's stem")
         if self.image_encoder:
             from hpt_kit.models.vision import check_arch
 
             check_arch(self.image_encoder)
         if self.image_encoder_resize < 0:
-            raise ValueError(f"image_encoder_resize must be >= 0 (0 = as rendered), got {self.image_encoder_resize}")
+            raise ValueError(f"image_encoder_resize must be >= 0, got {self.image_encoder_resize}")
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,15 @@ def convert_command(
     ] = None,
     image_encoder_weights: Annotated[
         str,
-        typer.Option(metavar="WEIGHTS", help="The encoder's weights: imagenet (downloaded by torchvision), none "
-                     "(seeded random initialisation) or a .pth/.safetensors state dict file."),
+        typer.Option(
+            metavar="WEIGHTS",
+            help="The encoder's weights: imagenet (downloaded by torchvision), none "
+            "(seeded random initialisation) or a .pth/.safetensors state dict file.",
+        ),
     ] = "imagenet",
     image_encoder_resize: Annotated[
-        int, typer.Option(min=0, metavar="N", help="Resize frames to N x N before the encoder (0 = as rendered).")
+        int,
+        typer.Option(min=0, metavar="N", help="Resize frames to N x N before the encoder (0 = as rendered)."),
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:

@@ -68,7 +68,9 @@ def convert(
     spec: Embodiment | EmbodimentData = embodiment
     stream: Iterable[Episode] = counted()
     if image_encoder:
-        spec, stream = _with_image_features(embodiment, stream, image_encoder, image_encoder_weights, image_encoder_resize)
+        spec, stream = _with_image_features(
+            embodiment, stream, image_encoder, image_encoder_weights, image_encoder_resize
+        )
     notes = request.notes
     notes.setdefault("seed", seed)
     return write_dataset(path, spec, stream, notes=notes, overwrite=overwrite, on_episode=on_episode)
@@ -88,7 +90,7 @@ def _with_image_features(
     if obs.image is None:
         raise SpecError(f"embodiment {embodiment.name!r} has no camera images (observation.image) to encode")
     if obs.image_features is not None:
-        raise SpecError(f"embodiment {embodiment.name!r} already yields image_features; it cannot be given an encoder")
+        raise SpecError(f"embodiment {embodiment.name!r} already yields image_features; it needs no encoder")
     with pretrained_weights(True):
         encoder = ResNetEncoder(arch, weights, resize).eval().requires_grad_(False)
     features = feature_spec(encoder, obs.image.views, obs.image.height, obs.image.width)

@@ -34,11 +34,13 @@ VIEW_MODES = ("shared", "independent")
 @dataclass(frozen=True)
 class ResNetStemOptions:
     arch: str = "resnet18"  # a torchvision ResNet, see hpt_kit.models.vision.ARCHS
-    weights: str | None = IMAGENET  # "imagenet", None / "none" (seeded random init) or a .pth/.safetensors file
+    # "imagenet" (torchvision's, downloaded), None / "none" (seeded random init) or a .pth/.safetensors file.
+    weights: str | None = IMAGENET
     # "shared": one encoder and one tokenizer for all views; "independent": one of each per view.
     views: str = "shared"
     train_encoder: bool = True  # fine-tune the encoder (end to end); false keeps it frozen, in eval mode
-    resize: int = 0  # resize frames to resize x resize before the encoder (224 for ImageNet's scale); 0 = as rendered
+    # Resize frames to resize x resize before the encoder (224 is ImageNet's scale); 0 = as rendered.
+    resize: int = 0
 
     def __post_init__(self) -> None:
         check_arch(self.arch)
@@ -57,17 +59,23 @@ class ResNetStem(nn.Module):
         self.end_to_end = spec.modality == IMAGE
         if spec.modality == IMAGE:
             if len(step_shape) != 4 or step_shape[-1] != 3:
-                raise ValueError(f"stem {NAME!r}: expects RGB frames (views, height, width, 3), got {step_shape}")
+                raise ValueError(
+                    f"stem {NAME!r}: expects RGB frames (views, height, width, 3), got {step_shape}"
+                )
             views, height, frame_width, _ = step_shape
             copies = views if opts.views == "independent" else 1
-            self.encoders = nn.ModuleList(ResNetEncoder(opts.arch, opts.weights, opts.resize) for _ in range(copies))
+            self.encoders = nn.ModuleList(
+                ResNetEncoder(opts.arch, opts.weights, opts.resize) for _ in range(copies)
+            )
             tokens, channels = self.encoders[0].tokens(height, frame_width), self.encoders[0].channels
             self.train_encoder = opts.train_encoder
             if not opts.train_encoder:
                 self.encoders.requires_grad_(False)
         elif spec.modality == IMAGE_FEATURES:
             if len(step_shape) != 3:
-                raise ValueError(f"stem {NAME!r}: expects features (views, tokens, channels), got {step_shape}")
+                raise ValueError(
+                    f"stem {NAME!r}: expects features (views, tokens, channels), got {step_shape}"
+                )
             if spec.options.get("train_encoder") is True:
                 raise ValueError(
                     f"stem {NAME!r} on precomputed image_features cannot train its encoder (the features were "
@@ -100,7 +108,9 @@ class ResNetStem(nn.Module):
         if len(self.encoders) == 1:
             out = self.encoders[0](frames.reshape(B * H * V, *frames.shape[3:]))  # (B*H*V, N, C)
             return out.reshape(B, H, V, *out.shape[1:])
-        per_view = [enc(frames[:, :, v].reshape(B * H, *frames.shape[3:])) for v, enc in enumerate(self.encoders)]
+        per_view = [
+            enc(frames[:, :, v].reshape(B * H, *frames.shape[3:])) for v, enc in enumerate(self.encoders)
+        ]
         return torch.stack(per_view, dim=1).reshape(B, H, V, *per_view[0].shape[1:])  # (B, H, V, N, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +123,9 @@ class ResNetStem(nn.Module):
         return torch.cat([tok(feats[:, :, v]) for v, tok in enumerate(self.tokenizers)], dim=1)  # (B, V*n, D)
 
 
-def build_resnet_stem(spec: StemSpec, step_shape: tuple[int, ...], width: int, observation_horizon: int) -> nn.Module:
+def build_resnet_stem(
+    spec: StemSpec, step_shape: tuple[int, ...], width: int, observation_horizon: int
+) -> nn.Module:
     return ResNetStem(spec, step_shape, width, observation_horizon)
 
 
@@ -134,11 +146,12 @@ def precomputed_stems(stems: tuple[StemSpec, ...], encoder: ImageEncoderSpec) ->
             s = dataclasses.replace(s, modality=IMAGE_FEATURES, options=dict(options))
         out.append(s)
     if not any(s.modality == IMAGE_FEATURES for s in out):
-        out.append(StemSpec(IMAGE_FEATURES, kind=NAME, options={"arch": encoder.arch, "train_encoder": False}))
+        out.append(
+            StemSpec(IMAGE_FEATURES, kind=NAME, options={"arch": encoder.arch, "train_encoder": False})
+        )
     return tuple(out)
 
 
 def feature_spec(encoder: ResNetEncoder, views: tuple[str, ...], height: int, width: int) -> ImageFeatureSpec:
     """The ``image_features`` field that ``encoder`` makes from frames of height x width."""
     return ImageFeatureSpec(views, encoder.tokens(height, width), encoder.channels, encoder.describe())
-

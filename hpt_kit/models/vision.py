@@ -98,13 +98,17 @@ def _read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
-            raise EncoderWeightsError(f"{arch} weights file {path}: not a readable safetensors file ({exc})") from None
+            raise EncoderWeightsError(
+                f"{arch} weights file {path}: not a readable safetensors file ({exc})"
+            ) from None
     try:
         state = safe_torch_load(path)
     except PublishedFormatError as exc:
         raise EncoderWeightsError(f"{arch} weights file {exc}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise EncoderWeightsError(f"{arch} weights file {path}: expected a state dict of tensors (name -> tensor)")
+        raise EncoderWeightsError(
+            f"{arch} weights file {path}: expected a state dict of tensors (name -> tensor)"
+        )
     return dict(state)
 
 
@@ -179,7 +183,9 @@ class ResNetEncoder(nn.Module):
             raise TypeError(f"{self.arch} encoder: frames must be uint8 (N, H, W, 3), got {frames.dtype}")
         x = frames.permute(0, 3, 1, 2).float()  # (N, 3, H, W), 0..255
         if self.resize:
-            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False
+            )
         x = (x - self.mean) / self.std
         for name in BACKBONE:
             x = getattr(self, name)(x)  # ends (N, C, h, w)
@@ -192,7 +198,9 @@ class ResNetEncoder(nn.Module):
 
     def describe(self) -> ImageEncoderSpec:
         """What a dataset records about the encoder that computed its features."""
-        return ImageEncoderSpec(arch=self.arch, weights=self.weights, sha256=self.digest(), resize=self.resize)
+        return ImageEncoderSpec(
+            arch=self.arch, weights=self.weights, sha256=self.digest(), resize=self.resize
+        )
 
 
 def frozen_encoder(spec: ImageEncoderSpec) -> ResNetEncoder:

@@ -108,7 +108,9 @@ def _check_image_encoder(ds: Dataset, entry: DatasetEntry, where: str) -> None:
     have = feats.encoder if feats is not None else None
     want = (entry.image_encoder, normalize_weights(entry.image_encoder_weights), entry.image_encoder_resize)
     if have is None or (have.arch, have.weights, have.resize) != want:
-        found = f"features from {have.arch} (weights {have.weights}, resize {have.resize})" if have else "no encoded features"
+        found = "no encoded image features"
+        if have is not None:
+            found = f"features from {have.arch} (weights {have.weights}, resize {have.resize})"
         raise RecipeError(
             f"{where}: dataset {ds.path} holds {found}, not from {want[0]} (weights {want[1]}, resize {want[2]}); "
             f"convert it again (hpt-kit convert {entry.embodiment} --image-encoder {want[0]} --overwrite ...) "
@@ -179,10 +181,10 @@ def run_spec(spec: EmbodimentData, entry: DatasetEntry) -> EmbodimentData:
     stems = {s.modality: s for s in spec.stems}
     unknown = sorted(set(entry.stem_options) - set(stems))
     if unknown:
-        raise ValueError(f"stem_options.{unknown[0]}: no stem reads {unknown[0]!r}; stems read: {', '.join(stems)}")
-    stems.update(
-        {m: dataclasses.replace(stems[m], options={**stems[m].options, **opts}) for m, opts in entry.stem_options.items()}
-    )
+        reads = ", ".join(stems)
+        raise ValueError(f"stem_options.{unknown[0]}: no stem reads {unknown[0]!r}; stems read: {reads}")
+    for modality, options in entry.stem_options.items():
+        stems[modality] = dataclasses.replace(stems[modality], options={**stems[modality].options, **options})
     return dataclasses.replace(
         spec,
         head=head,
