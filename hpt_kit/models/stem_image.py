@@ -15,9 +15,7 @@ frozen encoder weights the two modes give the same tokens.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -89,7 +87,6 @@ class ResNetStem(nn.Module):
                 f"stem {NAME!r} reads {IMAGE!r} (frames, encoder inside) or {IMAGE_FEATURES!r} (precomputed), "
                 f"not {spec.modality!r}"
             )
-        self.views = views
         copies = views if opts.views == "independent" else 1
         self.tokenizers = nn.ModuleList(
             MlpStem(spec, (tokens, channels), width, observation_horizon) for _ in range(copies)
@@ -136,14 +133,9 @@ def precomputed_stems(stems: tuple[StemSpec, ...], encoder: ImageEncoderSpec) ->
     out = []
     for s in stems:
         if s.modality == IMAGE and s.kind == NAME:
-            options: Mapping[str, Any] = {
-                **s.options,
-                "arch": encoder.arch,
-                "weights": encoder.weights,
-                "resize": encoder.resize,
-                "train_encoder": False,
-            }
-            s = dataclasses.replace(s, modality=IMAGE_FEATURES, options=dict(options))
+            recorded = {"arch": encoder.arch, "weights": encoder.weights, "resize": encoder.resize}
+            options = {**s.options, **recorded, "train_encoder": False}
+            s = dataclasses.replace(s, modality=IMAGE_FEATURES, options=options)
         out.append(s)
     if not any(s.modality == IMAGE_FEATURES for s in out):
         out.append(

@@ -124,7 +124,7 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         name = enum.url.rsplit("/", 1)[-1]
         raise EncoderWeightsError(
             f"{arch}: could not fetch the ImageNet weights (torchvision {enum!r} from {enum.url}: "
-            f"{type(exc).__name__}: {exc}). Without network access, copy that file here and set the "
+            f"{type(exc).__name__}: {exc}). Without network access here, fetch that file elsewhere and set the "
             f'option weights = "/path/to/{name}" (any .pth or .safetensors {arch} state dict), '
             f"or place it in torch's cache as {Path(get_dir()) / 'checkpoints' / name}"
         ) from exc
