@@ -116,7 +116,9 @@ def test_the_command_line_option_records_the_encoder(arm_rgb, tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["image_encoder"]["arch"] == "resnet18" and len(summary["image_encoder"]["sha256"]) == 64
-    bad = subprocess.run(
-        [HPT_KIT, "convert", "mujoco-arm3-rgb", "--image-encoder", "vgg16"], capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and "unknown image encoder 'vgg16'" in bad.stderr
+    import typer
+
+    from hpt_kit.cli.data import convert_command
+
+    with pytest.raises(typer.BadParameter, match="unknown image encoder 'vgg16'; known: resnet18"):
+        convert_command("mujoco-arm3-rgb", image_encoder="vgg16")
