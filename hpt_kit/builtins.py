@@ -7,9 +7,11 @@ from hpt_kit.hookspecs import hookimpl
 
 @hookimpl
 def hpt_register_stems(registry) -> None:
+    from hpt_kit.models.stem_image import build_resnet_stem
     from hpt_kit.models.stems import build_mlp_stem
 
     registry.add("mlp", build_mlp_stem)
+    registry.add("resnet", build_resnet_stem)
 
 
 @hookimpl

@@ -27,7 +27,7 @@ IMAGE = "image"
 IMAGE_FEATURES = "image_features"
 LANGUAGE = "language"
 
-MODALITIES = (STATE, IMAGE_FEATURES, LANGUAGE)
+MODALITIES = (STATE, IMAGE, IMAGE_FEATURES, LANGUAGE)
 
 
 class SpecError(ValueError):
@@ -45,12 +45,28 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class ImageEncoderSpec:
+    """The frozen network that computed a dataset's ``image_features`` from its ``image`` frames.
+
+    Recorded so that a policy trained on the features can compute the same ones from rendered frames
+    at inference: it rebuilds the network from ``arch`` and ``weights`` and checks ``sha256``.
+    """
+
+    arch: str  # torchvision model name, e.g. "resnet18"
+    weights: str  # "imagenet", "none" (a fixed seeded initialisation) or the absolute path of a weights file
+    sha256: str  # digest of the encoder's tensors (names, dtypes, shapes, bytes)
+    resize: int = 0  # frames resized to resize x resize before the encoder; 0 = as rendered
+
+
+@dataclass(frozen=True)
 class ImageFeatureSpec:
-    """Precomputed image features per step: (views, tokens, channels), e.g. 49x512 for a ResNet-18."""
+    """Precomputed image features per step: (views, tokens, channels), e.g. 49x512 for a ResNet-18 at
+    224x224. ``encoder`` says which network made them, when the kit did (``convert --image-encoder``)."""
 
     views: tuple[str, ...]
     tokens: int
     channels: int
+    encoder: ImageEncoderSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,8 @@ class ObservationSpec:
         return shapes
 
     def modalities(self) -> tuple[str, ...]:
-        """Modalities a stem can consume (raw images need a feature extractor first)."""
+        """Fields a stem can consume. A stem on ``image`` gets uint8 frames and must hold its own
+        encoder (the ``resnet`` kind does); one on ``image_features`` gets precomputed features."""
         present = {STATE, *self.field_shapes()}
         return tuple(m for m in MODALITIES if m in present)
 
@@ -255,7 +272,15 @@ def spec_from_dict(d: Mapping[str, Any]) -> EmbodimentData:
         state_dim=int(obs["state_dim"]),
         image=ImageSpec(**{**image, "views": _tuple(image["views"])}) if image else None,
         image_features=(
-            ImageFeatureSpec(**{**feats, "views": _tuple(feats["views"])}) if feats else None
+            ImageFeatureSpec(
+                **{
+                    **feats,
+                    "views": _tuple(feats["views"]),
+                    "encoder": ImageEncoderSpec(**feats["encoder"]) if feats.get("encoder") else None,
+                }
+            )
+            if feats
+            else None
         ),
         language=LanguageSpec(**lang) if lang else None,
     )
@@ -307,6 +332,11 @@ def spec_problems(emb: Any) -> list[str]:
     for fname, shape in obs.field_shapes().items():
         if any(int(s) < 1 for s in shape):
             p.append(f"observation.{fname} has a non-positive size in {shape}")
+    encoder = obs.image_features.encoder if obs.image_features is not None else None
+    if encoder is not None and not (
+        isinstance(encoder, ImageEncoderSpec) and encoder.arch and encoder.weights and encoder.sha256
+    ):
+        p.append("observation.image_features.encoder must be an ImageEncoderSpec with arch, weights and sha256")
     if act.dim < 1:
         p.append(f"action.dim must be >= 1, got {act.dim}")
     if len(act.low) != act.dim or len(act.high) != act.dim:

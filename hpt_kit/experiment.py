@@ -173,9 +173,10 @@ def run_experiment(
                 train(recipe, run_dir, registry, resume=True, on_log=on_log)
                 ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
                 policy = Policy(ckpt.build_model(), target.embodiment)
-                rollout = registry.embodiment(target.embodiment).rollout(
-                    policy, RolloutRequest(episodes=section.eval_episodes, seed=10_000 + seed)
+                request = RolloutRequest(
+                    episodes=section.eval_episodes, seed=10_000 + seed, render=policy.needs_images
                 )
+                rollout = registry.embodiment(target.embodiment).rollout(policy, request)
                 curve = _curve(run_dir, target.embodiment)
                 notes = ckpt.description["embodiments"][target.embodiment]["dataset"].get("notes", {})
                 versions[target.embodiment] = {k: v for k, v in notes.items() if k.endswith("_version")}

@@ -42,8 +42,10 @@ def hpt_register_stems(registry: ComponentRegistrar) -> None:
 
     Called once per plugin when a model is built or components are listed. A builder is called as
     ``builder(spec: StemSpec, input_shape: tuple[int, ...], width: int, observation_horizon: int)`` and
-    returns an ``nn.Module`` mapping a (B, H, *input_shape) tensor to (B, spec.num_tokens, width)
-    tokens. The kit's own stems register through this hook too.
+    returns an ``nn.Module`` mapping a (B, H, *input_shape) tensor to (B, n, width) tokens, where n is
+    the module's ``tokens_out`` attribute if it has one (e.g. one set of tokens per camera view), else
+    ``spec.num_tokens``. Kind-specific settings are ``spec.options``; reject unknown keys (see
+    ``hpt_kit.models.heads.parse_options``). The kit's own stems register through this hook too.
     """
 
 

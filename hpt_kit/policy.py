@@ -22,8 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpt_kit.embodiment import IMAGE, IMAGE_FEATURES
 from hpt_kit.models.hpt import HPT
+from hpt_kit.models.vision import ResNetEncoder, encode_frames, frozen_encoder
 from hpt_kit.registry import UnknownNameError
+
+_DTYPES = {IMAGE: torch.uint8}  # history buffers hold what the stems take; everything else float32
 
 
 class Policy:
@@ -59,10 +63,19 @@ class Policy:
         # On a GPU, compiled predictions replay as one CUDA graph (the history buffers are static).
         mode = "reduce-overhead" if self.device.type == "cuda" else None
         self._predict = torch.compile(model.predict, dynamic=False, mode=mode) if compile else model.predict
-        shapes = self.spec.observation.field_shapes()
+        obs = self.spec.observation
+        shapes = obs.field_shapes()
         H, A = self.spec.observation_horizon, self.spec.action.dim
         self._fields = [s.modality for s in self.spec.stems]
-        self._history = {f: torch.zeros((1, H, *shapes[f]), device=self.device) for f in self._fields}
+        self._history = {
+            f: torch.zeros((1, H, *shapes[f]), dtype=_DTYPES.get(f, torch.float32), device=self.device)
+            for f in self._fields
+        }
+        # Features precomputed at conversion: the same frozen encoder computes them from rendered frames.
+        self._encoder: ResNetEncoder | None = None
+        encoder = obs.image_features.encoder if obs.image_features is not None else None
+        if IMAGE_FEATURES in self._fields and obs.image is not None and encoder is not None:
+            self._encoder = frozen_encoder(encoder).to(self.device)
         self._queue: np.ndarray = np.zeros((0, A), dtype=np.float32)
         # Temporal ensembling: the last K chunks, oldest first; only the last ``_chunk_count`` rows are live.
         self._chunks = np.zeros((horizon, horizon, A), dtype=np.float32)  # (K chunks, K steps, A)
@@ -83,6 +96,11 @@ class Policy:
         name = embodiment or next(iter(model.specs))
         return cls(model, name, execute_steps, ensemble)
 
+    @property
+    def needs_images(self) -> bool:
+        """Whether ``act`` needs rendered camera frames (``RolloutRequest(render=True)``)."""
+        return IMAGE in self._fields or self._encoder is not None
+
     def reset(self) -> None:
         self._queue = self._queue[:0]
         self._chunk_count = 0
@@ -90,10 +108,20 @@ class Policy:
 
     @torch.inference_mode()
     def act(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
-        """One observation (unbatched, e.g. ``{"state": (S,)}``) -> one action (action_dim,)."""
+        """One observation (unbatched, e.g. ``{"state": (S,)}``) -> one action (action_dim,).
+
+        Images are uint8 (views, H, W, 3). A policy trained on precomputed ``image_features`` takes
+        either those or the raw ``image``, which it encodes itself."""
         for f in self._fields:
-            x = torch.as_tensor(observation[f], dtype=torch.float32, device=self.device)
             hist = self._history[f]
+            if f == IMAGE_FEATURES and f not in observation and self._encoder is not None:
+                frames = torch.as_tensor(observation[IMAGE], device=self.device)
+                x = encode_frames(self._encoder, frames)  # (V, tokens, C)
+            else:
+                x = torch.as_tensor(observation[f], device=self.device)
+                if hist.dtype == torch.uint8 and x.dtype != torch.uint8:
+                    raise TypeError(f"observation {f!r} must be uint8 frames, got {x.dtype}")
+                x = x.to(hist.dtype)
             if self._steps == 0:
                 hist.copy_(x.expand_as(hist))  # the history before the first step repeats it
             else:

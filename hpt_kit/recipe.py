@@ -57,6 +57,13 @@ class DatasetEntry:
     action_horizon: int = 0
     head: str = ""  # head kind by name, e.g. "mlp"
     head_options: dict[str, Any] = field(default_factory=dict)
+    # Stem option overrides by the modality the stem reads, e.g. {image = {train_encoder = false}}.
+    stem_options: dict[str, Any] = field(default_factory=dict)
+    # Encode camera frames once at conversion with this frozen network (as `hpt-kit convert
+    # --image-encoder`): a torchvision ResNet name such as "resnet18"; "" keeps raw frames only.
+    image_encoder: str = ""
+    image_encoder_weights: str = "imagenet"  # "imagenet", "none" or a .pth/.safetensors file
+    image_encoder_resize: int = 0  # resize frames to N x N before the encoder; 0 = as rendered
 
     def __post_init__(self) -> None:
         if not self.weight > 0:
@@ -65,6 +72,15 @@ class DatasetEntry:
             raise ValueError("episodes must be >= 1 and max_episodes >= 0")
         if self.observation_horizon < 0 or self.action_horizon < 0:
             raise ValueError("observation_horizon and action_horizon must be >= 0 (0 keeps the embodiment's)")
+        bad = [k for k, v in self.stem_options.items() if not isinstance(v, dict)]
+        if bad:
+            raise ValueError(f"stem_options.{bad[0]} must be a table of options for that modality's stem")
+        if self.image_encoder:
+            from hpt_kit.models.vision import check_arch
+
+            check_arch(self.image_encoder)
+        if self.image_encoder_resize < 0:
+            raise ValueError(f"image_encoder_resize must be >= 0, got {self.image_encoder_resize}")
 
 
 PARALLEL = ("ddp", "fsdp")

@@ -1,11 +1,14 @@
 """Shared fixtures: an isolated dataset root and a toy embodiment with known dynamics.
 
 The toy embodiment is a real Embodiment (spec, converter, rollout runner) on a 1-D point mass whose
-expert action is a fixed linear function of the state, so learning it is quick and checkable.
+expert action is a fixed linear function of the state, so learning it is quick and checkable. Its
+camera variant (``make_image_toy``) shows the goal only in a small image; ``image_spec`` is a bare
+spec with state and camera views for model-level tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -15,7 +18,9 @@ import pytest
 from hpt_kit.embodiment import (
     ActionSpec,
     Embodiment,
+    EmbodimentData,
     HeadSpec,
+    ImageSpec,
     ObservationSpec,
     RolloutResult,
     StemSpec,
@@ -82,3 +87,93 @@ def make_toy(name: str = "toy", length: int = 12, action_horizon: int = 3, obser
 @pytest.fixture
 def toy() -> Embodiment:
     return make_toy()
+
+
+def goal_frame(goal: float, size: int) -> np.ndarray:
+    """One camera view (1, size, size, 3) uint8: a bright column at the goal's position."""
+    frame = np.zeros((1, size, size, 3), np.uint8)
+    frame[0, :, int(round((goal + 1) / 2 * (size - 1)))] = 255
+    return frame
+
+
+def make_image_toy(name: str = "toy-cam", size: int = 32, length: int = 8) -> Embodiment:
+    """The toy point mass with its goal visible only in a camera frame (the state holds zeros there)."""
+
+    def convert(request):
+        rng = np.random.default_rng(request.seed)
+        for _ in range(request.episodes):
+            pos, goal = rng.uniform(-1, 1), rng.uniform(-1, 1)
+            states, frames, actions = [], [], []
+            for _ in range(length):
+                a = toy_expert(np.array([pos, goal, 0.0], np.float32))
+                states.append(np.array([pos, 0.0, 0.0], np.float32))
+                frames.append(goal_frame(goal, size))
+                actions.append(a)
+                pos += 0.25 * float(a[0])
+            yield {"state": np.stack(states), "image": np.stack(frames), "action": np.stack(actions)}
+
+    def rollout(controller, request):
+        rng = np.random.default_rng(request.seed)
+        successes, returns = [], []
+        for _ in range(request.episodes):
+            controller.reset()
+            pos, goal = rng.uniform(-1, 1), rng.uniform(-1, 1)
+            for _ in range(length):
+                obs = {"state": np.array([pos, 0.0, 0.0], np.float32), "image": goal_frame(goal, size)}
+                pos += 0.25 * float(np.clip(controller.act(obs), -1, 1)[0])
+            successes.append(abs(pos - goal) < 0.1)
+            returns.append(-abs(pos - goal))
+        return RolloutResult.from_episodes(successes, returns)
+
+    return Embodiment(
+        name=name,
+        observation=ObservationSpec(state_dim=3, image=ImageSpec(("top",), size, size)),
+        action=ActionSpec(dim=1, low=(-1.0,), high=(1.0,), control_hz=10.0),
+        convert_dataset=convert,
+        rollout=rollout,
+        stems=(
+            StemSpec("state", hidden=(32,), num_tokens=4, num_heads=4),
+            StemSpec(
+                "image", kind="resnet", hidden=(32,), num_tokens=4, num_heads=4, options={"weights": None}
+            ),
+        ),
+        head=HeadSpec(hidden=(64,), action_horizon=2),
+        observation_horizon=1,
+        max_episode_steps=length,
+    )
+
+
+def image_spec(name="cam", views=("front", "wrist"), size=32, horizon=2, precomputed=None, **options):
+    """An embodiment spec with state and camera views; ``precomputed`` = the encoder of its features."""
+    stems = (
+        StemSpec("state", num_tokens=4, num_heads=4),
+        StemSpec(
+            "image",
+            kind="resnet",
+            hidden=(64,),
+            num_tokens=4,
+            num_heads=4,
+            options={"weights": None, **options},
+        ),
+    )
+    obs = ObservationSpec(4, image=ImageSpec(views, size, size))
+    if precomputed is not None:
+        from hpt_kit.models.stem_image import feature_spec, precomputed_stems
+
+        obs = dataclasses.replace(obs, image_features=feature_spec(precomputed, views, size, size))
+        stems = precomputed_stems(stems, obs.image_features.encoder)
+    return EmbodimentData(
+        name=name,
+        observation=obs,
+        action=ActionSpec(2, (-1.0, -1.0), (1.0, 1.0), 10.0),
+        stems=stems,
+        head=HeadSpec(hidden=(64,), action_horizon=3),
+        observation_horizon=horizon,
+    )
+
+
+def image_stats():
+    return {
+        "state": {"mean": [0.0] * 4, "std": [1.0] * 4},
+        "action": {"min": [-1.0, -1.0], "max": [1.0, 1.0]},
+    }

@@ -87,14 +87,14 @@ def test_cli_list_reports_plugin_errors(plugin_site):
     assert names["mujoco-arm3"]["distribution"] == "hpt-kit-mujoco" and names["mujoco-arm3"]["action_dim"] == 3
     assert names["mujoco-arm4"]["action_dim"] == 4 and "state" in names["mujoco-arm4"]["modalities"]
     assert {(e["plugin"], e["item"]) for e in listing["errors"]} >= {("broken", None), ("invalid", "bad-toy")}
-    assert listing["heads"] == ["diffusion", "gmm", "mlp", "transformer-decoder"] and listing["stems"] == ["mlp"]
+    assert listing["heads"] == ["diffusion", "gmm", "mlp", "transformer-decoder"] and listing["stems"] == ["mlp", "resnet"]
     text = subprocess.run([HPT_KIT, "list"], capture_output=True, text=True, env=env, check=True).stdout
     assert "plugin error" in text and "broken on purpose" in text
 
 
 def test_builtins_register_through_the_hooks():
     registry = load_registry(load_entrypoints=False)
-    assert set(registry.stems) == {"mlp"} and set(registry.heads) == {"mlp", "transformer-decoder", "diffusion", "gmm"}
+    assert set(registry.stems) == {"mlp", "resnet"} and set(registry.heads) == {"mlp", "transformer-decoder", "diffusion", "gmm"}
     assert registry.embodiments == {}
     assert [p.name for p in registry.plugins] == ["hpt_kit.builtins"]
     assert sys.modules["hpt_kit.builtins"].hpt_register_heads is not None

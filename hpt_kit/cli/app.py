@@ -41,6 +41,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from hpt_kit.data.store import DatasetError
     from hpt_kit.embodiment import SpecError
     from hpt_kit.hub import HubError
+    from hpt_kit.models.vision import EncoderWeightsError
     from hpt_kit.published import PublishedFormatError
     from hpt_kit.recipe import RecipeError
     from hpt_kit.registry import UnknownNameError
@@ -54,6 +55,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         RecipeError,
         UnknownNameError,
         CheckpointError,
+        EncoderWeightsError,
         FileExistsError,
     )
 

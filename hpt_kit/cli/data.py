@@ -16,14 +16,42 @@ def convert_command(
     seed: Annotated[int, typer.Option(help="Seed for the converter.")] = 0,
     render: Annotated[bool, typer.Option(help="Ask the converter to render camera images.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset (only once the new one is complete).")] = False,
+    image_encoder: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ARCH",
+            help="Also encode every camera frame once with this frozen torchvision ResNet (resnet18, resnet34, "
+            "resnet50, resnet101, resnet152) and store the features; image stems then read them.",
+        ),
+    ] = None,
+    image_encoder_weights: Annotated[
+        str,
+        typer.Option(
+            metavar="WEIGHTS",
+            help="The encoder's weights: imagenet (downloaded by torchvision), none "
+            "(seeded random initialisation) or a .pth/.safetensors state dict file.",
+        ),
+    ] = "imagenet",
+    image_encoder_resize: Annotated[
+        int,
+        typer.Option(min=0, metavar="N", help="Resize frames to N x N before the encoder (0 = as rendered)."),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Convert an embodiment's raw data (e.g. a scripted expert) into a validated zarr dataset."""
+    from dataclasses import asdict
+
     from hpt_kit.cli.output import conversion_progress
     from hpt_kit.data.convert import convert
     from hpt_kit.data.store import Dataset
+    from hpt_kit.models.vision import check_arch
     from hpt_kit.registry import load_registry
 
+    if image_encoder:
+        try:
+            check_arch(image_encoder)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--image-encoder") from None
     embodiment = load_registry().embodiment(name)
     with conversion_progress() as on_convert:
         path = convert(
@@ -34,19 +62,30 @@ def convert_command(
             render=render,
             overwrite=overwrite,
             on_episode=on_convert(name, episodes),
+            image_encoder=image_encoder,
+            image_encoder_weights=image_encoder_weights,
+            image_encoder_resize=image_encoder_resize,
         )
     ds = Dataset(path)
+    feats = ds.spec.observation.image_features
+    encoder = asdict(feats.encoder) if feats is not None and feats.encoder is not None else None
     summary = {
         "embodiment": name,
         "path": str(path),
         "episodes": ds.num_episodes,
         "steps": ds.num_steps,
         "notes": ds.notes,
+        "image_encoder": encoder,
     }
     if as_json:
         typer.echo(json.dumps(summary))
     else:
         typer.echo(f"wrote {ds.num_episodes} episodes ({ds.num_steps} steps) of {name} to {path}")
+        if encoder is not None:
+            typer.echo(
+                f"  image_features: {feats.tokens} tokens x {feats.channels} per view from {encoder['arch']} "
+                f"(weights {encoder['weights']}, sha256 {encoder['sha256'][:12]}...)"
+            )
         for k, v in ds.notes.items():
             typer.echo(f"  {k}: {v}")
 

@@ -56,7 +56,7 @@ def eval_command(
         )
     policy = Policy(model, name, execute_steps, ensemble=temporal_ensemble or None)
     emb = load_registry().embodiment(name)
-    request = RolloutRequest(episodes=episodes, seed=seed, video_dir=video)
+    request = RolloutRequest(episodes=episodes, seed=seed, video_dir=video, render=policy.needs_images)
     result = emb.rollout(policy, request)
     out = {
         "embodiment": name,

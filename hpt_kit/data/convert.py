@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from hpt_kit.data.store import write_dataset
-from hpt_kit.embodiment import ConvertRequest, Embodiment, SpecError
+from hpt_kit.embodiment import (
+    IMAGE,
+    IMAGE_FEATURES,
+    ConvertRequest,
+    Embodiment,
+    EmbodimentData,
+    Episode,
+    SpecError,
+    validate_episode,
+)
 
 
 def dataset_root() -> Path:
@@ -28,12 +38,22 @@ def convert(
     render: bool = False,
     overwrite: bool = False,
     on_episode: Callable[[int, int], None] | None = None,
+    image_encoder: str | None = None,
+    image_encoder_weights: str | None = "imagenet",
+    image_encoder_resize: int = 0,
 ) -> Path:
-    """Run the plugin's converter and store exactly ``episodes`` validated episodes at ``out``."""
+    """Run the plugin's converter and store exactly ``episodes`` validated episodes at ``out``.
+
+    ``image_encoder`` (a torchvision ResNet name, e.g. "resnet18") also encodes every rendered frame
+    once with that network, frozen (weights ``image_encoder_weights``: "imagenet", "none" or a file;
+    frames resized to ``image_encoder_resize`` if > 0), and stores the result as ``image_features``
+    next to the frames. The stored spec then records the encoder (name, weights, sha256) and its
+    ``resnet`` image stems read the features instead of the frames.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     path = Path(out) if out is not None else default_dataset_path(embodiment.name)
-    request = ConvertRequest(episodes=episodes, seed=seed, render=render)
+    request = ConvertRequest(episodes=episodes, seed=seed, render=render or bool(image_encoder))
 
     def counted():
         n = 0
@@ -45,6 +65,45 @@ def convert(
         if n != episodes:
             raise SpecError(f"embodiment {embodiment.name!r}: asked for {episodes} episodes, convert_dataset gave {n}")
 
+    spec: Embodiment | EmbodimentData = embodiment
+    stream: Iterable[Episode] = counted()
+    if image_encoder:
+        spec, stream = _with_image_features(
+            embodiment, stream, image_encoder, image_encoder_weights, image_encoder_resize
+        )
     notes = request.notes
     notes.setdefault("seed", seed)
-    return write_dataset(path, embodiment, counted(), notes=notes, overwrite=overwrite, on_episode=on_episode)
+    return write_dataset(path, spec, stream, notes=notes, overwrite=overwrite, on_episode=on_episode)
+
+
+def _with_image_features(
+    embodiment: Embodiment, episodes: Iterable[Episode], arch: str, weights: str | None, resize: int
+) -> tuple[EmbodimentData, Iterator[Episode]]:
+    """The stored spec and episodes when frames are encoded at conversion (see :func:`convert`)."""
+    import torch
+
+    from hpt_kit.embodiment import spec_from_dict
+    from hpt_kit.models.stem_image import feature_spec, precomputed_stems
+    from hpt_kit.models.vision import ResNetEncoder, encode_frames, pretrained_weights
+
+    obs = embodiment.observation
+    if obs.image is None:
+        raise SpecError(f"embodiment {embodiment.name!r} has no camera images (observation.image) to encode")
+    if obs.image_features is not None:
+        raise SpecError(f"embodiment {embodiment.name!r} already yields image_features; it needs no encoder")
+    with pretrained_weights(True):
+        encoder = ResNetEncoder(arch, weights, resize).eval().requires_grad_(False)
+    features = feature_spec(encoder, obs.image.views, obs.image.height, obs.image.width)
+    base = spec_from_dict(embodiment.to_dict())
+    spec = dataclasses.replace(
+        base,
+        observation=dataclasses.replace(base.observation, image_features=features),
+        stems=precomputed_stems(base.stems, features.encoder),
+    )
+
+    def encoded() -> Iterator[Episode]:
+        for i, raw in enumerate(episodes):
+            ep = validate_episode(embodiment, i, raw)  # errors about the frames name the plugin's fields
+            yield {**ep, IMAGE_FEATURES: encode_frames(encoder, torch.from_numpy(ep[IMAGE])).numpy()}
+
+    return spec, encoded()

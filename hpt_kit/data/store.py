@@ -6,7 +6,7 @@ Layout::
         state           (T, state_dim) float32      time-major, all episodes back to back
         action          (T, action_dim) float32
         image           (T, views, H, W, C) uint8   only if the spec declares images
-        image_features  (T, views, tokens, C) float32
+        image_features  (T, views, tokens, C) float32  the spec records the encoder if the kit computed them
         language        (T, tokens, C) float32
         episode_ends    (N,) int64                  exclusive end index of every episode
     attributes: format, format_version, embodiment, spec, stats, num_episodes, num_steps, notes,

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpt_kit.embodiment import HeadSpec
+from hpt_kit.embodiment import HeadSpec, StemSpec
 from hpt_kit.models.layers import Mlp
 from hpt_kit.recipe import scalar_matches
 
@@ -35,25 +35,30 @@ def regression_loss(name: str):
     return LOSSES[name]
 
 
-def parse_options(cls: type[Options], spec: HeadSpec, head: str) -> Options:
-    """``spec.options`` as the head's frozen options dataclass ``cls``, defaults filled in.
+def parse_options(cls: type[Options], spec: HeadSpec | StemSpec, name: str, what: str = "head") -> Options:
+    """``spec.options`` as the component's frozen options dataclass ``cls``, defaults filled in.
 
-    A key the head does not know is an error rather than ignored: a typo in a recipe's ``head_options``
-    would otherwise train with the default and nobody would notice. Values must have the field's type
-    (an int is accepted where a float is expected); range checks belong to ``cls.__post_init__``.
+    Heads and stems share it (``what`` is "head" or "stem", ``name`` its kind). A key the component
+    does not know is an error rather than ignored: a typo in a recipe's options would otherwise train
+    with the default and nobody would notice. Values must have the field's type (an int is accepted
+    where a float is expected); range checks belong to ``cls.__post_init__``.
     """
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     for key, value in spec.options.items():
         if key not in known:
-            raise ValueError(f"head {head!r}: unknown option {key!r}; known: {', '.join(known)}")
+            raise ValueError(f"{what} {name!r}: unknown option {key!r}; known: {', '.join(known)}")
         tp = hints[key]
         if not scalar_matches(value, tp):
-            raise ValueError(f"head {head!r}: option {key!r} must be {tp.__name__}, got {value!r}")
+            raise ValueError(f"{what} {name!r}: option {key!r} must be {_type_name(tp)}, got {value!r}")
     try:
         return cls(**{k: (float(v) if hints[k] is float else v) for k, v in spec.options.items()})
     except ValueError as exc:
-        raise ValueError(f"head {head!r}: {exc}") from None
+        raise ValueError(f"{what} {name!r}: {exc}") from None
+
+
+def _type_name(tp: type) -> str:
+    return getattr(tp, "__name__", None) or str(tp)  # a union such as ``str | None`` has no __name__
 
 
 class MlpHead(nn.Module):

@@ -59,7 +59,9 @@ class HPT(nn.Module):
             )
             self.heads[name] = components.head(spec.head.kind)(spec.head, width, spec.action.dim)
             self.normalizers[name] = Normalizer(stats[name])
-            max_tokens = max(max_tokens, sum(s.num_tokens for s in spec.stems))
+            # A stem emits spec.num_tokens tokens unless it says otherwise (an image stem: one set per view).
+            counts = [getattr(self.stems[name][s.modality], "tokens_out", s.num_tokens) for s in spec.stems]
+            max_tokens = max(max_tokens, sum(counts))
         # Constant: computed once, never saved (it is a function of position only).
         self.register_buffer("pos_table", positional_table(max_tokens, width), persistent=False)
 

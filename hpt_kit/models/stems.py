@@ -17,6 +17,9 @@ class MlpStem(nn.Module):
     Input (B, H, *step_shape): the last axis is the channel axis and every other axis indexes tokens,
     so a state history (B, H, S) is H tokens and precomputed image features (B, H, V, N, C) are
     H*V*N tokens. Output (B, num_tokens, width) whatever the input length.
+
+    Images have their own stem kind, ``resnet`` (``stem_image.py``): an encoder for raw frames and one
+    of these per camera view.
     """
 
     def __init__(self, spec: StemSpec, step_shape: tuple[int, ...], width: int, observation_horizon: int):
@@ -26,6 +29,7 @@ class MlpStem(nn.Module):
                 f"stem {spec.modality!r}: trunk width {width} is not divisible by num_heads {spec.num_heads}"
             )
         self.tokens_in = observation_horizon * math.prod(step_shape[:-1])
+        self.tokens_out = spec.num_tokens
         self.project = Mlp([step_shape[-1], *spec.hidden, width])
         self.attend = CrossAttention(width, spec.num_tokens, spec.num_heads)
 

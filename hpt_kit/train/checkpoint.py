@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from hpt_kit.embodiment import EmbodimentData, spec_from_dict
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.trunk import TrunkConfig
+from hpt_kit.models.vision import pretrained_weights
 
 FORMAT = "hpt-kit-checkpoint"
 FORMAT_VERSION = 1
@@ -66,8 +67,10 @@ class Checkpoint:
         return load_file(str(weights))
 
     def build_model(self) -> HPT:
-        """The network exactly as saved: built from the description, then every tensor loaded strictly."""
-        model = HPT(self.trunk_config, self.specs, self.stats)
+        """The network exactly as saved: built from the description, then every tensor loaded strictly
+        (image encoders are not fetched first: the checkpoint holds their tensors)."""
+        with pretrained_weights(False):
+            model = HPT(self.trunk_config, self.specs, self.stats)
         load_strict(model, self.tensors(), str(self.path / WEIGHTS))
         return model
 

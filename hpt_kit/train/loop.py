@@ -29,6 +29,7 @@ from hpt_kit.data.store import Dataset
 from hpt_kit.embodiment import EmbodimentData
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.trunk import TrunkConfig, trunk_config
+from hpt_kit.models.vision import pretrained_weights
 from hpt_kit.recipe import DatasetEntry, Recipe, RecipeError, TrainSection, recipe_to_toml
 from hpt_kit.registry import Registry
 from hpt_kit.train import distributed
@@ -78,14 +79,43 @@ def open_datasets(
             except KeyError as exc:
                 raise RecipeError(f"{recipe.source}: datasets[{i}].embodiment: {exc}") from None
             progress = on_convert(entry.embodiment, entry.episodes) if on_convert else None
-            convert(embodiment, path, episodes=entry.episodes, seed=recipe.run.seed, on_episode=progress)
+            convert(
+                embodiment,
+                path,
+                episodes=entry.episodes,
+                seed=recipe.run.seed,
+                on_episode=progress,
+                image_encoder=entry.image_encoder or None,
+                image_encoder_weights=entry.image_encoder_weights,
+                image_encoder_resize=entry.image_encoder_resize,
+            )
         ds = Dataset(path)
         if ds.name != entry.embodiment:
             raise RecipeError(
                 f"{recipe.source}: datasets[{i}].path: {path} holds embodiment {ds.name!r}, not {entry.embodiment!r}"
             )
+        if entry.image_encoder:
+            _check_image_encoder(ds, entry, f"{recipe.source}: datasets[{i}].image_encoder")
         out[entry.embodiment] = ds
     return out
+
+
+def _check_image_encoder(ds: Dataset, entry: DatasetEntry, where: str) -> None:
+    """An existing dataset must hold the image features the recipe asks for."""
+    from hpt_kit.models.vision import normalize_weights
+
+    feats = ds.spec.observation.image_features
+    have = feats.encoder if feats is not None else None
+    want = (entry.image_encoder, normalize_weights(entry.image_encoder_weights), entry.image_encoder_resize)
+    if have is None or (have.arch, have.weights, have.resize) != want:
+        found = "no encoded image features"
+        if have is not None:
+            found = f"features from {have.arch} (weights {have.weights}, resize {have.resize})"
+        raise RecipeError(
+            f"{where}: dataset {ds.path} holds {found}, not from {want[0]} (weights {want[1]}, resize {want[2]}); "
+            f"convert it again (hpt-kit convert {entry.embodiment} --image-encoder {want[0]} --overwrite ...) "
+            "or change the recipe"
+        )
 
 
 def open_metrics(path: Path, start: int):
@@ -138,7 +168,8 @@ def validate(model: HPT, val: Mapping[str, SequenceSampler | None], cfg: TrainSe
 
 
 def run_spec(spec: EmbodimentData, entry: DatasetEntry) -> EmbodimentData:
-    """The dataset's spec with the recipe's per-dataset overrides (horizons, head kind and options)."""
+    """The dataset's spec with the recipe's per-dataset overrides (horizons, head kind and options,
+    stem options by modality)."""
     head = spec.head
     if entry.head and entry.head != head.kind:
         head = dataclasses.replace(head, kind=entry.head, options={})
@@ -147,7 +178,19 @@ def run_spec(spec: EmbodimentData, entry: DatasetEntry) -> EmbodimentData:
         options={**head.options, **entry.head_options},
         action_horizon=entry.action_horizon or head.action_horizon,
     )
-    return dataclasses.replace(spec, head=head, observation_horizon=entry.observation_horizon or spec.observation_horizon)
+    stems = {s.modality: s for s in spec.stems}
+    unknown = sorted(set(entry.stem_options) - set(stems))
+    if unknown:
+        reads = ", ".join(stems)
+        raise ValueError(f"stem_options.{unknown[0]}: no stem reads {unknown[0]!r}; stems read: {reads}")
+    for modality, options in entry.stem_options.items():
+        stems[modality] = dataclasses.replace(stems[modality], options={**stems[modality].options, **options})
+    return dataclasses.replace(
+        spec,
+        head=head,
+        stems=tuple(stems.values()),
+        observation_horizon=entry.observation_horizon or spec.observation_horizon,
+    )
 
 
 def build_model(
@@ -226,7 +269,12 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
     distributed.barrier(world)
     if not world.is_main:
         datasets = open_datasets(recipe, registry)
-    specs = {e.embodiment: run_spec(datasets[e.embodiment].spec, e) for e in recipe.datasets}
+    specs: dict[str, EmbodimentData] = {}
+    for i, e in enumerate(recipe.datasets):
+        try:
+            specs[e.embodiment] = run_spec(datasets[e.embodiment].spec, e)
+        except ValueError as exc:
+            raise RecipeError(f"{recipe.source}: datasets[{i}].{exc}") from None
     train_s: dict[str, SequenceSampler] = {}
     val_s: dict[str, SequenceSampler | None] = {}
     for entry in recipe.datasets:
@@ -252,8 +300,9 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
     try:
         if resumed is None:
             model, source_info = build_model(recipe, specs, stats, registry, recipe.transfer.trunk or None)
-        else:  # the checkpoint holds every tensor: no need to fetch the trunk source again
-            model = HPT(resumed.trunk_config, specs, stats, components=registry)
+        else:  # the checkpoint holds every tensor: no need to fetch the trunk source or encoder weights again
+            with pretrained_weights(False):
+                model = HPT(resumed.trunk_config, specs, stats, components=registry)
             source_info = {k: v for k, v in resumed.description.items() if k.startswith("trunk_source")}
     except (KeyError, ValueError) as exc:
         if isinstance(exc, CheckpointError | RecipeError):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -7,8 +8,10 @@ import torch
 from hpt_kit.embodiment import RolloutRequest
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.trunk import TrunkConfig
+from hpt_kit.models.vision import EncoderWeightsError, ResNetEncoder, encode_frames
 from hpt_kit.policy import Policy
 from hpt_kit.registry import load_registry
+from tests.conftest import image_spec, image_stats
 
 
 def _model(toy):
@@ -144,3 +147,84 @@ def test_eval_command_takes_the_mode_from_the_recipe_or_the_options(tmp_path, ca
     assert 0.0 <= out["success_rate"] <= 1.0
     with pytest.raises(typer.BadParameter, match="not both"):
         evaluate(execute_steps=2, temporal_ensemble=0.5)
+
+
+def _image_history(frames, t, horizon=2):
+    """The policy's frame history at step t: the last ``horizon`` frames, the first one repeated."""
+    padded = [frames[0]] * (horizon - 1) + list(frames)
+    return torch.as_tensor(np.stack(padded[t : t + horizon]))[None]
+
+
+def _image_model(spec):
+    torch.manual_seed(0)
+    return HPT(
+        TrunkConfig(32, 1, 4),
+        {spec.name: spec},
+        {spec.name: image_stats()},
+        load_registry(load_entrypoints=False),
+    )
+
+
+def _raw_observations(n=3, views=2, size=32):
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "state": rng.normal(size=4).astype(np.float32),
+            "image": rng.integers(0, 256, (views, size, size, 3), dtype=np.uint8),
+        }
+        for _ in range(n)
+    ]
+
+
+def test_act_on_raw_images_end_to_end():
+    spec = image_spec()  # two views, 32x32, observation_horizon 2, action_horizon 3
+    model = _image_model(spec)
+    policy = Policy(model, spec.name, execute_steps=1)
+    assert policy.needs_images
+    obs = _raw_observations()
+    actions = [policy.act(o) for o in obs]
+    states = [o["state"] for o in obs]
+    frames = [o["image"] for o in obs]
+    for t, action in enumerate(actions):
+        with torch.no_grad():
+            want = model.predict(
+                spec.name, {"state": _image_history(states, t), "image": _image_history(frames, t)}
+            )
+        np.testing.assert_allclose(action, want[0, 0].numpy(), atol=1e-5)
+    with pytest.raises(TypeError, match="'image' must be uint8"):
+        policy.act({"state": states[0], "image": frames[0].astype(np.float32)})
+
+
+def test_act_on_raw_images_with_a_policy_trained_on_precomputed_features():
+    encoder = ResNetEncoder("resnet18", weights=None).eval()
+    spec = image_spec(precomputed=encoder)
+    assert [s.modality for s in spec.stems] == ["state", "image_features"]
+    model = _image_model(spec)
+    policy = Policy(model, spec.name, execute_steps=1)
+    assert policy.needs_images  # the rollout must render: the policy encodes the frames itself
+    obs = _raw_observations()
+    actions = [policy.act(o) for o in obs]
+    states = [o["state"] for o in obs]
+    features = [
+        encode_frames(encoder, torch.as_tensor(o["image"])).numpy() for o in obs
+    ]  # as conversion stores
+    for t, action in enumerate(actions):
+        batch = {"state": _image_history(states, t), "image_features": _image_history(features, t)}
+        with torch.no_grad():
+            want = model.predict(spec.name, batch)
+        np.testing.assert_allclose(action, want[0, 0].numpy(), atol=1e-5)
+    # Stored features work as well as frames.
+    policy.reset()
+    np.testing.assert_allclose(
+        policy.act({"state": states[0], "image_features": features[0]}),
+        Policy(model, spec.name).act(obs[0]),
+        atol=1e-5,
+    )
+    # Another encoder than the recorded one is refused rather than silently giving other features.
+    feats = spec.observation.image_features
+    forged = dataclasses.replace(feats, encoder=dataclasses.replace(feats.encoder, sha256="0" * 64))
+    other = dataclasses.replace(
+        spec, observation=dataclasses.replace(spec.observation, image_features=forged)
+    )
+    with pytest.raises(EncoderWeightsError, match="not the one that computed the training features"):
+        Policy(_image_model(other), spec.name)

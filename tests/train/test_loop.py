@@ -11,7 +11,7 @@ from hpt_kit.recipe import TrainSection, parse_recipe
 from hpt_kit.registry import load_registry
 from hpt_kit.train.checkpoint import CheckpointError, resolve_checkpoint
 from hpt_kit.train.loop import lr_at, train
-from tests.conftest import make_toy
+from tests.conftest import make_image_toy, make_toy
 
 
 class ToyPlugin:
@@ -190,3 +190,104 @@ def test_a_missing_dataset_that_may_not_be_converted_names_the_key_and_file(regi
     unknown = parse_recipe({"datasets": [{"embodiment": "nope"}]}, "recipes/y.toml")
     with pytest.raises(RecipeError, match=r"recipes/y.toml: datasets\[0\].embodiment: unknown embodiment 'nope'; known: toy, toy-b"):
         train(unknown, tmp_path / "run2", registry)
+
+
+class CameraToyPlugin:
+    @staticmethod
+    @__import__("hpt_kit").hookimpl
+    def hpt_register_embodiments(registry):
+        registry.add(make_image_toy())
+
+
+def _image_recipe(steps=4, **entry):
+    return parse_recipe(
+        {
+            "trunk": {"preset": "tiny"},
+            "datasets": [{"embodiment": "toy-cam", "episodes": 6, **entry}],
+            "train": {
+                "steps": steps,
+                "batch_size": 8,
+                "lr": 1e-3,
+                "warmup_steps": 1,
+                "val_fraction": 0.2,
+                "val_batches": 1,
+                "checkpoint_every": steps,
+                "log_every": 1,
+            },
+        },
+        "cam.toml",
+    )
+
+
+@pytest.fixture
+def camera_registry():
+    return load_registry(load_entrypoints=False, extra_plugins=[("camera", CameraToyPlugin)])
+
+
+def test_end_to_end_image_run_trains_the_encoder_and_its_checkpoint_needs_no_weights_file(
+    camera_registry, tmp_path
+):
+    import torchvision
+    from safetensors.torch import load_file
+
+    torch.manual_seed(3)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    recipe = _image_recipe(stem_options={"image": {"weights": str(weights), "views": "independent"}})
+    train(recipe, tmp_path / "run", camera_registry)
+    ckpt = resolve_checkpoint(tmp_path / "run")
+    image_stem = next(s for s in ckpt.specs["toy-cam"].stems if s.modality == "image")
+    assert image_stem.options == {"weights": str(weights), "views": "independent"}
+    tensors = load_file(str(ckpt.path / "model.safetensors"))
+    loaded = torch.load(weights, weights_only=True)
+    key = "stems.toy-cam.image.encoders.0.conv1.weight"
+    assert not torch.equal(tensors[key], loaded["conv1.weight"])  # fine-tuned from the file's weights
+    weights.unlink()  # the checkpoint holds the encoder: building it reads no weights file
+    policy = Policy.from_checkpoint(tmp_path / "run")
+    assert policy.needs_images
+    result = make_image_toy().rollout(
+        policy, __import__("hpt_kit").RolloutRequest(episodes=2, seed=0, render=True)
+    )
+    assert len(result.successes) == 2
+
+
+def test_a_recipe_can_ask_for_precomputed_image_features(camera_registry, tmp_path):
+    from hpt_kit.data.store import Dataset
+    from hpt_kit.recipe import RecipeError
+
+    recipe = _image_recipe(image_encoder="resnet18", image_encoder_weights="none")
+    train(recipe, tmp_path / "run", camera_registry)  # converts toy-cam with its frames encoded
+    ds = Dataset(tmp_path / "datasets" / "toy-cam.zarr")
+    assert ds.spec.observation.image_features.encoder.arch == "resnet18"
+    ckpt = resolve_checkpoint(tmp_path / "run")
+    assert [s.modality for s in ckpt.specs["toy-cam"].stems] == ["state", "image_features"]
+    assert not any(".encoders." in k for k in ckpt.tensors())  # the frozen encoder is not in the model
+    policy = Policy.from_checkpoint(tmp_path / "run")
+    result = make_image_toy().rollout(
+        policy, __import__("hpt_kit").RolloutRequest(episodes=1, seed=0, render=True)
+    )
+    assert len(result.successes) == 1
+    # An existing dataset from another encoder, or none, is not silently used.
+    other = _image_recipe(image_encoder="resnet34", image_encoder_weights="none")
+    with pytest.raises(
+        RecipeError,
+        match=r"datasets\[0\].image_encoder: dataset .* holds features from resnet18.*--overwrite",
+    ):
+        train(other, tmp_path / "run2", camera_registry)
+
+
+def test_stem_options_in_a_recipe_are_checked(camera_registry, tmp_path):
+    from hpt_kit.recipe import RecipeError
+
+    with pytest.raises(
+        RecipeError,
+        match=r"cam.toml: datasets\[0\].stem_options.images: no stem reads 'images'; stems read: state, image",
+    ):
+        train(_image_recipe(stem_options={"images": {"views": "shared"}}), tmp_path / "a", camera_registry)
+    with pytest.raises(
+        RecipeError,
+        match=r"cannot build the model: stem 'resnet': unknown option 'view'; known: arch, weights",
+    ):
+        train(_image_recipe(stem_options={"image": {"view": "shared"}}), tmp_path / "b", camera_registry)
+    with pytest.raises(RecipeError, match="unknown image encoder 'vgg16'"):
+        _image_recipe(image_encoder="vgg16")

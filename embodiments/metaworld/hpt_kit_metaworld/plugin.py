@@ -44,6 +44,11 @@ SINGLE_TASKS = tuple(
 TASK_SETS = (METAWORLD, METAWORLD_RGB, METAWORLD_MT50, *SINGLE_TASKS)
 
 
+# The image variants' camera frames: a ResNet-18 (ImageNet weights) fine-tuned end to end, 16 tokens
+# per view. `hpt-kit convert NAME --image-encoder resnet18` stores frozen features instead.
+IMAGE_STEM = StemSpec("image", kind="resnet", options={"arch": "resnet18", "weights": "imagenet"})
+
+
 def make_embodiment(taskset: TaskSet) -> Embodiment:
     size = taskset.image_size
     image = ImageSpec(taskset.views, size, size) if taskset.views else None
@@ -54,7 +59,7 @@ def make_embodiment(taskset: TaskSet) -> Embodiment:
         convert_dataset=partial(runner.convert_dataset, taskset),
         rollout=partial(runner.rollout, taskset),
         expert_rollout=partial(runner.expert_rollout, taskset),
-        stems=(StemSpec("state"),),
+        stems=(StemSpec("state"), IMAGE_STEM) if taskset.views else (StemSpec("state"),),
         head=HeadSpec(action_horizon=4),
         observation_horizon=1,  # the observation already stacks the previous step's hand and objects
         max_episode_steps=MAX_EPISODE_STEPS,

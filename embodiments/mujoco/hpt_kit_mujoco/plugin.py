@@ -51,6 +51,11 @@ ARM3_RGB = dataclasses.replace(
 TASKS = (ARM3, ARM4, ARM3_RGB)
 
 
+# The image variants' camera frames: a ResNet-18 (ImageNet weights) fine-tuned end to end, 16 tokens
+# per view. `hpt-kit convert NAME --image-encoder resnet18` stores frozen features instead.
+IMAGE_STEM = StemSpec("image", kind="resnet", options={"arch": "resnet18", "weights": "imagenet"})
+
+
 def make_embodiment(task: ArmTask) -> Embodiment:
     env = ReachEnv(task)  # only to read sizes off the model
     n = env.n
@@ -62,7 +67,7 @@ def make_embodiment(task: ArmTask) -> Embodiment:
         convert_dataset=partial(runner.convert_dataset, task),
         rollout=partial(runner.rollout, task),
         expert_rollout=partial(runner.expert_rollout, task),
-        stems=(StemSpec("state"),),
+        stems=(StemSpec("state"), IMAGE_STEM) if task.views else (StemSpec("state"),),
         head=HeadSpec(action_horizon=4),
         observation_horizon=1,
         max_episode_steps=task.max_steps,
