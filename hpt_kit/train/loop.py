@@ -390,6 +390,10 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=len(names) > 1
         )
     if cfg.compile:  # CUDA graphs on a single GPU; inductor's default elsewhere
+        import torch._dynamo.config as dynamo_config
+
+        # One graph per embodiment: its name is a constant of the graph.
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 2 * len(names))
         net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" and not world.active else None)
     model.train()
     if frozen:

@@ -291,3 +291,18 @@ def test_stem_options_in_a_recipe_are_checked(camera_registry, tmp_path):
         train(_image_recipe(stem_options={"image": {"view": "shared"}}), tmp_path / "b", camera_registry)
     with pytest.raises(RecipeError, match="unknown image encoder 'vgg16'"):
         _image_recipe(image_encoder="vgg16")
+
+
+def test_compiled_training_follows_the_eager_run(registry, tmp_path):
+    import json
+
+    recipe = _recipe(steps=8, log_every=1, val_every=8, checkpoint_every=8)
+    train(recipe, tmp_path / "eager", registry)
+    train(dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, compile=True)), tmp_path / "compiled", registry)
+
+    def losses(run):
+        return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+
+    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert len(eager) == len(compiled) == 8
+    np.testing.assert_allclose(compiled, eager, rtol=1e-3, atol=1e-5)  # same data, same steps, fused kernels
