@@ -11,6 +11,10 @@ into one action per step, in one of two ways:
   ``action_horizon`` of them). Ordered oldest first, prediction i weighs ``exp(-m * i)``: with m > 0
   the older predictions count more, which smooths the motion; m = 0 averages them equally. A good
   first value is m = 0.01 (ACT's).
+
+An embodiment whose language spec names a text encoder is told its task in words: the runner passes
+``observation["instruction"]`` (a string) and the policy encodes it with that encoder, each distinct
+instruction once, exactly as conversion encoded the training data.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpt_kit.models.hpt import HPT
-from hpt_kit.registry import UnknownNameError
+from hpt_kit.embodiment import INSTRUCTION, LANGUAGE
+from hpt_kit.models.hpt import HPT, installed_components
+from hpt_kit.registry import Registry, UnknownNameError
 
 
 class Policy:
@@ -34,10 +39,12 @@ class Policy:
         execute_steps: int = 0,
         ensemble: float | None = None,
         device: str | torch.device = "cpu",
+        registry: Registry | None = None,
     ):
         """``execute_steps``: open-loop steps per chunk (0 = the whole chunk). ``ensemble``: None for
         open loop, or the m >= 0 of temporal ensembling, which replans every step (so it cannot be
-        combined with ``execute_steps``)."""
+        combined with ``execute_steps``). ``registry`` resolves the text encoder a language spec
+        names (default: the installed ones)."""
         if embodiment not in model.specs:
             raise UnknownNameError(f"the model has no embodiment {embodiment!r}; it has: {', '.join(model.specs)}")
         if ensemble is not None:
@@ -57,6 +64,12 @@ class Policy:
         shapes = self.spec.observation.field_shapes()
         H, A = self.spec.observation_horizon, self.spec.action.dim
         self._fields = [s.modality for s in self.spec.stems]
+        language = self.spec.observation.language
+        self._instructions = None
+        if LANGUAGE in self._fields and language.encoder:
+            from hpt_kit.language import instructions_for
+
+            self._instructions = instructions_for(language, registry or installed_components())
         self._history = {f: torch.zeros((1, H, *shapes[f]), device=self.device) for f in self._fields}
         self._queue: np.ndarray = np.zeros((0, A), dtype=np.float32)
         # Temporal ensembling: the last K chunks, oldest first; only the last ``_chunk_count`` rows are live.
@@ -87,7 +100,7 @@ class Policy:
     def act(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         """One observation (unbatched, e.g. ``{"state": (S,)}``) -> one action (action_dim,)."""
         for f in self._fields:
-            x = torch.as_tensor(observation[f], dtype=torch.float32, device=self.device)
+            x = torch.as_tensor(self._observed(observation, f), dtype=torch.float32, device=self.device)
             hist = self._history[f]
             if self._steps == 0:
                 hist.copy_(x.expand_as(hist))  # the history before the first step repeats it
@@ -102,6 +115,18 @@ class Policy:
             self._queue = chunk[0, : self.execute_steps].cpu().numpy()
         action, self._queue = self._queue[0], self._queue[1:]
         return action
+
+    def _observed(self, observation: Mapping[str, np.ndarray], field: str) -> np.ndarray:
+        """One field of the observation; ``language`` comes from the ``instruction`` text if need be."""
+        if field == LANGUAGE and LANGUAGE not in observation and self._instructions is not None:
+            if INSTRUCTION not in observation:
+                raise KeyError(
+                    f"embodiment {self.embodiment!r} is conditioned on language: pass the task as "
+                    f"observation[{INSTRUCTION!r}] (a string) or its encoding as observation[{LANGUAGE!r}]"
+                )
+            text = observation[INSTRUCTION]
+            return self._instructions(text).copy()  # (tokens, channels), encoded once per text
+        return observation[field]
 
     def _ensembled(self, chunk: np.ndarray) -> np.ndarray:
         """Push this step's chunk (K, A); return the weighted mean of all predictions for this step."""

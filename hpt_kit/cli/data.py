@@ -24,7 +24,8 @@ def convert_command(
     from hpt_kit.data.store import Dataset
     from hpt_kit.registry import load_registry
 
-    embodiment = load_registry().embodiment(name)
+    registry = load_registry()
+    embodiment = registry.embodiment(name)
     with conversion_progress() as on_convert:
         path = convert(
             embodiment,
@@ -34,6 +35,7 @@ def convert_command(
             render=render,
             overwrite=overwrite,
             on_episode=on_convert(name, episodes),
+            registry=registry,
         )
     ds = Dataset(path)
     summary = {

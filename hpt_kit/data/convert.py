@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpt_kit.data.store import write_dataset
 from hpt_kit.embodiment import ConvertRequest, Embodiment, SpecError
+
+if TYPE_CHECKING:
+    from hpt_kit.registry import Registry
 
 
 def dataset_root() -> Path:
@@ -28,8 +32,13 @@ def convert(
     render: bool = False,
     overwrite: bool = False,
     on_episode: Callable[[int, int], None] | None = None,
+    registry: Registry | None = None,
 ) -> Path:
-    """Run the plugin's converter and store exactly ``episodes`` validated episodes at ``out``."""
+    """Run the plugin's converter and store exactly ``episodes`` validated episodes at ``out``.
+
+    If the spec's language names a text encoder, each episode's ``instruction`` is encoded with it
+    (``registry``'s, by default the installed ones) into ``language``.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     path = Path(out) if out is not None else default_dataset_path(embodiment.name)
@@ -47,4 +56,10 @@ def convert(
 
     notes = request.notes
     notes.setdefault("seed", seed)
-    return write_dataset(path, embodiment, counted(), notes=notes, overwrite=overwrite, on_episode=on_episode)
+    stream = counted()
+    language = embodiment.observation.language
+    if language is not None and language.encoder:
+        from hpt_kit.language import instructions_for, with_language
+
+        stream = with_language(embodiment.name, stream, instructions_for(language, registry), notes)
+    return write_dataset(path, embodiment, stream, notes=notes, overwrite=overwrite, on_episode=on_episode)

@@ -78,7 +78,14 @@ def open_datasets(
             except KeyError as exc:
                 raise RecipeError(f"{recipe.source}: datasets[{i}].embodiment: {exc}") from None
             progress = on_convert(entry.embodiment, entry.episodes) if on_convert else None
-            convert(embodiment, path, episodes=entry.episodes, seed=recipe.run.seed, on_episode=progress)
+            convert(
+                embodiment,
+                path,
+                episodes=entry.episodes,
+                seed=recipe.run.seed,
+                on_episode=progress,
+                registry=registry,
+            )
         ds = Dataset(path)
         if ds.name != entry.embodiment:
             raise RecipeError(
