@@ -122,15 +122,18 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def train_step_fn(model: HPT, batch: dict[str, torch.Tensor], frozen: bool, device: torch.device) -> Callable[[], None]:
+def train_step_fn(
+    model: HPT, batch: dict[str, torch.Tensor], frozen: bool, device: torch.device, compile: bool = False
+) -> Callable[[], None]:
     model.trunk.requires_grad_(not frozen)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     name = next(iter(model.specs))
+    loss_fn = torch.compile(model) if compile else model  # HPT.forward is the loss
 
     def step() -> None:
         with _autocast(device):
-            loss = model.loss(name, batch)
+            loss = loss_fn(name, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -147,30 +150,40 @@ def flops_per_sample(step: Callable[[], None], batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
-def bench_train(preset: str, batch: int, frozen: bool, device: torch.device, peak: float, steps: int) -> dict[str, Any]:
+def bench_train(preset: str, batch: int, frozen: bool, device: torch.device, steps: int, compile: bool = False) -> dict[str, Any]:
+    """Step time of one setting; FLOPs and MFU are added by :func:`count_train_flops`."""
     torch.manual_seed(0)
     model = standard_model(preset).to(device).train()
     data = standard_batch(batch, device)
-    step = train_step_fn(model, data, frozen, device)
-    flops = flops_per_sample(step, batch)
-    seconds = _median_time(step, device, repeats=steps, warmup=1)
-    sps = batch / seconds
+    step = train_step_fn(model, data, frozen, device, compile)
+    seconds = _median_time(step, device, repeats=steps, warmup=2 if compile else 1)
     return {
         "preset": preset,
         "batch": batch,
         "trunk": "frozen" if frozen else "trained",
-        "samples_per_s": sps,
+        "samples_per_s": batch / seconds,
         "step_ms": seconds * 1e3,
-        "flops_per_sample": flops,
-        "mfu": sps * flops / (peak * 1e9),
+        "compiled": compile,
     }
 
 
-def bench_act(preset: str, device: torch.device, calls: int) -> dict[str, Any]:
+def count_train_flops(record: dict[str, Any], device: torch.device, peak: float) -> None:
+    """Adds ``flops_per_sample`` and ``mfu`` to a timed record, counting on a fresh eager model.
+    Counted after all timing: the counter's module hooks slow compiled code run after it."""
+    torch.manual_seed(0)
+    model = standard_model(record["preset"]).to(device).train()
+    batch = record["batch"]
+    flops = flops_per_sample(train_step_fn(model, standard_batch(batch, device), record["trunk"] == "frozen", device), batch)
+    record["flops_per_sample"] = flops
+    record["mfu"] = record["samples_per_s"] * flops / (peak * 1e9)
+
+
+def bench_act(preset: str, device: torch.device, calls: int, compile: bool = False) -> dict[str, Any]:
     from hpt_kit.policy import Policy
 
     torch.manual_seed(0)
-    policy = Policy(standard_model(preset), "bench", execute_steps=1, device=device)  # predict every call
+    model = standard_model(preset)
+    policy = Policy(model, "bench", execute_steps=1, device=device, compile=compile)  # predict every call
     rng = np.random.default_rng(0)
     obs = {
         "state": rng.normal(size=STATE_DIM).astype(np.float32),
@@ -183,7 +196,22 @@ def bench_act(preset: str, device: torch.device, calls: int) -> dict[str, Any]:
         t = time.perf_counter()
         policy.act(obs)
         times.append((time.perf_counter() - t) * 1e3)
-    return {"preset": preset, "p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)), "calls": calls}
+    return {
+        "preset": preset,
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "calls": calls,
+        "compiled": compile,
+    }
+
+
+def act_flops(model: HPT, device: torch.device) -> float:
+    """Model FLOPs of one batch-1 prediction: with the matmul peak, the floor under act() latency."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.predict(next(iter(model.specs)), {k: v[:1] for k, v in standard_batch(1, device).items()})
+    return float(counter.get_total_flops())
 
 
 def bench_mixed(preset: str, device: torch.device, batch: int, steps: int) -> dict[str, Any]:
@@ -304,12 +332,13 @@ def run(
     sampler_batches: int = 200,
     store: Path | None = None,
     device: str = "auto",
+    compile: bool = False,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     say = on_progress or (lambda msg: None)
     say("matmul peak")
-    result: dict[str, Any] = {"device": device_name(dev), "torch": torch.__version__}
+    result: dict[str, Any] = {"device": device_name(dev), "torch": torch.__version__, "compiled": compile}
     result["matmul_gflops"] = matmul_gflops(dev)
     peak = result["matmul_gflops"]
     if dev.type == "cuda":
@@ -321,13 +350,19 @@ def run(
         for b in batches:
             for frozen in (False, True):
                 say(f"train {preset} batch {b} {'frozen' if frozen else 'trained'}")
-                result["train"].append(bench_train(preset, b, frozen, dev, peak, steps))
+                result["train"].append(bench_train(preset, b, frozen, dev, steps, compile))
     result["act"] = []
     for preset in presets:
         say(f"act {preset}")
-        result["act"].append(bench_act(preset, dev, act_calls))
+        result["act"].append(bench_act(preset, dev, act_calls, compile))
     say("mixed-embodiment step")
     result["mixed"] = bench_mixed(presets[0], dev, max(batches[0], 2), steps)
+    say("model FLOPs")
+    for record in result["train"]:
+        count_train_flops(record, dev, peak)
+    for record in result["act"]:
+        torch.manual_seed(0)
+        record["flops_per_call"] = act_flops(standard_model(record["preset"]).to(dev), dev)
     say(f"sampler ({store_gb:g} GB store)")
     result["sampler"] = bench_sampler(store_gb, sampler_batches, store=store)
     return result

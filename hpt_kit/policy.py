@@ -39,12 +39,14 @@ class Policy:
         execute_steps: int = 0,
         ensemble: float | None = None,
         device: str | torch.device = "cpu",
+        compile: bool = False,
         registry: Registry | None = None,
     ):
         """``execute_steps``: open-loop steps per chunk (0 = the whole chunk). ``ensemble``: None for
         open loop, or the m >= 0 of temporal ensembling, which replans every step (so it cannot be
-        combined with ``execute_steps``). ``registry`` resolves the text encoder a language spec
-        names (default: the installed ones)."""
+        combined with ``execute_steps``). ``compile``: run the prediction through ``torch.compile``
+        (fused kernels for the fixed batch-1 shapes; the first call compiles, tens of seconds).
+        ``registry`` resolves the text encoder a language spec names (default: the installed ones)."""
         if embodiment not in model.specs:
             raise UnknownNameError(f"the model has no embodiment {embodiment!r}; it has: {', '.join(model.specs)}")
         if ensemble is not None:
@@ -61,6 +63,7 @@ class Policy:
             raise ValueError(f"execute_steps {execute_steps} exceeds the action horizon {horizon}")
         self.ensemble = ensemble
         self.device = torch.device(device)
+        self._predict = torch.compile(model.predict, dynamic=False) if compile else model.predict
         shapes = self.spec.observation.field_shapes()
         H, A = self.spec.observation_horizon, self.spec.action.dim
         self._fields = [s.modality for s in self.spec.stems]
@@ -109,9 +112,9 @@ class Policy:
                 hist[:, -1] = x
         self._steps += 1
         if self.ensemble is not None:
-            return self._ensembled(self.model.predict(self.embodiment, self._history)[0].cpu().numpy())
+            return self._ensembled(self._predict(self.embodiment, self._history)[0].cpu().numpy())
         if len(self._queue) == 0:
-            chunk = self.model.predict(self.embodiment, self._history)  # (1, K, A)
+            chunk = self._predict(self.embodiment, self._history)  # (1, K, A)
             self._queue = chunk[0, : self.execute_steps].cpu().numpy()
         action, self._queue = self._queue[0], self._queue[1:]
         return action

@@ -67,6 +67,9 @@ class DatasetEntry:
             raise ValueError("observation_horizon and action_horizon must be >= 0 (0 keeps the embodiment's)")
 
 
+PARALLEL = ("ddp", "fsdp")
+
+
 @dataclass(frozen=True)
 class TrainSection:
     steps: int = 1000
@@ -83,8 +86,14 @@ class TrainSection:
     keep_checkpoints: int = 3  # newest step folders kept (latest always kept)
     log_every: int = 20
     device: str = "auto"  # auto, cpu, cuda, cuda:N
+    # Under torchrun: "ddp" replicates the network on every rank; "fsdp" shards parameters, gradients
+    # and optimiser state across ranks (each trunk block its own unit), for trunks that do not fit twice.
+    parallel: str = "ddp"
+    compile: bool = False  # torch.compile the training step (one graph per embodiment)
 
     def __post_init__(self) -> None:
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
         if not 0 <= self.val_fraction < 1:

@@ -18,6 +18,7 @@ def bench_command(
     store: Annotated[Path | None, typer.Option(help="Reuse (or create) this store instead of a temporary one.")] = None,
     sampler_batches: Annotated[int, typer.Option(min=1, help="Sampler batches timed.")] = 200,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="Run training steps and act() through torch.compile.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure matmul peak, training throughput and MFU, act() latency, mixed-embodiment steps and sampler speed."""
@@ -33,6 +34,7 @@ def bench_command(
         sampler_batches=sampler_batches,
         store=store,
         device=device,
+        compile=compile,
         on_progress=lambda msg: console.print(f"[dim]bench: {msg}[/dim]", highlight=False),
     )
     if as_json:
@@ -43,7 +45,7 @@ def bench_command(
     from hpt_kit.cli.output import stdout_console
 
     out = stdout_console()
-    out.print(f"device {result['device']}, torch {result['torch']}, matmul peak {result['matmul_gflops']:.0f} GFLOP/s (fp32)"
+    out.print(f"device {result['device']}, torch {result['torch']}{', compiled' if result['compiled'] else ''}, matmul peak {result['matmul_gflops']:.0f} GFLOP/s (fp32)"
               + (f", {result['matmul_gflops_bf16']:.0f} (bf16)" if "matmul_gflops_bf16" in result else ""))
     table = Table(title="training step (standard shape)")
     for col in ("preset", "batch", "trunk", "samples/s", "ms/step", "GFLOP/sample", "MFU"):
@@ -53,10 +55,11 @@ def bench_command(
                       f"{r['flops_per_sample'] / 1e9:.3f}", f"{r['mfu']:.1%}")
     out.print(table)
     table = Table(title="Policy.act() at batch 1")
-    for col in ("preset", "p50 ms", "p99 ms"):
+    for col in ("preset", "p50 ms", "p99 ms", "MFLOP/call", "floor ms"):
         table.add_column(col, justify="right")
-    for r in result["act"]:
-        table.add_row(r["preset"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
+    for r in result["act"]:  # floor: the call's FLOPs at the measured matmul peak
+        floor = r["flops_per_call"] / (result["mfu_peak_gflops"] * 1e6)
+        table.add_row(r["preset"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['flops_per_call'] / 1e6:.0f}", f"{floor:.2f}")
     out.print(table)
     m = result["mixed"]
     out.print(f"mixed batch of {m['embodiments']} embodiments ({m['preset']}, {m['batch']} samples): one step "

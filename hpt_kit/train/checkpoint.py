@@ -164,16 +164,21 @@ def describe(
 
 
 def write_checkpoint_folder(
-    folder: Path, model: HPT, description: Mapping[str, Any], training_state: Mapping[str, Any] | None = None
+    folder: Path,
+    model: HPT,
+    description: Mapping[str, Any],
+    training_state: Mapping[str, Any] | None = None,
+    tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a complete checkpoint to ``folder`` atomically (temporary sibling, then rename)."""
+    """Write a complete checkpoint to ``folder`` atomically (temporary sibling, then rename).
+    ``tensors``: the model's whole state when it is sharded (default: ``model.state_dict()``)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        source = model.state_dict() if tensors is None else tensors
+        save_file({k: v.detach().cpu().contiguous() for k, v in source.items()}, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
         if training_state is not None:
             torch.save(dict(training_state), tmp / TRAINING_STATE)
@@ -196,9 +201,10 @@ def save_run_checkpoint(
     description: Mapping[str, Any],
     training_state: Mapping[str, Any],
     keep: int = 3,
+    tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     ckpt_dir = Path(run_dir) / "checkpoints"
-    folder = write_checkpoint_folder(ckpt_dir / f"step_{step:08d}", model, description, training_state)
+    folder = write_checkpoint_folder(ckpt_dir / f"step_{step:08d}", model, description, training_state, tensors)
     link_tmp = ckpt_dir / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
     os.symlink(folder.name, link_tmp)
     os.replace(link_tmp, ckpt_dir / LATEST)

@@ -67,3 +67,39 @@ def gather(world: World, obj: Any) -> list[Any]:
     out: list[Any] = [None] * world.size
     dist.all_gather_object(out, obj)
     return out
+
+
+def shard(model: torch.nn.Module, blocks: list[torch.nn.Module]) -> None:
+    """FSDP2 in place: each of ``blocks`` is its own unit (its parameters gathered just before it runs
+    and freed after), everything else one root unit. Parameters become sharded ``DTensor``s, so the
+    optimiser must be built afterwards."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in blocks:
+        fully_shard(block)
+    fully_shard(model)
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sharded: bool) -> tuple[dict, dict]:
+    """Whole (unsharded) model tensors and optimiser state, keyed by parameter name. Collective when
+    ``sharded``: every rank calls it, rank 0 receives the tensors (on the CPU), the others nothing."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True) if sharded else StateDictOptions()
+    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, sharded: bool) -> None:
+    """Optimiser state saved by :func:`full_state` (keyed by parameter name) into a replicated or
+    sharded model's optimiser; state keyed by parameter index (older checkpoints) into a replicated one."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if all(isinstance(k, int) for k in state.get("state", {})) and not sharded:
+        optimizer.load_state_dict(state)
+        return
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False) if sharded else StateDictOptions()
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state, options=options)

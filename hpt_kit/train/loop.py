@@ -137,7 +137,7 @@ def validate(model: HPT, val: Mapping[str, SequenceSampler | None], cfg: TrainSe
             continue
         losses, weights = [], []
         for batch in sampler.batches(cfg.batch_size, limit=cfg.val_batches):
-            losses.append(model.loss(name, _to_torch(batch, device)).item())
+            losses.append(model(name, _to_torch(batch, device)).item())  # forward: FSDP gathers around it
             weights.append(len(batch["action"]))
         out[name] = float(np.average(losses, weights=weights))
     model.train(was_training)
@@ -267,23 +267,27 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             raise
         reason = exc.args[0] if exc.args else exc
         raise RecipeError(f"{recipe.source}: cannot build the model: {reason}") from None
+    if resumed is not None:  # whole tensors, before any sharding
+        load_strict(model, resumed.tensors(), str(ckpt_path))
     model.to(device)
     frozen = transfer and recipe.transfer.freeze_trunk
     if frozen:
         model.trunk.requires_grad_(False)
+    sharded = world.active and cfg.parallel == "fsdp"
+    if sharded:
+        distributed.shard(model, list(model.trunk.blocks))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     mix_rng = np.random.default_rng(recipe.run.seed)  # the same on every rank: which embodiment
     data_rng = np.random.default_rng([recipe.run.seed, world.rank])  # per rank: which samples
 
-    # Resume: weights, optimiser, step and random state from the latest checkpoint.
+    # Resume: optimiser, step and random state from the latest checkpoint (weights are loaded above).
     start = 0
     if resume and ckpt_path is None:
         log.info("--resume: %s has no checkpoint yet, starting from step 0", run_dir)
     if resumed is not None:
-        load_strict(model, resumed.tensors(), str(ckpt_path))
         state = load_training_state(ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
+        distributed.load_optimizer_state(model, optimizer, state["optimizer"], sharded)
         start = int(state["step"])
         mix_rng.bit_generator.state = json.loads(state["mix_rng"])
         data_states = json.loads(state["data_rng"])
@@ -321,27 +325,30 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
 
     def checkpoint(step: int, val_loss: Mapping[str, float]) -> None:
         data_states = distributed.gather(world, data_rng.bit_generator.state)
+        tensors, optimizer_state = distributed.full_state(model, optimizer, sharded)  # collective if sharded
         if world.is_main:
             desc = describe(model, step, recipe.to_dict(), dataset_info, {"val_loss": dict(val_loss), **counts}, extra)
             state = {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "mix_rng": json.dumps(mix_rng.bit_generator.state),
                 "data_rng": json.dumps(data_states),
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
             }
-            save_run_checkpoint(run_dir, step, model, desc, state, keep=cfg.keep_checkpoints)
+            save_run_checkpoint(run_dir, step, model, desc, state, keep=cfg.keep_checkpoints, tensors=tensors)
         distributed.barrier(world)
 
     if start == 0:
         emit({"event": "start", **extra, **counts, "embodiments": names, "device": str(device)})
     net = model
-    if world.active:
+    if world.active and not sharded:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=len(names) > 1
         )
+    if cfg.compile:
+        net = torch.compile(net)
     model.train()
     if frozen:
         model.trunk.eval()
@@ -377,8 +384,8 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
                     "lr": lr,
                     "samples_per_s": window_n / max(now - window_t, 1e-9),
                 }
-                if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm)
+                if grad_norm is not None:  # a DTensor when sharded
+                    record["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
                 emit(record)
                 window_t, window_n = now, 0
             if done % cfg.val_every == 0 or done == cfg.steps:
