@@ -89,7 +89,8 @@ def test_cli_list_reports_plugin_errors(plugin_site):
     assert {(e["plugin"], e["item"]) for e in listing["errors"]} >= {("broken", None), ("invalid", "bad-toy")}
     assert listing["heads"] == ["diffusion", "gmm", "mlp", "transformer-decoder"] and listing["stems"] == ["mlp"]
     encoders = {e["name"]: e for e in listing["text_encoders"]}
-    assert encoders["hash-ngram"]["distribution"] == "hpt-kit" and encoders["hash-ngram"]["plugin"] == "hpt_kit.builtins"
+    hash_ngram = encoders["hash-ngram"]
+    assert (hash_ngram["distribution"], hash_ngram["plugin"]) == ("hpt-kit", "hpt_kit.builtins")
     text = subprocess.run([HPT_KIT, "list"], capture_output=True, text=True, env=env, check=True).stdout
     assert "plugin error" in text and "broken on purpose" in text
 

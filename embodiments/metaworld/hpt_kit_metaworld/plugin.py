@@ -2,8 +2,9 @@
 
 ``metaworld`` is the Sawyer arm on the ten MT10 tasks, its state tagged with a task one-hot;
 ``metaworld-rgb`` adds a 64x64 image from the ``corner`` camera; ``metaworld-lang`` is told its MT10
-task by an English instruction instead of the one-hot; ``metaworld-mt50`` covers all 50 v3 tasks; ``metaworld-<task>`` (e.g. ``metaworld-reach-v3``) is one task alone, without a one-hot,
-for transfer to a task a multi-task run held out. Registration builds no environment.
+task by an English instruction instead of the one-hot; ``metaworld-mt50`` covers all 50 v3 tasks;
+``metaworld-<task>`` (e.g. ``metaworld-reach-v3``) is one task alone, without a one-hot, for transfer
+to a task a multi-task run held out. Registration builds no environment.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ METAWORLD_LANG = TaskSet(
     # One 384-d sentence vector per instruction, from the hpt-kit-minilm plugin's encoder.
     language=LanguageSpec(tokens=1, channels=384, encoder="all-minilm-l6-v2"),
     description="Sawyer arm on the 10 Meta-World MT10 v3 tasks, told its task by an English instruction "
-    "(all-MiniLM-L6-v2 sentence vector; needs hpt-kit-minilm) instead of a one-hot; state is the 39-d observation.",
+    "(all-MiniLM-L6-v2 sentence vector, from hpt-kit-minilm) instead of a one-hot; state is the 39-d "
+    "observation.",
 )
 
 METAWORLD_MT50 = TaskSet(
