@@ -302,7 +302,7 @@ def sampler_child(path: str, batches: int, batch: int) -> dict[str, Any]:
     from hpt_kit.data.stream import BlockSampler
 
     ds = Dataset(path)
-    sampler = BlockSampler(ds, 1, CHUNK, ["state", "image_features"], seed=0)
+    sampler = BlockSampler(ds, 1, CHUNK, ["state", "image_features"], seed=0, refresh=0)  # never waits for the disk
     rng = np.random.default_rng(0)
     for _ in range(3):
         sampler.sample(batch, rng)
@@ -315,6 +315,7 @@ def sampler_child(path: str, batches: int, batch: int) -> dict[str, Any]:
         "samples_per_s": batches * batch / seconds,
         "peak_rss_mb": peak_rss_mb(),
         "resident_block_mb": sampler.resident_bytes() / 1e6,
+        "reuse": sampler.reuse(),  # windows served per step read from disk
     }
 
 

@@ -1,4 +1,4 @@
-"""The kit's own stems and heads, registered through the same hooks a third-party plugin uses."""
+"""The kit's own stems, heads and text encoder, registered through the hooks a third-party plugin uses."""
 
 from __future__ import annotations
 
@@ -25,3 +25,10 @@ def hpt_register_heads(registry) -> None:
     registry.add("transformer-decoder", build_decoder_head)
     registry.add("diffusion", build_diffusion_head)
     registry.add("gmm", build_gmm_head)
+
+
+@hookimpl
+def hpt_register_text_encoders(registry) -> None:
+    from hpt_kit.language import HashNgramEncoder
+
+    registry.add("hash-ngram", HashNgramEncoder)

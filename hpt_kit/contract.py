@@ -52,7 +52,13 @@ class ContractReport:
 def check_embodiment(emb: Embodiment, episodes: int = 2, rollout_episodes: int = 2, seed: int = 0) -> ContractReport:
     validate_spec(emb)
     request = ConvertRequest(episodes=episodes, seed=seed)
-    converted = [validate_episode(emb, i, ep) for i, ep in enumerate(emb.convert_dataset(request))]
+    stream = emb.convert_dataset(request)
+    language = emb.observation.language
+    if language is not None and language.encoder:  # instructions are encoded as conversion does
+        from hpt_kit.language import instructions_for, with_language
+
+        stream = with_language(emb.name, stream, instructions_for(language), request.notes)
+    converted = [validate_episode(emb, i, ep) for i, ep in enumerate(stream)]
     if len(converted) != episodes:
         raise SpecError(f"embodiment {emb.name!r}: asked for {episodes} episodes, convert_dataset gave {len(converted)}")
     controller = RandomController(emb, seed)

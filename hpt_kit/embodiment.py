@@ -26,6 +26,7 @@ ACTION = "action"
 IMAGE = "image"
 IMAGE_FEATURES = "image_features"
 LANGUAGE = "language"
+INSTRUCTION = "instruction"  # a converter's per-episode text, encoded into LANGUAGE by the kit
 
 MODALITIES = (STATE, IMAGE, IMAGE_FEATURES, LANGUAGE)
 
@@ -71,10 +72,19 @@ class ImageFeatureSpec:
 
 @dataclass(frozen=True)
 class LanguageSpec:
-    """Instruction embeddings per step: (tokens, channels)."""
+    """Instruction embeddings per step: (tokens, channels).
+
+    ``tokens == 1`` stores one pooled vector per instruction (per sentence); ``tokens > 1`` stores the
+    encoder's per-token vectors, truncated to ``tokens`` or padded with zero vectors (no mask).
+    ``encoder`` names a registered text encoder (``hpt_register_text_encoders``) whose output width is
+    ``channels``: the converter then yields an ``instruction`` string per episode, the runner passes
+    ``instruction`` in every observation, and the kit encodes both with that encoder. Empty: the
+    converter yields ``language`` arrays and the runner passes ``language`` itself.
+    """
 
     tokens: int
     channels: int
+    encoder: str = ""
 
 
 @dataclass(frozen=True)
@@ -337,6 +347,9 @@ def spec_problems(emb: Any) -> list[str]:
         isinstance(encoder, ImageEncoderSpec) and encoder.arch and encoder.weights and encoder.sha256
     ):
         p.append("observation.image_features.encoder must be an ImageEncoderSpec with arch, weights and sha256")
+    encoder = obs.language.encoder if obs.language is not None else ""
+    if encoder != "" and not (isinstance(encoder, str) and NAME_PATTERN.match(encoder)):
+        p.append(f"observation.language.encoder {encoder!r} must be a text encoder's name or empty")
     if act.dim < 1:
         p.append(f"action.dim must be >= 1, got {act.dim}")
     if len(act.low) != act.dim or len(act.high) != act.dim:

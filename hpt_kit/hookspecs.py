@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from hpt_kit.registry import ComponentRegistrar, EmbodimentRegistrar
+    from hpt_kit.registry import ComponentRegistrar, EmbodimentRegistrar, TextEncoderRegistrar
 
 PROJECT = "hpt_kit"
 
@@ -58,4 +58,19 @@ def hpt_register_heads(registry: ComponentRegistrar) -> None:
     ``loss(features, actions) -> scalar`` and ``predict(features) -> (B, action_horizon, action_dim)``,
     where ``features`` are the trunk's output tokens (B, L, width) and ``actions`` are normalised
     (B, action_horizon, action_dim). The kit's own heads register through this hook too.
+    """
+
+
+@hookspec
+def hpt_register_text_encoders(registry: TextEncoderRegistrar) -> None:
+    """Register text encoders by name (``registry.add("hash-ngram", builder)``).
+
+    Called once per plugin when the kit builds its registry (converting a dataset or building a policy
+    whose spec has a ``language`` modality, listing components). A builder is called with no arguments
+    when an encoder is needed, and returns an object with ``dim`` (int: the width of every vector),
+    ``sentence(texts) -> (N, dim)`` (one pooled vector per text) and ``tokens(texts) -> [(n_i, dim)]``
+    (one vector per token, n_i >= 1), float arrays; the kit pads or truncates per-token output to the
+    spec's ``LanguageSpec.tokens``. A name goes into specs, so it is lowercase (``my-encoder``); an
+    invalid or duplicate name is reported against this plugin and skipped. The kit's own
+    ``hash-ngram`` encoder registers through this hook too. Return nothing.
     """

@@ -11,6 +11,10 @@ into one action per step, in one of two ways:
   ``action_horizon`` of them). Ordered oldest first, prediction i weighs ``exp(-m * i)``: with m > 0
   the older predictions count more, which smooths the motion; m = 0 averages them equally. A good
   first value is m = 0.01 (ACT's).
+
+An embodiment whose language spec names a text encoder is told its task in words: the runner passes
+``observation["instruction"]`` (a string) and the policy encodes it with that encoder, each distinct
+instruction once, exactly as conversion encoded the training data.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpt_kit.embodiment import IMAGE, IMAGE_FEATURES
-from hpt_kit.models.hpt import HPT
+from hpt_kit.embodiment import IMAGE, IMAGE_FEATURES, INSTRUCTION, LANGUAGE
+from hpt_kit.models.hpt import HPT, installed_components
 from hpt_kit.models.vision import ResNetEncoder, encode_frames, frozen_encoder
-from hpt_kit.registry import UnknownNameError
+from hpt_kit.registry import Registry, UnknownNameError
 
 _DTYPES = {IMAGE: torch.uint8}  # history buffers hold what the stems take; everything else float32
 
@@ -39,11 +43,13 @@ class Policy:
         ensemble: float | None = None,
         device: str | torch.device = "cpu",
         compile: bool = False,
+        registry: Registry | None = None,
     ):
         """``execute_steps``: open-loop steps per chunk (0 = the whole chunk). ``ensemble``: None for
         open loop, or the m >= 0 of temporal ensembling, which replans every step (so it cannot be
         combined with ``execute_steps``). ``compile``: run the prediction through ``torch.compile``
-        (fused kernels for the fixed batch-1 shapes; the first call compiles, tens of seconds)."""
+        (fused kernels for the fixed batch-1 shapes; the first call compiles, tens of seconds).
+        ``registry`` resolves the text encoder a language spec names (default: the installed ones)."""
         if embodiment not in model.specs:
             raise UnknownNameError(f"the model has no embodiment {embodiment!r}; it has: {', '.join(model.specs)}")
         if ensemble is not None:
@@ -62,7 +68,7 @@ class Policy:
         self.device = torch.device(device)
         # On a GPU, compiled predictions replay as one CUDA graph (the history buffers are static).
         mode = "reduce-overhead" if self.device.type == "cuda" else None
-        self._predict = torch.compile(model.predict, dynamic=False, mode=mode) if compile else model.predict
+        self._compiled = torch.compile(model.predict, dynamic=False, mode=mode) if compile else None
         obs = self.spec.observation
         shapes = obs.field_shapes()
         H, A = self.spec.observation_horizon, self.spec.action.dim
@@ -76,6 +82,12 @@ class Policy:
         encoder = obs.image_features.encoder if obs.image_features is not None else None
         if IMAGE_FEATURES in self._fields and obs.image is not None and encoder is not None:
             self._encoder = frozen_encoder(encoder).to(self.device)
+        language = obs.language
+        self._instructions = None
+        if LANGUAGE in self._fields and language.encoder:
+            from hpt_kit.language import instructions_for
+
+            self._instructions = instructions_for(language, registry or installed_components())
         self._queue: np.ndarray = np.zeros((0, A), dtype=np.float32)
         # Temporal ensembling: the last K chunks, oldest first; only the last ``_chunk_count`` rows are live.
         self._chunks = np.zeros((horizon, horizon, A), dtype=np.float32)  # (K chunks, K steps, A)
@@ -118,7 +130,7 @@ class Policy:
                 frames = torch.as_tensor(observation[IMAGE], device=self.device)
                 x = encode_frames(self._encoder, frames)  # (V, tokens, C)
             else:
-                x = torch.as_tensor(observation[f], device=self.device)
+                x = torch.as_tensor(self._observed(observation, f), device=self.device)
                 if hist.dtype == torch.uint8 and x.dtype != torch.uint8:
                     raise TypeError(f"observation {f!r} must be uint8 frames, got {x.dtype}")
                 x = x.to(hist.dtype)
@@ -129,12 +141,28 @@ class Policy:
                 hist[:, -1] = x
         self._steps += 1
         if self.ensemble is not None:
-            return self._ensembled(self._predict(self.embodiment, self._history)[0].cpu().numpy())
+            return self._ensembled(self._predict()[0].cpu().numpy())
         if len(self._queue) == 0:
-            chunk = self._predict(self.embodiment, self._history)  # (1, K, A)
+            chunk = self._predict()  # (1, K, A)
             self._queue = chunk[0, : self.execute_steps].cpu().numpy()
         action, self._queue = self._queue[0], self._queue[1:]
         return action
+
+    def _predict(self) -> torch.Tensor:
+        """The network's chunk for the current history, (1, K, A)."""
+        return (self._compiled or self.model.predict)(self.embodiment, self._history)
+
+    def _observed(self, observation: Mapping[str, np.ndarray], field: str) -> np.ndarray:
+        """One field of the observation; ``language`` comes from the ``instruction`` text if need be."""
+        if field == LANGUAGE and LANGUAGE not in observation and self._instructions is not None:
+            if INSTRUCTION not in observation:
+                raise KeyError(
+                    f"embodiment {self.embodiment!r} is conditioned on language: pass the task as "
+                    f"observation[{INSTRUCTION!r}] (a string) or its encoding as observation[{LANGUAGE!r}]"
+                )
+            text = observation[INSTRUCTION]
+            return self._instructions(text).copy()  # (tokens, channels), encoded once per text
+        return observation[field]
 
     def _ensembled(self, chunk: np.ndarray) -> np.ndarray:
         """Push this step's chunk (K, A); return the weighted mean of all predictions for this step."""

@@ -22,7 +22,7 @@ from typing import Any
 import pluggy
 
 from hpt_kit import hookspecs
-from hpt_kit.embodiment import Embodiment, spec_problems
+from hpt_kit.embodiment import NAME_PATTERN, Embodiment, spec_problems
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class UnknownNameError(KeyError):
 class PluginError:
     plugin: str
     reason: str
-    item: str | None = None  # the embodiment/stem/head name, when the error is about one
+    item: str | None = None  # the embodiment/stem/head/text encoder name, when the error is about one
 
     def __str__(self) -> str:
         what = f" ({self.item})" if self.item else ""
@@ -61,6 +61,12 @@ class RegisteredEmbodiment:
     plugin: PluginInfo
 
 
+@dataclass(frozen=True)
+class RegisteredTextEncoder:
+    builder: Callable[[], Any]
+    plugin: PluginInfo
+
+
 @dataclass
 class Registry:
     """Everything the installed plugins registered, plus everything that went wrong."""
@@ -68,6 +74,7 @@ class Registry:
     embodiments: dict[str, RegisteredEmbodiment] = field(default_factory=dict)
     stems: dict[str, Callable[..., Any]] = field(default_factory=dict)
     heads: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    text_encoders: dict[str, RegisteredTextEncoder] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     errors: list[PluginError] = field(default_factory=list)
 
@@ -86,6 +93,24 @@ class Registry:
 
     def head(self, kind: str) -> Callable[..., Any]:
         return _lookup(self.heads, kind, "head")
+
+    def text_encoder(self, name: str) -> Any:
+        """A new instance of the text encoder registered as ``name``, checked against the hook's contract."""
+        if name not in self.text_encoders:
+            known = ", ".join(sorted(self.text_encoders)) or "none"
+            raise UnknownNameError(
+                f"unknown text encoder {name!r}; known: {known} (encoders with dependencies ship as plugins)"
+            )
+        registered = self.text_encoders[name]
+        encoder = registered.builder()
+        dim = getattr(encoder, "dim", None)
+        methods = [m for m in ("sentence", "tokens") if not callable(getattr(encoder, m, None))]
+        if not (isinstance(dim, int) and dim >= 1) or methods:
+            raise TypeError(
+                f"text encoder {name!r} of plugin {registered.plugin.name!r} must have an integer dim >= 1 "
+                f"(got {dim!r}) and methods sentence and tokens (missing: {methods or 'none'})"
+            )
+        return encoder
 
 
 def _lookup(table: dict[str, Callable[..., Any]], kind: str, what: str) -> Callable[..., Any]:
@@ -140,6 +165,30 @@ class ComponentRegistrar:
             self._table[name] = builder
             return
         self._registry.errors.append(PluginError(self._plugin.name, reason, str(name)))
+
+
+class TextEncoderRegistrar:
+    """Handed to ``hpt_register_text_encoders``; names go into specs, so they follow embodiment names'
+    rules."""
+
+    def __init__(self, registry: Registry, plugin: PluginInfo):
+        self._registry = registry
+        self._plugin = plugin
+
+    def add(self, name: str, builder: Callable[[], Any]) -> None:
+        taken = self._registry.text_encoders.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            reason = "a text encoder's name must be lowercase letters, digits, '-' or '_', from a letter"
+        elif not callable(builder):
+            reason = "a text encoder needs a callable builder"
+        elif taken is not None:
+            reason = f"duplicate text encoder name, already registered by plugin {taken.plugin.name!r}"
+        else:
+            self._registry.text_encoders[name] = RegisteredTextEncoder(builder, self._plugin)
+            return
+        err = PluginError(self._plugin.name, reason, str(name))
+        log.warning("%s", err)
+        self._registry.errors.append(err)
 
 
 def _disabled() -> set[str]:
@@ -201,8 +250,8 @@ def load_registry(
 ) -> Registry:
     """Discover plugins and collect everything they register.
 
-    ``embodiments=False`` collects only stems and heads (enough to build a model from a checkpoint)
-    and skips the embodiment hooks, which may import simulators.
+    ``embodiments=False`` collects only stems, heads and text encoders (enough to build a model and
+    its policy from a checkpoint) and skips the embodiment hooks, which may import simulators.
     """
     pm, infos, import_errors = make_plugin_manager(load_entrypoints, extra_plugins)
     registry = Registry(plugins=list(infos.values()), errors=list(import_errors))
@@ -210,6 +259,7 @@ def load_registry(
     hooks = [
         ("hpt_register_stems", lambda info: ComponentRegistrar(registry.stems, registry, info, "stem")),
         ("hpt_register_heads", lambda info: ComponentRegistrar(registry.heads, registry, info, "head")),
+        ("hpt_register_text_encoders", lambda info: TextEncoderRegistrar(registry, info)),
     ]
     if embodiments:
         hooks.append(("hpt_register_embodiments", lambda info: EmbodimentRegistrar(registry, info)))

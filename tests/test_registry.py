@@ -88,6 +88,9 @@ def test_cli_list_reports_plugin_errors(plugin_site):
     assert names["mujoco-arm4"]["action_dim"] == 4 and "state" in names["mujoco-arm4"]["modalities"]
     assert {(e["plugin"], e["item"]) for e in listing["errors"]} >= {("broken", None), ("invalid", "bad-toy")}
     assert listing["heads"] == ["diffusion", "gmm", "mlp", "transformer-decoder"] and listing["stems"] == ["mlp", "resnet"]
+    encoders = {e["name"]: e for e in listing["text_encoders"]}
+    hash_ngram = encoders["hash-ngram"]
+    assert (hash_ngram["distribution"], hash_ngram["plugin"]) == ("hpt-kit", "hpt_kit.builtins")
     text = subprocess.run([HPT_KIT, "list"], capture_output=True, text=True, env=env, check=True).stdout
     assert "plugin error" in text and "broken on purpose" in text
 
@@ -95,6 +98,7 @@ def test_cli_list_reports_plugin_errors(plugin_site):
 def test_builtins_register_through_the_hooks():
     registry = load_registry(load_entrypoints=False)
     assert set(registry.stems) == {"mlp", "resnet"} and set(registry.heads) == {"mlp", "transformer-decoder", "diffusion", "gmm"}
+    assert set(registry.text_encoders) == {"hash-ngram"}
     assert registry.embodiments == {}
     assert [p.name for p in registry.plugins] == ["hpt_kit.builtins"]
     assert sys.modules["hpt_kit.builtins"].hpt_register_heads is not None
@@ -106,11 +110,16 @@ def test_every_hook_is_prefixed_documented_and_used():
     from hpt_kit import hookspecs
 
     specs = [f for name, f in vars(hookspecs).items() if inspect.isfunction(f) and hasattr(f, "hpt_kit_spec")]
-    assert {f.__name__ for f in specs} == {"hpt_register_embodiments", "hpt_register_stems", "hpt_register_heads"}
+    assert {f.__name__ for f in specs} == {
+        "hpt_register_embodiments",
+        "hpt_register_stems",
+        "hpt_register_heads",
+        "hpt_register_text_encoders",
+    }
     for f in specs:
         doc = inspect.getdoc(f) or ""
         assert f.__name__.startswith("hpt_") and "Called" in doc and "registry.add" in doc, f.__name__
         assert list(inspect.signature(f).parameters) == ["registry"]
     # Each hook has an implementation that registers something in a default installation.
     registry = load_registry()
-    assert registry.stems and registry.heads and registry.embodiments
+    assert registry.stems and registry.heads and registry.text_encoders and registry.embodiments

@@ -52,7 +52,8 @@ def convert_command(
             check_arch(image_encoder)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--image-encoder") from None
-    embodiment = load_registry().embodiment(name)
+    registry = load_registry()
+    embodiment = registry.embodiment(name)
     with conversion_progress() as on_convert:
         path = convert(
             embodiment,
@@ -65,6 +66,7 @@ def convert_command(
             image_encoder=image_encoder,
             image_encoder_weights=image_encoder_weights,
             image_encoder_resize=image_encoder_resize,
+            registry=registry,
         )
     ds = Dataset(path)
     feats = ds.spec.observation.image_features

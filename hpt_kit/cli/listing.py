@@ -11,7 +11,8 @@ import typer
 def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show installed embodiments (with their plugin's distribution and version), stems, heads and plugin errors."""
+    """Show installed embodiments (with their plugin's distribution and version), stems, heads, text
+    encoders and plugin errors."""
     from hpt_kit.registry import load_registry
 
     registry = load_registry()
@@ -42,6 +43,15 @@ def list_command(
             "plugins": plugins,
             "stems": sorted(registry.stems),
             "heads": sorted(registry.heads),
+            "text_encoders": [
+                {
+                    "name": n,
+                    "plugin": t.plugin.name,
+                    "distribution": t.plugin.distribution,
+                    "version": t.plugin.version,
+                }
+                for n, t in sorted(registry.text_encoders.items())
+            ],
             "errors": errors,
         }
         typer.echo(json.dumps(out))
@@ -67,6 +77,8 @@ def list_command(
         )
     console.print(table)
     console.print(f"stems: {', '.join(sorted(registry.stems))}    heads: {', '.join(sorted(registry.heads))}")
+    encoders = [f"{n} ({t.plugin.distribution})" for n, t in sorted(registry.text_encoders.items())]
+    console.print(f"text encoders: {', '.join(encoders) or 'none'}")
     for x in registry.errors:
         console.print(f"[red]plugin error[/red] {x}", highlight=False)
 

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpt_kit.data.store import write_dataset
 from hpt_kit.embodiment import (
@@ -18,6 +19,9 @@ from hpt_kit.embodiment import (
     SpecError,
     validate_episode,
 )
+
+if TYPE_CHECKING:
+    from hpt_kit.registry import Registry
 
 
 def dataset_root() -> Path:
@@ -41,6 +45,7 @@ def convert(
     image_encoder: str | None = None,
     image_encoder_weights: str | None = "imagenet",
     image_encoder_resize: int = 0,
+    registry: Registry | None = None,
 ) -> Path:
     """Run the plugin's converter and store exactly ``episodes`` validated episodes at ``out``.
 
@@ -66,13 +71,16 @@ def convert(
             raise SpecError(f"embodiment {embodiment.name!r}: asked for {episodes} episodes, convert_dataset gave {n}")
 
     spec: Embodiment | EmbodimentData = embodiment
-    stream: Iterable[Episode] = counted()
-    if image_encoder:
-        spec, stream = _with_image_features(
-            embodiment, stream, image_encoder, image_encoder_weights, image_encoder_resize
-        )
     notes = request.notes
     notes.setdefault("seed", seed)
+    stream: Iterable[Episode] = counted()
+    language = embodiment.observation.language
+    if language is not None and language.encoder:  # instruction texts -> language, before frames are encoded
+        from hpt_kit.language import instructions_for, with_language
+
+        stream = with_language(embodiment.name, stream, instructions_for(language, registry), notes)
+    if image_encoder:
+        spec, stream = _with_image_features(embodiment, stream, image_encoder, image_encoder_weights, image_encoder_resize)
     return write_dataset(path, spec, stream, notes=notes, overwrite=overwrite, on_episode=on_episode)
 
 

@@ -20,6 +20,11 @@ from hpt_kit.embodiment import ACTION
 
 
 class BlockSampler:
+    """``refresh`` > 0: every ``refresh`` batches one stretch is swapped for the prefetched one
+    (waiting for it if need be; reproducible for a seed). ``refresh`` = 0: a stretch is swapped in
+    whenever the background read has finished, so sampling never waits for the disk; how often each
+    step is reused then depends on the disk's speed (see :meth:`reuse`)."""
+
     def __init__(
         self,
         dataset: Dataset,
@@ -41,6 +46,7 @@ class BlockSampler:
         self.rng = np.random.default_rng(seed)
         self.ends = dataset.episode_ends
         self.starts = dataset.episode_starts
+        self.served = self.steps_read = 0
         self._slots = [self._read(self._random_start()) for _ in range(max(1, blocks))]
         self._calls = 0
         self._next: tuple | BaseException | None = None
@@ -53,7 +59,9 @@ class BlockSampler:
 
     def _read(self, start: int) -> tuple[int, dict[str, np.ndarray]]:
         stop = min(self.dataset.num_steps, start + self.block_steps)
-        return start, {f: np.asarray(self.arrays[f][start:stop]) for f in self.fields}
+        block = {f: np.asarray(self.arrays[f][start:stop]) for f in self.fields}
+        self.steps_read += stop - start
+        return start, block
 
     def _prefetch(self) -> None:
         start = self._random_start()
@@ -80,16 +88,23 @@ class BlockSampler:
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """A batch of windows: obs fields (B, H, ...) and action (B, K, A), drawn from the stretches in memory."""
         self._calls += 1
-        if self._calls % self.refresh == 0:
+        if (self.refresh and self._calls % self.refresh == 0) or (not self.refresh and self._ready()):
             self._swap()
-        which = rng.integers(len(self._slots), size=batch_size)
-        out: dict[str, list[np.ndarray]] = {f: [] for f in self.fields}
-        for s, (start, data) in enumerate(self._slots):
-            rows = np.flatnonzero(which == s)
-            if not len(rows):
+        counts = np.bincount(rng.integers(len(self._slots), size=batch_size), minlength=len(self._slots))
+        first = self._slots[0][1]
+        out = {
+            f: np.empty((batch_size, self.K if f == ACTION else self.H, *first[f].shape[1:]), first[f].dtype)
+            for f in self.fields
+        }
+        # Each stretch fills a contiguous run of rows; np.take writes there directly (one copy).
+        offset = 0
+        for (start, data), count in zip(self._slots, counts):
+            if not count:
                 continue
+            rows = slice(offset, offset + count)
+            offset += count
             n = len(data[ACTION])
-            t = start + rng.integers(0, n, size=len(rows))  # global step of each window
+            t = start + rng.integers(0, n, size=count)  # global step of each window
             ep = np.searchsorted(self.ends, t, side="right")
             # Clamp to the episode and to the stretch (rows outside it are not in memory).
             lo = np.maximum(self.starts[ep], start) - start
@@ -98,9 +113,18 @@ class BlockSampler:
             obs_idx = np.clip(local[:, None] + np.arange(-self.H + 1, 1), lo[:, None], hi[:, None])
             act_idx = np.clip(local[:, None] + np.arange(self.K), lo[:, None], hi[:, None])
             for f in self.obs_fields:
-                out[f].append(data[f][obs_idx])
-            out[ACTION].append(data[ACTION][act_idx])
-        return {f: np.concatenate(parts) for f, parts in out.items()}
+                np.take(data[f], obs_idx, axis=0, out=out[f][rows], mode="clip")
+            np.take(data[ACTION], act_idx, axis=0, out=out[ACTION][rows], mode="clip")
+            self.served += count
+        return out
+
+    def _ready(self) -> bool:
+        """Whether the stretch being read in the background has arrived (never waits for it)."""
+        return self._thread is not None and not self._thread.is_alive()
+
+    def reuse(self) -> float:
+        """Windows served per step read from disk so far: how often each step in memory was used."""
+        return self.served / max(1, self.steps_read)
 
     def resident_bytes(self) -> int:
         return sum(a.nbytes for _, data in self._slots for a in data.values())

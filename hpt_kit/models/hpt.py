@@ -18,7 +18,8 @@ Spec = Embodiment | EmbodimentData
 
 
 def installed_components() -> Registry:
-    """Stems and heads from the built-ins and installed plugins (embodiment hooks are not called)."""
+    """Stems, heads and text encoders from the built-ins and installed plugins (embodiment hooks are
+    not called)."""
     return load_registry(embodiments=False)
 
 

@@ -88,6 +88,7 @@ def open_datasets(
                 image_encoder=entry.image_encoder or None,
                 image_encoder_weights=entry.image_encoder_weights,
                 image_encoder_resize=entry.image_encoder_resize,
+                registry=registry,
             )
         ds = Dataset(path)
         if ds.name != entry.embodiment:

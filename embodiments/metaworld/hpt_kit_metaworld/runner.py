@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
+from hpt_kit.embodiment import INSTRUCTION
 from hpt_kit.rollout import EpisodeLog, checked_action
 from hpt_kit.rollout import episode_rng as shared_episode_rng
 
@@ -53,11 +54,14 @@ def run_episode(
     """One episode, ended by success or by ``MAX_EPISODE_STEPS``; records what the controller saw and did."""
     log = EpisodeLog()
     code = np.asarray(taskset.one_hot(env.task), dtype=np.float32)
+    instruction = taskset.instruction(env.task)
     obs = env.reset(rng)
     controller.reset()
     for _ in range(MAX_EPISODE_STEPS):
         state = np.concatenate([obs.astype(np.float32), code])
         observation = {"state": state}
+        if instruction is not None:
+            observation[INSTRUCTION] = instruction
         if images:
             observation["image"] = np.stack([env.render(v, taskset.image_size) for v in taskset.views])
             log.images.append(observation["image"])
@@ -137,7 +141,10 @@ def _convert(
                 kept[task] += log.success
                 _record(notes, tasks, kept, attempts)
                 if log.success:
-                    yield log.to_episode()
+                    episode = log.to_episode()
+                    if taskset.language is not None:
+                        episode[INSTRUCTION] = taskset.instruction(task)  # the kit encodes it
+                    yield episode
                     break
     finally:
         envs.close()

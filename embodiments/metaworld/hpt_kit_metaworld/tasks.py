@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hpt_kit import SpecError
+from hpt_kit import LanguageSpec, SpecError
 
 TASKS_ENV = "HPT_METAWORLD_TASKS"
 
@@ -82,6 +82,20 @@ MT10 = (
     "window-close-v3",
 )
 
+# What each MT10 task asks for, in words: ``metaworld-lang`` tells the policy its task this way.
+INSTRUCTIONS = {
+    "reach-v3": "reach the goal position with the gripper",
+    "push-v3": "push the puck to the goal",
+    "pick-place-v3": "pick up the puck and place it at the goal",
+    "door-open-v3": "open the door",
+    "drawer-open-v3": "open the drawer",
+    "drawer-close-v3": "close the drawer",
+    "button-press-topdown-v3": "press the button down from above",
+    "peg-insert-side-v3": "insert the peg into the hole from the side",
+    "window-open-v3": "slide the window open",
+    "window-close-v3": "slide the window closed",
+}
+
 SAWYER_OBS_DIM = 39  # Meta-World's observation: hand, gripper, objects, the same one step back, goal
 CONTROL_HZ = 80.0  # 1 / env.dt: 5 physics steps of 2.5 ms per action
 MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length
@@ -97,6 +111,8 @@ class TaskSet:
     views: tuple[str, ...] = ()  # cameras rendered into the observation; empty for state only
     image_size: int = 64
     image_variant: str = ""  # the embodiment that adds camera images to this one, if any
+    # Set: the task comes as an instruction (INSTRUCTIONS) encoded with this spec, not as a one-hot.
+    language: LanguageSpec | None = None
 
     @property
     def multi_task(self) -> bool:
@@ -104,7 +120,7 @@ class TaskSet:
 
     @property
     def state_dim(self) -> int:
-        return SAWYER_OBS_DIM + (len(self.tasks) if self.multi_task else 0)
+        return SAWYER_OBS_DIM + len(self.one_hot(self.tasks[0]))
 
     def selected(self) -> tuple[str, ...]:
         """The tasks a call runs: all of them, or those ``HPT_METAWORLD_TASKS`` names (in vocabulary
@@ -122,10 +138,14 @@ class TaskSet:
         return tuple(t for t in self.tasks if t in wanted)
 
     def one_hot(self, task: str) -> list[float]:
-        """The task code appended to the state; empty for a single-task embodiment."""
-        if not self.multi_task:
+        """The task code appended to the state; empty for one task, or when an instruction names it."""
+        if not self.multi_task or self.language is not None:
             return []
         return [float(t == task) for t in self.tasks]
+
+    def instruction(self, task: str) -> str | None:
+        """The task in words when this embodiment is told its task that way, else None."""
+        return INSTRUCTIONS[task] if self.language is not None else None
 
 
 def round_robin(tasks: tuple[str, ...], episodes: int) -> list[tuple[str, int]]:

@@ -11,11 +11,19 @@ from importlib import metadata
 
 import numpy as np
 import pytest
-from hpt_kit import ConvertRequest, Embodiment, RolloutRequest, SpecError
+from hpt_kit import ConvertRequest, Embodiment, LanguageSpec, RolloutRequest, SpecError
 from hpt_kit.contract import check_embodiment
 
 from hpt_kit_metaworld import plugin, runner
-from hpt_kit_metaworld.tasks import ALL_TASKS, CONTROL_HZ, MAX_EPISODE_STEPS, MT10, SAWYER_OBS_DIM, TASKS_ENV
+from hpt_kit_metaworld.tasks import (
+    ALL_TASKS,
+    CONTROL_HZ,
+    INSTRUCTIONS,
+    MAX_EPISODE_STEPS,
+    MT10,
+    SAWYER_OBS_DIM,
+    TASKS_ENV,
+)
 
 QUICK = ("reach-v3", "push-v3", "drawer-close-v3")  # the experts finish these in under 100 steps
 
@@ -44,8 +52,10 @@ def all_tasks(monkeypatch):
 
 def test_the_hook_registers_every_embodiment(registered):
     singles = {f"metaworld-{task}" for task in ALL_TASKS}
-    assert set(registered) == {"metaworld", "metaworld-rgb", "metaworld-mt50", *singles}
+    assert set(registered) == {"metaworld", "metaworld-rgb", "metaworld-lang", "metaworld-mt50", *singles}
     assert registered["metaworld"].observation.state_dim == SAWYER_OBS_DIM + 10 == 49
+    assert registered["metaworld-lang"].observation.state_dim == SAWYER_OBS_DIM  # no one-hot
+    assert registered["metaworld-lang"].observation.language == LanguageSpec(1, 384, "all-minilm-l6-v2")
     assert registered["metaworld-mt50"].observation.state_dim == SAWYER_OBS_DIM + 50
     assert registered["metaworld-reach-v3"].observation.state_dim == SAWYER_OBS_DIM
     for emb in registered.values():
@@ -128,6 +138,31 @@ def test_conversion_deals_tasks_in_turn_and_tags_them(registered, monkeypatch):
     assert notes["mujoco_version"] == metadata.version("mujoco")
     assert notes["per_task"]["reach-v3"]["episodes"] == 2
     assert notes["per_task"]["drawer-close-v3"]["episodes"] == 1
+
+
+def test_the_language_variant_names_each_task_in_words(registered, monkeypatch):
+    """``metaworld-lang``: the converter yields each episode's instruction (the kit encodes it) and the
+    runner passes it in every observation; the state carries no one-hot."""
+    assert set(INSTRUCTIONS) == set(MT10) and len(set(INSTRUCTIONS.values())) == len(MT10)
+    monkeypatch.setenv(TASKS_ENV, "reach-v3,drawer-close-v3")
+    emb = registered["metaworld-lang"]
+    episodes = list(emb.convert_dataset(ConvertRequest(episodes=2, seed=0)))
+    assert [e["instruction"] for e in episodes] == [INSTRUCTIONS["reach-v3"], INSTRUCTIONS["drawer-close-v3"]]
+    assert INSTRUCTIONS["drawer-close-v3"] == "close the drawer"
+    assert all(e["state"].shape[1] == SAWYER_OBS_DIM and "language" not in e for e in episodes)
+
+    class Recorder(runner.ScriptedExpert):
+        """The reach expert (it ends the episode early), noting what each observation carries."""
+
+        seen = set()
+
+        def act(self, observation):
+            self.seen.add((observation["instruction"], observation["state"].shape))
+            return super().act(observation)
+
+    result = emb.rollout(Recorder("reach-v3"), RolloutRequest(episodes=1, seed=0))  # reach-v3 comes first
+    assert result.successes == (True,)
+    assert Recorder.seen == {("reach the goal position with the gripper", (SAWYER_OBS_DIM,))}
 
 
 def test_failed_expert_episodes_are_dropped_and_counted(registered, monkeypatch):
