@@ -38,6 +38,7 @@ from hpt_kit.models.trunk import trunk_config
 from hpt_kit.registry import load_registry
 
 STATE_DIM, VIEWS, TOKENS, CHANNELS, CHUNK, ACTION_DIM = 39, 1, 49, 512, 4, 4
+PARTS = ("train", "act", "mixed", "sampler")  # what a run measures; the matmul peak always
 
 
 def standard_spec(name: str = "bench") -> EmbodimentData:
@@ -342,6 +343,7 @@ def run(
     store: Path | None = None,
     device: str = "auto",
     compile: bool = False,
+    parts: Sequence[str] = PARTS,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
@@ -355,23 +357,25 @@ def run(
         peak = result["matmul_gflops_bf16"]
     result["mfu_peak_gflops"] = peak
     result["train"] = []
-    for preset in presets:
+    for preset in presets if "train" in parts else ():
         for b in batches:
             for frozen in (False, True):
                 say(f"train {preset} batch {b} {'frozen' if frozen else 'trained'}")
                 result["train"].append(bench_train(preset, b, frozen, dev, steps, compile))
     result["act"] = []
-    for preset in presets:
+    for preset in presets if "act" in parts else ():
         say(f"act {preset}")
         result["act"].append(bench_act(preset, dev, act_calls, compile))
-    say("mixed-embodiment step")
-    result["mixed"] = bench_mixed(presets[0], dev, max(batches[0], 2), steps)
+    if "mixed" in parts:
+        say("mixed-embodiment step")
+        result["mixed"] = bench_mixed(presets[0], dev, max(batches[0], 2), steps)
     say("model FLOPs")
     for record in result["train"]:
         count_train_flops(record, dev, peak)
     for record in result["act"]:
         torch.manual_seed(0)
         record["flops_per_call"] = act_flops(standard_model(record["preset"]).to(dev), dev)
-    say(f"sampler ({store_gb:g} GB store)")
-    result["sampler"] = bench_sampler(store_gb, sampler_batches, store=store)
+    if "sampler" in parts:
+        say(f"sampler ({store_gb:g} GB store)")
+        result["sampler"] = bench_sampler(store_gb, sampler_batches, store=store)
     return result

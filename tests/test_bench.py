@@ -28,3 +28,13 @@ def test_bench_json_has_every_field(tmp_path):
     assert result["mixed"]["mixed_step_ms"] > 0 and result["mixed"]["separate_steps_ms"] > 0
     s = result["sampler"]
     assert s["samples_per_s"] > 0 and s["peak_rss_mb"] > 0 and s["store_gb"] >= 0.004
+
+
+def test_bench_measures_only_the_parts_asked_for():
+    out = subprocess.run([HPT_KIT, "bench", "--part", "act", "--preset", "tiny", "--act-calls", "3", "--json"],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert [a["preset"] for a in result["act"]] == ["tiny"] and result["act"][0]["flops_per_call"] > 0
+    assert result["train"] == [] and "sampler" not in result and "mixed" not in result
+    bad = subprocess.run([HPT_KIT, "bench", "--part", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown part(s) nope" in bad.stderr

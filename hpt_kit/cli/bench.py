@@ -19,11 +19,18 @@ def bench_command(
     sampler_batches: Annotated[int, typer.Option(min=1, help="Sampler batches timed.")] = 200,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="Run training steps and act() through torch.compile.")] = False,
+    part: Annotated[
+        list[str] | None, typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler; default all.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure matmul peak, training throughput and MFU, act() latency, mixed-embodiment steps and sampler speed."""
-    from hpt_kit.bench import run
+    from hpt_kit.bench import PARTS, run
     from hpt_kit.cli.output import console
+
+    unknown = sorted(set(part or ()) - set(PARTS))
+    if unknown:
+        raise typer.BadParameter(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}", param_hint="--part")
 
     result = run(
         presets=tuple(preset or ("small", "base")),
@@ -35,6 +42,7 @@ def bench_command(
         store=store,
         device=device,
         compile=compile,
+        parts=tuple(part or PARTS),
         on_progress=lambda msg: console.print(f"[dim]bench: {msg}[/dim]", highlight=False),
     )
     if as_json:
@@ -47,26 +55,30 @@ def bench_command(
     out = stdout_console()
     out.print(f"device {result['device']}, torch {result['torch']}{', compiled' if result['compiled'] else ''}, matmul peak {result['matmul_gflops']:.0f} GFLOP/s (fp32)"
               + (f", {result['matmul_gflops_bf16']:.0f} (bf16)" if "matmul_gflops_bf16" in result else ""))
-    table = Table(title="training step (standard shape)")
-    for col in ("preset", "batch", "trunk", "samples/s", "ms/step", "GFLOP/sample", "MFU"):
-        table.add_column(col, justify="right")
-    for r in result["train"]:
-        table.add_row(r["preset"], str(r["batch"]), r["trunk"], f"{r['samples_per_s']:.0f}", f"{r['step_ms']:.1f}",
-                      f"{r['flops_per_sample'] / 1e9:.3f}", f"{r['mfu']:.1%}")
-    out.print(table)
-    table = Table(title="Policy.act() at batch 1")
-    for col in ("preset", "p50 ms", "p99 ms", "MFLOP/call", "floor ms"):
-        table.add_column(col, justify="right")
-    for r in result["act"]:  # floor: the call's FLOPs at the measured matmul peak
-        floor = r["flops_per_call"] / (result["mfu_peak_gflops"] * 1e6)
-        table.add_row(r["preset"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['flops_per_call'] / 1e6:.0f}", f"{floor:.2f}")
-    out.print(table)
-    m = result["mixed"]
-    out.print(f"mixed batch of {m['embodiments']} embodiments ({m['preset']}, {m['batch']} samples): one step "
-              f"{m['mixed_step_ms']:.1f} ms vs one step per embodiment {m['separate_steps_ms']:.1f} ms ({m['speedup']:.2f}x)")
-    s = result["sampler"]
-    out.print(f"sampler: {s['samples_per_s']:.0f} samples/s (batches of {s['batch']}) from a {s['store_gb']:.2f} GB store, "
-              f"peak RSS {s['peak_rss_mb']:.0f} MB")
+    if result["train"]:
+        table = Table(title="training step (standard shape)")
+        for col in ("preset", "batch", "trunk", "samples/s", "ms/step", "GFLOP/sample", "MFU"):
+            table.add_column(col, justify="right")
+        for r in result["train"]:
+            table.add_row(r["preset"], str(r["batch"]), r["trunk"], f"{r['samples_per_s']:.0f}", f"{r['step_ms']:.1f}",
+                          f"{r['flops_per_sample'] / 1e9:.3f}", f"{r['mfu']:.1%}")
+        out.print(table)
+    if result["act"]:
+        table = Table(title="Policy.act() at batch 1")
+        for col in ("preset", "p50 ms", "p99 ms", "MFLOP/call", "floor ms"):
+            table.add_column(col, justify="right")
+        for r in result["act"]:  # floor: the call's FLOPs at the measured matmul peak
+            floor = r["flops_per_call"] / (result["mfu_peak_gflops"] * 1e6)
+            table.add_row(r["preset"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['flops_per_call'] / 1e6:.0f}", f"{floor:.2f}")
+        out.print(table)
+    if "mixed" in result:
+        m = result["mixed"]
+        out.print(f"mixed batch of {m['embodiments']} embodiments ({m['preset']}, {m['batch']} samples): one step "
+                  f"{m['mixed_step_ms']:.1f} ms vs one step per embodiment {m['separate_steps_ms']:.1f} ms ({m['speedup']:.2f}x)")
+    if "sampler" in result:
+        s = result["sampler"]
+        out.print(f"sampler: {s['samples_per_s']:.0f} samples/s (batches of {s['batch']}) from a {s['store_gb']:.2f} GB store, "
+                  f"peak RSS {s['peak_rss_mb']:.0f} MB, each step read reused {s['reuse']:.1f}x")
 
 
 def register(app: typer.Typer) -> None:
