@@ -266,7 +266,10 @@ def load_registry(
     for hook_name, make in hooks:
         caller = getattr(pm.hook, hook_name)
         # Call each implementation on its own so one plugin's exception is attributed and contained.
-        for impl in reversed(caller.get_hookimpls()):
+        impls = list(reversed(caller.get_hookimpls()))  # pluggy's call order
+        # Built-ins first: a plugin reusing a built-in name gets the duplicate-name error, not the kit.
+        impls.sort(key=lambda impl: impl.plugin_name not in BUILTIN_PLUGINS)
+        for impl in impls:
             info = infos[impl.plugin_name]
             if trace:
                 log.warning("hpt-kit plugins: calling %s of %r (%s %s)", hook_name, info.name, info.distribution, info.version)

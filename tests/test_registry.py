@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+import hpt_kit
 from hpt_kit.registry import load_registry
 from tests.conftest import HPT_KIT
 
@@ -123,3 +124,17 @@ def test_every_hook_is_prefixed_documented_and_used():
     # Each hook has an implementation that registers something in a default installation.
     registry = load_registry()
     assert registry.stems and registry.heads and registry.text_encoders and registry.embodiments
+
+
+def test_a_plugin_cannot_take_a_built_in_name():
+    class Clash:
+        @staticmethod
+        @hpt_kit.hookimpl
+        def hpt_register_stems(registry):
+            registry.add("mlp", lambda *args: None)
+
+    registry = load_registry(load_entrypoints=False, extra_plugins=[("clash", Clash)])
+    from hpt_kit.models.stems import build_mlp_stem
+
+    assert registry.stems["mlp"] is build_mlp_stem  # the kit's own, whatever the plugin order
+    assert [(e.plugin, e.item, e.reason) for e in registry.errors] == [("clash", "mlp", "duplicate stem name")]
