@@ -177,3 +177,14 @@ def image_stats():
         "state": {"mean": [0.0] * 4, "std": [1.0] * 4},
         "action": {"min": [-1.0, -1.0], "max": [1.0, 1.0]},
     }
+
+
+@pytest.fixture
+def one_thread():
+    """Networks this small gain nothing from intra-op threads, and on a busy CPU the threads only wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -226,17 +226,6 @@ def test_conversion_names_a_missing_instruction_and_an_unknown_encoder(tmp_path)
 # -- training and control -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """A network this small trains faster on one thread, and a busy machine does not slow it down."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_policy_tells_two_tasks_apart_by_their_instruction(tmp_path, one_thread):
     """Same states, two instructions, two different actions: trained a few hundred steps on the tiny
     trunk, the policy must give each instruction its own action (within 0.1; the tasks are 1.2 apart)."""

@@ -124,15 +124,6 @@ def fixed_dataset(episodes, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens.reshape(SAMPLES, TOKENS, WIDTH), torch.tensor(np.stack(chunks)[pick], dtype=torch.float32)
 
 
-@pytest.fixture
-def one_thread():
-    """Networks this small gain nothing from intra-op threads, and on a busy CPU the threads only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mean_loss(head, features, chunks) -> float:
     """The loss averaged over 8 draws with a fixed seed (the diffusion loss samples noise levels)."""
     torch.manual_seed(1)
