@@ -162,6 +162,8 @@ def flops_per_sample(step: Callable[[], None], batch: int) -> float:
 def bench_train(preset: str, batch: int, frozen: bool, device: torch.device, steps: int, compile: bool = False) -> dict[str, Any]:
     """Step time of one setting; FLOPs and MFU are added by :func:`count_train_flops`."""
     torch.manual_seed(0)
+    if compile:
+        torch._dynamo.reset()  # a fresh graph cache per setting: no recompile limit, no stale graphs
     model = standard_model(preset).to(device).train()
     data = standard_batch(batch, device)
     step = train_step_fn(model, data, frozen, device, compile)
@@ -191,6 +193,8 @@ def bench_act(preset: str, device: torch.device, calls: int, compile: bool = Fal
     from hpt_kit.policy import Policy
 
     torch.manual_seed(0)
+    if compile:
+        torch._dynamo.reset()
     model = standard_model(preset)
     policy = Policy(model, "bench", execute_steps=1, device=device, compile=compile)  # predict every call
     rng = np.random.default_rng(0)

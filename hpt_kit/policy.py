@@ -78,10 +78,12 @@ class Policy:
             for f in self._fields
         }
         # Features precomputed at conversion: the same frozen encoder computes them from rendered frames.
-        self._encoder: ResNetEncoder | None = None
+        # Built on the first raw frames only (it may need a download or the weights file), so callers
+        # that pass image_features never need it.
         encoder = obs.image_features.encoder if obs.image_features is not None else None
-        if IMAGE_FEATURES in self._fields and obs.image is not None and encoder is not None:
-            self._encoder = frozen_encoder(encoder).to(self.device)
+        usable = IMAGE_FEATURES in self._fields and obs.image is not None
+        self._encoder_spec = encoder if usable else None
+        self._encoder: ResNetEncoder | None = None
         language = obs.language
         self._instructions = None
         if LANGUAGE in self._fields and language.encoder:
@@ -111,7 +113,7 @@ class Policy:
     @property
     def needs_images(self) -> bool:
         """Whether ``act`` needs rendered camera frames (``RolloutRequest(render=True)``)."""
-        return IMAGE in self._fields or self._encoder is not None
+        return IMAGE in self._fields or self._encoder_spec is not None
 
     def reset(self) -> None:
         self._queue = self._queue[:0]
@@ -126,7 +128,9 @@ class Policy:
         either those or the raw ``image``, which it encodes itself."""
         for f in self._fields:
             hist = self._history[f]
-            if f == IMAGE_FEATURES and f not in observation and self._encoder is not None:
+            if f == IMAGE_FEATURES and f not in observation and self._encoder_spec is not None:
+                if self._encoder is None:
+                    self._encoder = frozen_encoder(self._encoder_spec).to(self.device)
                 frames = torch.as_tensor(observation[IMAGE], device=self.device)
                 x = encode_frames(self._encoder, frames)  # (V, tokens, C)
             else:

@@ -98,7 +98,12 @@ def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     sharded model's optimiser; state keyed by parameter index (older checkpoints) into a replicated one."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    if all(isinstance(k, int) for k in state.get("state", {})) and not sharded:
+    if all(isinstance(k, int) for k in state.get("state", {})) and state.get("state"):
+        if sharded:
+            raise ValueError(
+                "this checkpoint's optimiser state is keyed by parameter index (saved before FSDP support): "
+                'resume it once with parallel = "ddp" (or one process), then switch to "fsdp"'
+            )
         optimizer.load_state_dict(state)
         return
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False) if sharded else StateDictOptions()

@@ -330,7 +330,10 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
         log.info("--resume: %s has no checkpoint yet, starting from step 0", run_dir)
     if resumed is not None:
         state = load_training_state(ckpt_path)
-        distributed.load_optimizer_state(model, optimizer, state["optimizer"], sharded)
+        try:
+            distributed.load_optimizer_state(model, optimizer, state["optimizer"], sharded)
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{ckpt_path}: cannot restore the optimiser state: {exc}") from None
         start = int(state["step"])
         mix_rng.bit_generator.state = json.loads(state["mix_rng"])
         data_states = json.loads(state["data_rng"])

@@ -226,5 +226,7 @@ def test_act_on_raw_images_with_a_policy_trained_on_precomputed_features():
     other = dataclasses.replace(
         spec, observation=dataclasses.replace(spec.observation, image_features=forged)
     )
+    policy = Policy(_image_model(other), spec.name)  # nothing is built before frames arrive
+    policy.act({"state": states[0], "image_features": features[0]})
     with pytest.raises(EncoderWeightsError, match="not the one that computed the training features"):
-        Policy(_image_model(other), spec.name)
+        policy.act(obs[0])
