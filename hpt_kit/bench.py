@@ -118,8 +118,8 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32) -> f
 
 
 def compile_mode(device: torch.device) -> str | None:
-    """``torch.compile`` mode: CUDA graphs on a GPU (a step is thousands of small kernel launches
-    otherwise), inductor's default on the CPU."""
+    """``torch.compile`` mode: CUDA graphs on a GPU, where a small-batch step is otherwise bound by
+    kernel launches; inductor's default on the CPU."""
     return "reduce-overhead" if device.type == "cuda" else None
 
 
