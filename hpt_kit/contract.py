@@ -49,6 +49,19 @@ class ContractReport:
     controller_calls: int
 
 
+def registered_embodiments(plugin: object, name: str = "plugin") -> dict[str, Embodiment]:
+    """What ``plugin`` (a module or object with ``hpt_register_embodiments``) registers, through the
+    kit's own validating registrar, without loading any other plugin. A problem the registrar would
+    record against the plugin is raised instead, so a plugin's tests fail on it."""
+    from hpt_kit.registry import load_registry
+
+    registry = load_registry(load_entrypoints=False, extra_plugins=[(name, plugin)])
+    problems = [f"{e.item or name}: {e.reason}" for e in registry.errors if e.plugin == name]
+    if problems:
+        raise SpecError(f"plugin {name!r}: " + "; ".join(problems))
+    return {n: registry.embodiment(n) for n in registry.embodiments}
+
+
 def check_embodiment(emb: Embodiment, episodes: int = 2, rollout_episodes: int = 2, seed: int = 0) -> ContractReport:
     validate_spec(emb)
     request = ConvertRequest(episodes=episodes, seed=seed)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hpt_kit.contract import check_embodiment
+from hpt_kit.contract import check_embodiment, registered_embodiments
 from hpt_kit.registry import load_registry
 
 REGISTRY = load_registry()
@@ -24,3 +24,25 @@ def test_embodiment_contract(name):
     assert all(len(ep["action"]) >= 1 for ep in report.episodes)
     assert 0.0 <= report.rollout.success_rate <= 1.0
     assert report.controller_calls >= 2
+
+
+def test_registered_embodiments_runs_the_kits_registrar_and_raises_its_errors():
+    import hpt_kit
+    from hpt_kit.embodiment import SpecError
+    from tests.conftest import make_toy
+
+    class Good:
+        @staticmethod
+        @hpt_kit.hookimpl
+        def hpt_register_embodiments(registry):
+            registry.add(make_toy("toy"))
+
+    class Bad:
+        @staticmethod
+        @hpt_kit.hookimpl
+        def hpt_register_embodiments(registry):
+            registry.add(make_toy("Bad Name"))
+
+    assert list(registered_embodiments(Good, "good")) == ["toy"]
+    with pytest.raises(SpecError, match="plugin 'bad': Bad Name: .*lowercase"):
+        registered_embodiments(Bad, "bad")

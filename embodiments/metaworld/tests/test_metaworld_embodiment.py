@@ -12,7 +12,7 @@ from importlib import metadata
 import numpy as np
 import pytest
 from hpt_kit import ConvertRequest, Embodiment, LanguageSpec, RolloutRequest, SpecError
-from hpt_kit.contract import check_embodiment
+from hpt_kit.contract import check_embodiment, registered_embodiments
 
 from hpt_kit_metaworld import plugin, runner
 from hpt_kit_metaworld.tasks import (
@@ -28,21 +28,9 @@ from hpt_kit_metaworld.tasks import (
 QUICK = ("reach-v3", "push-v3", "drawer-close-v3")  # the experts finish these in under 100 steps
 
 
-class Collect:
-    """A stand-in for the kit's registrar: the hook only needs ``add``."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, Embodiment] = {}
-
-    def add(self, embodiment: Embodiment) -> None:
-        self.added[embodiment.name] = embodiment
-
-
 @pytest.fixture(scope="module")
 def registered() -> dict[str, Embodiment]:
-    registrar = Collect()
-    plugin.hpt_register_embodiments(registrar)
-    return registrar.added
+    return registered_embodiments(plugin, "metaworld")  # through the kit's own validating registrar
 
 
 @pytest.fixture(autouse=True)
@@ -241,7 +229,7 @@ RENDER_SCRIPT = textwrap.dedent(
 
     import numpy as np
     from hpt_kit import RolloutRequest
-    from hpt_kit.contract import check_embodiment
+    from hpt_kit.contract import check_embodiment, registered_embodiments
     from hpt_kit_metaworld.plugin import METAWORLD, METAWORLD_RGB, make_embodiment
 
     emb = make_embodiment(METAWORLD_RGB)

@@ -12,7 +12,7 @@ from importlib import metadata
 import numpy as np
 import pytest
 from hpt_kit import ConvertRequest, Embodiment, RolloutRequest
-from hpt_kit.contract import check_embodiment
+from hpt_kit.contract import check_embodiment, registered_embodiments
 
 from hpt_kit_mujoco import plugin
 
@@ -20,21 +20,9 @@ STATE_ONLY = ("mujoco-arm3", "mujoco-arm4")
 JOINTS = {"mujoco-arm3": 3, "mujoco-arm4": 4}
 
 
-class Collect:
-    """A stand-in for the kit's registrar: the hook only needs ``add``."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, Embodiment] = {}
-
-    def add(self, embodiment: Embodiment) -> None:
-        self.added[embodiment.name] = embodiment
-
-
 @pytest.fixture(scope="module")
 def registered() -> dict[str, Embodiment]:
-    registrar = Collect()
-    plugin.hpt_register_embodiments(registrar)
-    return registrar.added
+    return registered_embodiments(plugin, "mujoco")  # through the kit's own validating registrar
 
 
 def test_the_hook_registers_every_embodiment(registered):
@@ -139,7 +127,7 @@ RENDER_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import numpy as np
     from hpt_kit import ConvertRequest, RolloutRequest
-    from hpt_kit.contract import check_embodiment
+    from hpt_kit.contract import check_embodiment, registered_embodiments
     from hpt_kit.embodiment import validate_episode
     from hpt_kit_mujoco.plugin import ARM3_RGB, make_embodiment, ARM3
 

@@ -16,7 +16,7 @@ from importlib import metadata
 import numpy as np
 import pytest
 from hpt_kit import ConvertRequest, Embodiment, RolloutRequest, SpecError
-from hpt_kit.contract import check_embodiment
+from hpt_kit.contract import check_embodiment, registered_embodiments
 
 from hpt_kit_robosuite import plugin, runner
 from hpt_kit_robosuite.robots import LIFT, ROBOTS, TASKS, embodiment_name
@@ -25,21 +25,9 @@ NAMES = {embodiment_name(robot, task): (robot, task) for task in TASKS for robot
 ROBOSUITE_VERSION = metadata.version("robosuite")
 
 
-class Collect:
-    """A stand-in for the kit's registrar: the hook only needs ``add``."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, Embodiment] = {}
-
-    def add(self, embodiment: Embodiment) -> None:
-        self.added[embodiment.name] = embodiment
-
-
 @pytest.fixture(scope="module")
 def registered() -> dict[str, Embodiment]:
-    registrar = Collect()
-    plugin.hpt_register_embodiments(registrar)
-    return registrar.added
+    return registered_embodiments(plugin, "robosuite")  # through the kit's own validating registrar
 
 
 def test_the_hook_registers_every_robot_in_every_task(registered):
