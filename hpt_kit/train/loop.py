@@ -412,7 +412,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             name = names[int(mix_rng.choice(len(names), p=weights))]
             raw = train_s[name].sample(local_batch, data_rng)
             if cfg.history_mask > 0:
-                raw = mask_history(raw, [s.modality for s in specs[name].stems], cfg.history_mask, data_rng)
+                raw = mask_history(raw, train_s[name].obs_fields, cfg.history_mask, data_rng)
             batch = _to_torch(raw, device)
             # Step: AdamW on the scheduled learning rate with clipped gradients.
             lr = lr_at(step, cfg)
