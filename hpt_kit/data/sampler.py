@@ -4,16 +4,25 @@ A sample at step t of an episode [s, e) holds observations at t-H+1 .. t and act
 (H = observation_horizon, K = action_horizon). Indices outside the episode are clamped to its edge:
 the history before the first step repeats the first observation and the chunk past the last step
 repeats the last action (the robot holds still). Windows never cross episode boundaries.
+
+Training samples come from :class:`SequenceSampler` over arrays loaded into memory, or, for datasets
+larger than memory (``[train] stream``), from :class:`~hpt_kit.data.stream.BlockSampler`, which keeps a
+few stretches of steps in memory. Validation reads the same way either way: in order, and in
+stream mode straight from disk, each run of consecutive rows once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from hpt_kit.data.store import Dataset, RunningStats
+from hpt_kit.data.stream import BlockSampler, Streaming
 from hpt_kit.embodiment import ACTION, STATE
+
+STATS_ROWS = 1 << 16  # rows of state and action read at a time for streamed normaliser statistics
 
 
 def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,8 +58,20 @@ def mask_history(
     return out
 
 
+def take_rows(array: Any, index: np.ndarray) -> np.ndarray:
+    """``array[index]`` for an integer index array of any shape. A numpy array is indexed directly; an
+    on-disk (zarr) array is read once per run of consecutive rows the index touches, not per element."""
+    if isinstance(array, np.ndarray):
+        return array[index]
+    rows = np.unique(index)
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
+    data = np.concatenate([np.asarray(array[int(r[0]) : int(r[-1]) + 1]) for r in runs])  # row i is rows[i]
+    return data[np.searchsorted(rows, index)]
+
+
 class SequenceSampler:
-    """Windows over the steps of some episodes of one dataset, held in memory as numpy arrays."""
+    """Windows over the steps of some episodes of one dataset. Its arrays are numpy arrays in memory
+    or the dataset's on-disk arrays (read per batch, for validation of datasets larger than memory)."""
 
     def __init__(
         self,
@@ -68,7 +89,9 @@ class SequenceSampler:
         self.obs_fields = [f for f in fields if f != ACTION]
         self.stats: dict | None = None  # normaliser statistics of the episodes it samples, when computed
         # Arrays may be shared between the train and validation sampler of one dataset.
-        self.arrays = dict(arrays) if arrays is not None else {f: dataset.load(f) for f in (*self.obs_fields, ACTION)}
+        self.arrays: dict[str, Any] = (
+            dict(arrays) if arrays is not None else {f: dataset.load(f) for f in (*self.obs_fields, ACTION)}
+        )
         episodes = np.asarray(episodes, dtype=np.int64)
         starts, ends = dataset.episode_starts[episodes], dataset.episode_ends[episodes]
         lengths = ends - starts
@@ -88,8 +111,8 @@ class SequenceSampler:
         lo, hi = self.start[rows][:, None], self.last[rows][:, None]
         obs_idx = np.clip(t + self._obs_offsets, lo, hi)  # (B, H)
         act_idx = np.clip(t + self._act_offsets, lo, hi)  # (B, K)
-        out = {f: self.arrays[f][obs_idx] for f in self.obs_fields}
-        out[ACTION] = self.arrays[ACTION][act_idx]
+        out = {f: take_rows(self.arrays[f], obs_idx) for f in self.obs_fields}
+        out[ACTION] = take_rows(self.arrays[ACTION], act_idx)
         return out
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -112,32 +135,68 @@ def make_samplers(
     seed: int,
     max_episodes: int | None = None,
     shard: tuple[int, int] = (0, 1),
-) -> tuple[SequenceSampler, SequenceSampler | None]:
+    stream: Streaming | None = None,
+) -> tuple[SequenceSampler | BlockSampler, SequenceSampler | None]:
     """Train and validation samplers over one dataset, split by episode.
 
     ``max_episodes`` keeps only the first that many episodes (e.g. K demonstrations for transfer).
-    ``shard = (rank, world)`` keeps every world-th training episode from the rank-th on; validation
-    is not sharded.
+    ``shard = (rank, world)`` gives each process its share of the training episodes; validation is
+    not sharded. In memory every world-th episode from the rank-th on; with ``stream`` a contiguous
+    1/world of them, so that a rank's stretches read from disk hold mostly its own episodes.
+
+    ``stream``: the training sampler is a :class:`BlockSampler` reading stretches from disk and
+    validation reads its batches from disk; nothing is loaded whole. The normaliser statistics are
+    then computed in one pass over state and action, :data:`STATS_ROWS` rows at a time.
     """
     n = dataset.num_episodes if max_episodes is None else min(max_episodes, dataset.num_episodes)
     train_eps, val_eps = split_episodes(n, val_fraction, seed)
     wanted = [f for f in fields if f != ACTION]
-    arrays = {f: dataset.load(f) for f in {*wanted, STATE, ACTION}}
+    if stream is None:
+        arrays = {f: dataset.load(f) for f in {*wanted, STATE, ACTION}}
+    else:
+        arrays = {f: dataset.array(f) for f in {*wanted, STATE, ACTION}}
     stats = episode_statistics(dataset, arrays, train_eps)  # all ranks' training episodes alike
     rank, world = shard
-    train_eps = train_eps[rank::world]
+    if stream is None:
+        train_eps = train_eps[rank::world]
+    else:
+        train_eps = np.array_split(train_eps, world)[rank]
     if not len(train_eps):
         raise ValueError(f"{dataset.path}: no training episodes for process {rank} of {world}; convert more episodes")
-    train = SequenceSampler(dataset, train_eps, observation_horizon, action_horizon, wanted, arrays)
+    train: SequenceSampler | BlockSampler
+    if stream is None:
+        train = SequenceSampler(dataset, train_eps, observation_horizon, action_horizon, wanted, arrays)
+    else:
+        train = BlockSampler(
+            dataset,
+            observation_horizon,
+            action_horizon,
+            wanted,
+            block_steps=stream.block_steps,
+            blocks=stream.blocks,
+            refresh=stream.refresh,
+            seed=seed + rank,
+            episodes=train_eps,
+        )
     train.stats = stats
     val = SequenceSampler(dataset, val_eps, observation_horizon, action_horizon, wanted, arrays) if len(val_eps) else None
     return train, val
 
 
-def episode_statistics(dataset: Dataset, arrays: Mapping[str, np.ndarray], episodes: np.ndarray) -> dict:
-    """Normaliser statistics over some episodes only (a run's training episodes), in the dataset's format."""
+def episode_statistics(dataset: Dataset, arrays: Mapping[str, Any], episodes: np.ndarray) -> dict:
+    """Normaliser statistics over some episodes only (a run's training episodes), in the dataset's
+    format. ``arrays`` holds state and action, in memory or on disk: they are read in sequential
+    slabs of :data:`STATS_ROWS` rows, so the memory used does not grow with the dataset."""
     stats = RunningStats(dataset.spec.observation.state_dim, dataset.spec.action.dim)
-    for e in episodes:
-        lo, hi = int(dataset.episode_starts[e]), int(dataset.episode_ends[e])
-        stats.update({STATE: arrays[STATE][lo:hi], ACTION: arrays[ACTION][lo:hi]})
+    chosen = np.zeros(dataset.num_episodes, dtype=bool)
+    chosen[np.asarray(episodes, dtype=np.int64)] = True
+    if not chosen.any():
+        raise ValueError(f"{dataset.path}: no episodes to compute normaliser statistics over")
+    lo = int(dataset.episode_starts[np.flatnonzero(chosen)[0]])
+    hi = int(dataset.episode_ends[np.flatnonzero(chosen)[-1]])
+    for a in range(lo, hi, STATS_ROWS):
+        b = min(hi, a + STATS_ROWS)
+        keep = chosen[np.searchsorted(dataset.episode_ends, np.arange(a, b), side="right")]
+        if keep.any():
+            stats.update({STATE: np.asarray(arrays[STATE][a:b])[keep], ACTION: np.asarray(arrays[ACTION][a:b])[keep]})
     return stats.result()

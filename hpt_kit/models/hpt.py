@@ -84,8 +84,11 @@ class HPT(nn.Module):
         x = torch.cat(tokens, dim=1)  # (B, L, D)
         return x + self.pos_table[:, : x.shape[1]]
 
-    def forward(self, embodiment: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The training loss (what ``DistributedDataParallel`` wraps); see :meth:`loss`."""
+    def forward(self, embodiment: str | None, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The training loss (what ``DistributedDataParallel`` wraps): :meth:`loss` of one
+        embodiment's batch, or with ``embodiment=None`` :meth:`loss_mixed` of a batch per embodiment."""
+        if embodiment is None:
+            return self.loss_mixed(batch)
         return self.loss(embodiment, batch)
 
     def loss(self, embodiment: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

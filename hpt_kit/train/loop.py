@@ -2,8 +2,9 @@
 
 Pre-training builds a fresh trunk with a stem and head per dataset; transfer loads a trunk from a
 checkpoint, attaches stems and heads for the recipe's datasets and optionally freezes the trunk. Both
-then run the same loop: pick an embodiment by mixture weight, sample a batch, one AdamW step with
-warm-up + cosine learning rate and gradient clipping; validate, log and checkpoint on schedule.
+then run the same loop: pick an embodiment by mixture weight (or, with ``mix = "batch"``, one per
+sample), sample a batch, one AdamW step with warm-up + cosine learning rate and gradient clipping;
+validate, log and checkpoint on schedule.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from hpt_kit.data.convert import convert, default_dataset_path
 from hpt_kit.data.sampler import SequenceSampler, make_samplers, mask_history
 from hpt_kit.data.store import Dataset
+from hpt_kit.data.stream import BlockSampler, Streaming
 from hpt_kit.embodiment import EmbodimentData
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.trunk import TrunkConfig, trunk_config
@@ -276,8 +278,9 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             specs[e.embodiment] = run_spec(datasets[e.embodiment].spec, e)
         except ValueError as exc:
             raise RecipeError(f"{recipe.source}: datasets[{i}].{exc}") from None
-    train_s: dict[str, SequenceSampler] = {}
+    train_s: dict[str, SequenceSampler | BlockSampler] = {}
     val_s: dict[str, SequenceSampler | None] = {}
+    stream = Streaming(cfg.stream_block_steps, cfg.stream_blocks, cfg.stream_refresh) if cfg.stream else None
     for entry in recipe.datasets:
         ds, spec = datasets[entry.embodiment], specs[entry.embodiment]
         train_s[entry.embodiment], val_s[entry.embodiment] = make_samplers(
@@ -289,6 +292,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             recipe.run.seed,
             entry.max_episodes or None,
             shard=(world.rank, world.size),
+            stream=stream,
         )
     names = [e.embodiment for e in recipe.datasets]
     weights = np.array([e.weight for e in recipe.datasets], dtype=np.float64)
@@ -343,6 +347,13 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             log.warning("resuming with %d processes, saved with %d: new sample streams", world.size, len(data_states))
             data_rng = np.random.default_rng([recipe.run.seed, world.rank, start])
         torch.set_rng_state(state["torch_rng"])
+        streams = json.loads(state.get("streams", "[]"))
+        if stream is not None and len(streams) == world.size:
+            for n, sampler_state in streams[world.rank].items():
+                if n in train_s:
+                    train_s[n].load_state(sampler_state)  # the same stretches as when it stopped
+        elif stream is not None:
+            log.warning("resuming a streamed run without the samplers' saved state: new stretches")
         log.info("resumed %s at step %d", run_dir, start)
 
     dataset_info = {
@@ -371,6 +382,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
 
     def checkpoint(step: int, val_loss: Mapping[str, float]) -> None:
         data_states = distributed.gather(world, data_rng.bit_generator.state)
+        streams = distributed.gather(world, {n: t.state() for n, t in train_s.items() if isinstance(t, BlockSampler)})
         tensors, optimizer_state = distributed.full_state(model, optimizer, sharded)  # collective if sharded
         if world.is_main:
             desc = describe(model, step, recipe.to_dict(), dataset_info, {"val_loss": dict(val_loss), **counts}, extra)
@@ -378,6 +390,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
                 "optimizer": optimizer_state,
                 "mix_rng": json.dumps(mix_rng.bit_generator.state),
                 "data_rng": json.dumps(data_states),
+                "streams": json.dumps(streams if stream is not None else []),
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
             }
@@ -403,17 +416,24 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
     if frozen:
         model.trunk.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    mixed = cfg.mix == "batch" and len(names) > 1
     val_loss: dict[str, float] = {}
     last_loss = float("nan")
     window_t, window_n = time.perf_counter(), 0
     try:
         for step in range(start, cfg.steps):
-            # Sample: one embodiment per step (the same on every rank), drawn by mixture weight.
-            name = names[int(mix_rng.choice(len(names), p=weights))]
-            raw = train_s[name].sample(local_batch, data_rng)
-            if cfg.history_mask > 0:
-                raw = mask_history(raw, train_s[name].obs_fields, cfg.history_mask, data_rng)
-            batch = _to_torch(raw, device)
+            # Sample by mixture weight: one embodiment for the step, or one per sample (the same on every rank).
+            if mixed:
+                drawn = {n: int(c) for n, c in zip(names, mix_rng.multinomial(local_batch, weights)) if c}
+            else:
+                drawn = {names[int(mix_rng.choice(len(names), p=weights))]: local_batch}
+            batches = {}
+            for n, count in drawn.items():
+                raw = train_s[n].sample(count, data_rng)
+                if cfg.history_mask > 0:
+                    raw = mask_history(raw, train_s[n].obs_fields, cfg.history_mask, data_rng)
+                batches[n] = _to_torch(raw, device)
+            name = "mixed" if mixed else next(iter(drawn))
             # Step: AdamW on the scheduled learning rate with clipped gradients.
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
@@ -421,7 +441,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             if cfg.compile:
                 torch.compiler.cudagraph_mark_step_begin()
             with autocast:
-                loss = net(name, batch)
+                loss = net(None, batches) if mixed else net(name, batches[name])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip) if cfg.grad_clip > 0 else None
@@ -435,6 +455,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
                 record = {
                     "step": done,
                     "embodiment": name,
+                    **({"samples": drawn} if mixed else {}),
                     "loss": last_loss,
                     "lr": lr,
                     "samples_per_s": window_n / max(now - window_t, 1e-9),

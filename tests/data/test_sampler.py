@@ -68,3 +68,24 @@ def test_history_mask_shortens_histories_like_an_episode_start():
     same = mask_history(batch, ["state"], 0.0, np.random.default_rng(0))
     assert np.array_equal(same["state"], steps)
     assert np.array_equal(mask_history(batch, ["state", "image_features"], 0.5, np.random.default_rng(0))["state"], out["state"])
+
+
+def test_validation_read_from_disk_equals_validation_in_memory(toy, tmp_path, monkeypatch):
+    import hpt_kit.data.sampler as sampler_module
+    from hpt_kit.data.stream import BlockSampler, Streaming
+
+    ds = _counting_dataset(toy, tmp_path, [7, 3, 12, 5, 9] * 8)
+    monkeypatch.setattr(sampler_module, "STATS_ROWS", 16)  # statistics in many slabs
+    mem_train, mem_val = make_samplers(ds, 2, 3, ["state"], val_fraction=0.3, seed=0)
+    disk_train, disk_val = make_samplers(ds, 2, 3, ["state"], val_fraction=0.3, seed=0, stream=Streaming(32, 2, 1))
+    assert isinstance(disk_train, BlockSampler) and not isinstance(disk_val.arrays["state"], np.ndarray)
+    for a, b in zip(mem_val.batches(5), disk_val.batches(5), strict=True):
+        for f in a:
+            np.testing.assert_array_equal(a[f], b[f])
+    for part in ("state", "action"):
+        for key in mem_train.stats[part]:
+            np.testing.assert_allclose(disk_train.stats[part][key], mem_train.stats[part][key], rtol=1e-12)
+    # The streamed sampler trains on the training episodes only.
+    val_steps = set(mem_val.index.tolist())
+    t = disk_train.sample(200, np.random.default_rng(0))["state"][:, -1, 0].astype(int)
+    assert val_steps and not val_steps & set(t.tolist())

@@ -30,3 +30,40 @@ def test_block_sampler_windows_stay_inside_episodes_and_memory_is_bounded(toy, t
         seen.update(t.astype(int).tolist())
     assert len(seen) > 600  # stretches are refreshed: samples come from all over the dataset
     assert sampler.served == 50 * 32 and sampler.reuse() == pytest.approx(sampler.served / sampler.steps_read)
+
+
+def test_block_sampler_draws_only_from_the_chosen_episodes(toy, tmp_path):
+    lengths = [7, 3, 12, 5, 9] * 20  # 720 steps, 100 episodes
+    ds = _counting_dataset(toy, tmp_path, lengths)
+    ends = np.cumsum(lengths)
+    chosen = np.arange(0, 100, 3)  # every third episode, as one process's share
+    sampler = BlockSampler(ds, 2, 3, ["state"], block_steps=50, blocks=2, refresh=1, episodes=chosen)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(60):
+        t = sampler.sample(16, rng)["state"][:, -1, 0].astype(int)
+        assert set(np.searchsorted(ends, t, side="right")) <= set(chosen)
+        seen.update(t.tolist())
+    allowed = {s for e in chosen for s in range(ends[e] - lengths[e], ends[e])}
+    assert len(seen) > 0.7 * len(allowed)  # stretches land all over the chosen episodes
+
+
+def test_block_sampler_continues_exactly_from_its_saved_state(toy, tmp_path):
+    import json
+
+    ds = _counting_dataset(toy, tmp_path, [7, 3, 12, 5, 9] * 40)
+    make = lambda seed: BlockSampler(ds, 2, 3, ["state", "action"], block_steps=40, blocks=3, refresh=2, seed=seed)  # noqa: E731
+    first = make(0)
+    rng = np.random.default_rng(1)
+    for _ in range(7):
+        first.sample(8, rng)
+    saved = json.loads(json.dumps(first.state()))  # as a checkpoint stores it
+    rng_state = rng.bit_generator.state
+    expected = [first.sample(8, rng) for _ in range(10)]
+    second = make(99)  # other stretches until the state is loaded
+    second.load_state(saved)
+    rng.bit_generator.state = rng_state
+    for want in expected:
+        got = second.sample(8, rng)
+        for f in want:
+            np.testing.assert_array_equal(got[f], want[f])

@@ -67,10 +67,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, parallel):
     assert {k: v.shape for k, v in saved.tensors().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+STREAM = "stream = true\nstream_block_steps = 128\nstream_blocks = 2\n"
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp", "ddp-stream"])
 def test_torchrun_resumes_after_being_stopped(tmp_path, parallel):
     recipe = tmp_path / "ddp.toml"
-    recipe.write_text(RECIPE + f'parallel = "{parallel}"\n')
+    stream = parallel.endswith("-stream")
+    recipe.write_text(RECIPE + f'parallel = "{parallel.removesuffix("-stream")}"\n' + (STREAM if stream else ""))
     run = tmp_path / "run"
     cmd, env = torchrun("pretrain", recipe, "--out", run)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -88,3 +92,9 @@ def test_torchrun_resumes_after_being_stopped(tmp_path, parallel):
     steps = [r["step"] for r in records if "loss" in r]
     assert steps[-1] == 60 and any(s > stopped_at for s in steps)
     assert sum("event" in r for r in records) == 1  # the resumed run did not start over
+    if stream:  # every rank's stretches were saved and restored
+        from hpt_kit.train.checkpoint import load_training_state
+
+        streams = json.loads(load_training_state(resolve_checkpoint(run).path)["streams"])
+        assert len(streams) == 2 and all(set(s) == {"mujoco-arm3"} for s in streams)
+        assert streams[0]["mujoco-arm3"]["slots"] != streams[1]["mujoco-arm3"]["slots"]

@@ -41,11 +41,15 @@ def _recipe(embodiment="toy", steps=60, **train):
     }, "test")
 
 
-def test_normaliser_statistics_come_from_the_training_episodes_only(registry, tmp_path):
+STREAM = {"stream": True, "stream_block_steps": 64, "stream_blocks": 2, "stream_refresh": 3}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["memory", "stream"])
+def test_normaliser_statistics_come_from_the_training_episodes_only(registry, tmp_path, stream):
     from hpt_kit.data.sampler import episode_statistics, split_episodes
     from hpt_kit.data.store import Dataset
 
-    recipe = _recipe(steps=2)
+    recipe = _recipe(steps=2, **(STREAM if stream else {}))
     entry = dataclasses.replace(recipe.datasets[0], max_episodes=10)
     train(dataclasses.replace(recipe, datasets=(entry,)), tmp_path / "run", registry)
     ds = Dataset(tmp_path / "datasets" / "toy.zarr")
@@ -80,9 +84,11 @@ def test_training_learns_and_the_policy_controls(registry, tmp_path):
     assert rollout.success_rate >= 0.8
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(registry, tmp_path):
-    # With a 2-step history and history masking, so that its random draws resume exactly too.
-    recipe = _recipe(steps=40, checkpoint_every=10, log_every=1, val_every=10, history_mask=0.5)
+@pytest.mark.parametrize("stream", [False, True], ids=["memory", "stream"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(registry, tmp_path, stream):
+    # With a 2-step history and history masking, so that its random draws resume exactly too; streamed,
+    # the stretches in memory and the one being read are restored as well.
+    recipe = _recipe(steps=40, checkpoint_every=10, log_every=1, val_every=10, history_mask=0.5, **(STREAM if stream else {}))
     recipe = dataclasses.replace(recipe, datasets=(dataclasses.replace(recipe.datasets[0], observation_horizon=2),))
     train(recipe, tmp_path / "straight", registry)
 
@@ -166,6 +172,26 @@ def test_mixture_follows_the_weights(registry, tmp_path):
     train(recipe, tmp_path / "mix", registry, on_log=lambda r: seen.append(r.get("embodiment")))
     share = np.mean([s == "toy" for s in seen if s])
     assert 0.65 < share < 0.85
+
+
+def test_mixed_batches_follow_the_weights_and_train_every_embodiment(registry, tmp_path):
+    # toy and toy-b differ in horizons, so their stems emit different token counts: padded and masked.
+    recipe = parse_recipe({
+        "trunk": {"preset": "custom", "embed_dim": 32, "num_blocks": 2, "num_heads": 4},
+        "datasets": [{"embodiment": "toy", "weight": 3.0, "episodes": 20}, {"embodiment": "toy-b", "weight": 1.0, "episodes": 20}],
+        "train": {"steps": 200, "batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "log_every": 1, "val_every": 10,
+                  "checkpoint_every": 200, "val_fraction": 0.2, "mix": "batch"},
+    }, "mixed")
+    seen = []
+    train(recipe, tmp_path / "mixed", registry, on_log=seen.append)
+    drawn = [r["samples"] for r in seen if "samples" in r]
+    assert len(drawn) == 200 and all(sum(d.values()) == 32 for d in drawn)
+    assert {r["embodiment"] for r in seen if "loss" in r} == {"mixed"}
+    share = sum(d.get("toy", 0) for d in drawn) / (32 * 200)
+    assert 0.72 < share < 0.78  # 3 : 1 by sample
+    val = [r["val_loss"] for r in seen if "val_loss" in r]
+    for name in ("toy", "toy-b"):
+        assert val[-1][name] < 0.3 * val[0][name], (name, val[0], val[-1])  # both heads and stems learn
 
 
 def test_recipe_overrides_horizons_and_head_options(registry, tmp_path):
