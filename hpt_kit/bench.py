@@ -315,6 +315,7 @@ def sampler_child(path: str, batches: int, batch: int) -> dict[str, Any]:
     for _ in range(batches):
         b = sampler.sample(batch, rng)
     seconds = time.perf_counter() - t
+    sampler.close()
     assert b["image_features"].shape == (batch, 1, VIEWS, TOKENS, CHANNELS)
     return {
         "samples_per_s": batches * batch / seconds,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hpt_kit.data.gather import gather_rows
 from hpt_kit.data.store import Dataset, RunningStats
 from hpt_kit.data.stream import BlockSampler, Streaming
 from hpt_kit.embodiment import ACTION, STATE
@@ -62,11 +63,11 @@ def take_rows(array: Any, index: np.ndarray) -> np.ndarray:
     """``array[index]`` for an integer index array of any shape. A numpy array is indexed directly; an
     on-disk (zarr) array is read once per run of consecutive rows the index touches, not per element."""
     if isinstance(array, np.ndarray):
-        return array[index]
+        return gather_rows(array, index)
     rows = np.unique(index)
     runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
     data = np.concatenate([np.asarray(array[int(r[0]) : int(r[-1]) + 1]) for r in runs])  # row i is rows[i]
-    return data[np.searchsorted(rows, index)]
+    return gather_rows(data, np.searchsorted(rows, index))
 
 
 class SequenceSampler:

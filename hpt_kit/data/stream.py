@@ -1,9 +1,9 @@
 """Sampling from a dataset larger than memory, with memory use independent of the dataset's size.
 
 :class:`BlockSampler` keeps ``blocks`` random contiguous stretches of ``block_steps`` steps in memory
-and draws training windows from them. A background thread reads the next stretch while batches are
-assembled from the current ones; every ``refresh`` batches one stretch is swapped for the prefetched
-one. Windows are clamped at episode edges like :class:`~hpt_kit.data.sampler.SequenceSampler`'s, and
+and draws training windows from them. A reading process (:mod:`hpt_kit.data.reader`) reads the next
+stretch while batches are assembled from the current ones; every ``refresh`` batches one stretch is
+swapped for the prefetched one. Windows are clamped at episode edges like :class:`~hpt_kit.data.sampler.SequenceSampler`'s, and
 also at the two ends of a stretch (rows beyond it are not in memory): with stretches of thousands of
 steps that touches a fraction of about (H + K) / block_steps of the windows.
 
@@ -13,13 +13,15 @@ at steps of those episodes, and every stretch is placed to hold at least one of 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
+from hpt_kit.data.gather import gather_rows
+from hpt_kit.data.reader import StretchReader
 from hpt_kit.data.store import Dataset
 from hpt_kit.embodiment import ACTION
 
@@ -74,10 +76,18 @@ class BlockSampler:
         self._chosen_offsets = np.concatenate([[0], np.cumsum(self.ends[chosen] - self.starts[chosen])])
         self.served = self.steps_read = 0
         self._calls = 0
-        self._slots = [self._read(self._random_start()) for _ in range(max(1, blocks))]
-        self._next: tuple | BaseException | None = None
+        # One buffer per stretch plus one for the stretch being read, filled by a reading process.
+        n_slots = max(1, blocks)
+        layout = {f: (np.dtype(a.dtype), tuple(a.shape[1:])) for f, a in self.arrays.items()}
+        self._reader = StretchReader(dataset.path, layout, self.block_steps, n_slots + 1)
+        self._slots = []
+        for buffer in range(n_slots):
+            start = self._random_start()
+            self._reader.request(buffer, start, self._stop(start))
+            self._reader.wait()
+            self._slots.append(self._arrived(buffer, start))
+        self._free = n_slots  # the buffer the next stretch is read into
         self._next_start = 0
-        self._thread: threading.Thread | None = None
         self._prefetch(self._random_start())
 
     def _random_start(self) -> int:
@@ -88,34 +98,29 @@ class BlockSampler:
         start = step - int(self.rng.integers(self.block_steps))
         return min(max(0, start), self.dataset.num_steps - self.block_steps)
 
-    def _read(self, start: int) -> tuple[int, dict[str, np.ndarray], np.ndarray]:
-        """One stretch: its first step, its rows, and the offsets in it of the chosen episodes' steps."""
-        stop = min(self.dataset.num_steps, start + self.block_steps)
-        block = {f: np.asarray(self.arrays[f][start:stop]) for f in self.fields}
+    def _stop(self, start: int) -> int:
+        return min(self.dataset.num_steps, start + self.block_steps)
+
+    def _arrived(self, buffer: int, start: int) -> tuple[int, dict[str, np.ndarray], np.ndarray, int]:
+        """A stretch read into ``buffer``: its first step, its rows, the offsets in it of the chosen
+        episodes' steps, and the buffer."""
+        stop = self._stop(start)
+        block = self._reader.views(buffer, stop - start)
         usable = np.flatnonzero(self._chosen[np.searchsorted(self.ends, np.arange(start, stop), side="right")])
         self.steps_read += stop - start
-        return start, block, usable
+        return start, block, usable, buffer
 
     def _prefetch(self, start: int) -> None:
         self._next_start = start
-
-        def work() -> None:
-            try:
-                self._next = self._read(start)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by _swap
-                self._next = exc
-
-        self._thread = threading.Thread(target=work, daemon=True)
-        self._thread.start()
+        self._reader.request(self._free, start, self._stop(start))
 
     def _swap(self) -> None:
-        assert self._thread is not None
-        self._thread.join()
-        block, self._next = self._next, None
-        if isinstance(block, BaseException):
-            raise RuntimeError(f"{self.dataset.path}: reading the next block failed: {block}") from block
-        assert block is not None
-        self._slots[int(self.rng.integers(len(self._slots)))] = block
+        """The prefetched stretch replaces a random one, whose buffer receives the next read."""
+        self._reader.wait()
+        slot = int(self.rng.integers(len(self._slots)))
+        arrived = self._arrived(self._free, self._next_start)
+        self._free = self._slots[slot][3]
+        self._slots[slot] = arrived
         self._prefetch(self._random_start())
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -129,9 +134,11 @@ class BlockSampler:
             f: np.empty((batch_size, self.K if f == ACTION else self.H, *first[f].shape[1:]), first[f].dtype)
             for f in self.fields
         }
-        # Each stretch fills a contiguous run of rows; np.take writes there directly (one copy).
+        # Each stretch fills a contiguous run of rows, gathered straight into it (one copy), with a
+        # core left to the reading process.
+        threads = max(1, torch.get_num_threads() - 1)
         offset = 0
-        for (start, data, usable), count in zip(self._slots, counts):
+        for (start, data, usable, _), count in zip(self._slots, counts):
             if not count:
                 continue
             rows = slice(offset, offset + count)
@@ -146,8 +153,8 @@ class BlockSampler:
             obs_idx = np.clip(local[:, None] + np.arange(-self.H + 1, 1), lo[:, None], hi[:, None])
             act_idx = np.clip(local[:, None] + np.arange(self.K), lo[:, None], hi[:, None])
             for f in self.obs_fields:
-                np.take(data[f], obs_idx, axis=0, out=out[f][rows], mode="clip")
-            np.take(data[ACTION], act_idx, axis=0, out=out[ACTION][rows], mode="clip")
+                gather_rows(data[f], obs_idx, out=out[f][rows], threads=threads)
+            gather_rows(data[ACTION], act_idx, out=out[ACTION][rows], threads=threads)
             self.served += count
         return out
 
@@ -155,7 +162,7 @@ class BlockSampler:
         """What :meth:`load_state` needs to continue exactly here (JSON-serialisable): where the
         stretches in memory and the one being read start, the stretch-choosing generator, the call count."""
         return {
-            "slots": [start for start, _, _ in self._slots],
+            "slots": [slot[0] for slot in self._slots],
             "next": self._next_start,
             "rng": self.rng.bit_generator.state,
             "calls": self._calls,
@@ -163,23 +170,30 @@ class BlockSampler:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Re-read the stretches of a :meth:`state` and continue from it (exact when ``refresh`` > 0)."""
-        if self._thread is not None:
-            self._thread.join()
-        self._next = None
         if len(state["slots"]) != len(self._slots):
             raise ValueError(f"the saved state holds {len(state['slots'])} stretches, this sampler {len(self._slots)}")
-        self._slots = [self._read(int(start)) for start in state["slots"]]
+        self._reader.wait()  # the read in flight, into the free buffer
+        for i, start in enumerate(state["slots"]):
+            buffer = self._slots[i][3]
+            self._reader.request(buffer, int(start), self._stop(int(start)))
+            self._reader.wait()
+            self._slots[i] = self._arrived(buffer, int(start))
         self.rng.bit_generator.state = state["rng"]
         self._calls = int(state["calls"])
         self._prefetch(int(state["next"]))
 
     def _ready(self) -> bool:
-        """Whether the stretch being read in the background has arrived (never waits for it)."""
-        return self._thread is not None and not self._thread.is_alive()
+        """Whether the stretch being read has arrived (never waits for it)."""
+        return self._reader.ready()
 
     def reuse(self) -> float:
         """Windows served per step read from disk so far: how often each step in memory was used."""
         return self.served / max(1, self.steps_read)
 
     def resident_bytes(self) -> int:
-        return sum(a.nbytes for _, data, _ in self._slots for a in data.values())
+        """Bytes of the buffers for the stretches in memory and the one being read."""
+        return self._reader.nbytes
+
+    def close(self) -> None:
+        """Stop the reading process and free its buffers (also done when the sampler is collected)."""
+        self._reader.close()

@@ -476,4 +476,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
     finally:
         if metrics_file is not None:
             metrics_file.close()
+        for sampler in train_s.values():
+            if isinstance(sampler, BlockSampler):
+                sampler.close()  # its reading process and buffers
     return TrainResult(run_dir, cfg.steps, final, val_loss, last_loss)

@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 
@@ -12,13 +14,14 @@ def test_block_sampler_windows_stay_inside_episodes_and_memory_is_bounded(toy, t
     ends = np.cumsum(lengths)
     starts = ends - np.array(lengths)
     sampler = BlockSampler(ds, observation_horizon=2, action_horizon=3, fields=["state"], block_steps=64, blocks=3, refresh=refresh)
-    assert sampler.resident_bytes() <= 3 * sampler.block_steps * 4 * (3 + 1)
+    assert sampler.resident_bytes() == (3 + 1) * sampler.block_steps * 4 * (3 + 1)  # 3 stretches + 1 being read
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(50):
         b = sampler.sample(32, rng)
         if not refresh:
-            sampler._thread.join()  # a disk as fast as sampling: a new stretch at every call
+            while not sampler._reader.ready():  # a disk as fast as sampling: a new stretch at every call
+                time.sleep(0.001)
         obs, act = b["state"][:, :, 0], b["action"][:, :, 0]
         assert obs.shape == (32, 2) and act.shape == (32, 3)
         t = obs[:, -1]
@@ -67,3 +70,21 @@ def test_block_sampler_continues_exactly_from_its_saved_state(toy, tmp_path):
         got = second.sample(8, rng)
         for f in want:
             np.testing.assert_array_equal(got[f], want[f])
+
+
+def test_a_stretch_that_cannot_be_read_names_the_dataset_and_array_and_nothing_is_left_behind(toy, tmp_path):
+    import gc
+    import tempfile
+    from pathlib import Path
+
+    from hpt_kit.data.reader import SHM
+
+    ds = _counting_dataset(toy, tmp_path, [7, 3, 12, 5, 9] * 40)
+    chunk = next(p for p in (ds.path / "state" / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(b"not zstd")  # a damaged chunk
+    with pytest.raises(RuntimeError, match=r"count\.zarr: reading a stretch failed: array 'state'"):
+        for seed in range(20):  # until a stretch covers the damaged chunk
+            BlockSampler(ds, 2, 3, ["state"], block_steps=400, blocks=2, refresh=1, seed=seed).sample(4, np.random.default_rng(0))
+    gc.collect()  # the failed samplers' reading processes and buffers go with them
+    leftovers = [p for d in (SHM, Path(tempfile.gettempdir())) if d.is_dir() for p in d.glob("hpt-kit-stream-*")]
+    assert not leftovers
