@@ -103,12 +103,18 @@ class Policy:
         embodiment: str | None = None,
         execute_steps: int = 0,
         ensemble: float | None = None,
+        device: str | torch.device = "cpu",
+        compile: bool = False,
+        registry: Registry | None = None,
     ) -> Policy:
+        """A policy from a checkpoint folder, run directory or ``hf://`` location; ``embodiment``
+        defaults to the checkpoint's first. The other arguments are the constructor's; ``registry``
+        also resolves the checkpoint's stem and head kinds (for components of plugins not installed)."""
         from hpt_kit.train.checkpoint import resolve_checkpoint
 
-        model = resolve_checkpoint(location).build_model()
+        model = resolve_checkpoint(location).build_model(registry)
         name = embodiment or next(iter(model.specs))
-        return cls(model, name, execute_steps, ensemble)
+        return cls(model, name, execute_steps, ensemble, device=device, compile=compile, registry=registry)
 
     @property
     def needs_images(self) -> bool:

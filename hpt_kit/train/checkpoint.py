@@ -25,6 +25,7 @@ from hpt_kit.embodiment import EmbodimentData, spec_from_dict
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.trunk import TrunkConfig
 from hpt_kit.models.vision import pretrained_weights
+from hpt_kit.registry import Registry
 
 FORMAT = "hpt-kit-checkpoint"
 FORMAT_VERSION = 1
@@ -66,11 +67,12 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: {WEIGHTS} is missing")
         return load_file(str(weights))
 
-    def build_model(self) -> HPT:
+    def build_model(self, components: Registry | None = None) -> HPT:
         """The network exactly as saved: built from the description, then every tensor loaded strictly
-        (image encoders are not fetched first: the checkpoint holds their tensors)."""
+        (image encoders are not fetched first: the checkpoint holds their tensors). ``components``
+        resolves stem and head kinds (default: the installed ones)."""
         with pretrained_weights(False):
-            model = HPT(self.trunk_config, self.specs, self.stats)
+            model = HPT(self.trunk_config, self.specs, self.stats, components=components)
         load_strict(model, self.tensors(), str(self.path / WEIGHTS))
         return model
 

@@ -194,6 +194,32 @@ def test_mixed_batches_follow_the_weights_and_train_every_embodiment(registry, t
         assert val[-1][name] < 0.3 * val[0][name], (name, val[0], val[-1])  # both heads and stems learn
 
 
+class ToyHeadPlugin:
+    """A plugin that brings its own head kind (here: the mlp head under another name)."""
+
+    @staticmethod
+    def hpt_register_heads(registry):
+        from hpt_kit.models.heads import build_mlp_head
+
+        registry.add("toy-head", build_mlp_head)
+
+
+ToyHeadPlugin.hpt_register_heads = __import__("hpt_kit").hookimpl(ToyHeadPlugin.hpt_register_heads)
+
+
+def test_a_policy_loads_a_checkpoint_whose_head_a_plugin_registers(tmp_path):
+    from hpt_kit.registry import UnknownNameError
+
+    registry = load_registry(load_entrypoints=False, extra_plugins=[("toys", ToyPlugin), ("heads", ToyHeadPlugin)])
+    recipe = _recipe(steps=2)
+    train(dataclasses.replace(recipe, datasets=(dataclasses.replace(recipe.datasets[0], head="toy-head"),)), tmp_path / "run", registry)
+    with pytest.raises(UnknownNameError, match="toy-head"):
+        Policy.from_checkpoint(tmp_path / "run")  # the installed components do not have it
+    policy = Policy.from_checkpoint(tmp_path / "run", execute_steps=1, device="cpu", registry=registry)
+    assert policy.spec.head.kind == "toy-head" and policy.device == torch.device("cpu")
+    assert policy.act({"state": np.zeros(3, np.float32)}).shape == (1,)
+
+
 def test_recipe_overrides_horizons_and_head_options(registry, tmp_path):
     recipe = _recipe(steps=5)
     entry = dataclasses.replace(recipe.datasets[0], observation_horizon=3, action_horizon=5, head_options={"note": 1})
