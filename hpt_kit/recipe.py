@@ -110,23 +110,24 @@ class TrainSection:
     # Probability that a training sample sees a shortened observation history (its oldest steps
     # replaced by the oldest one kept, as at an episode's start); 0 = off. Only matters for H > 1.
     history_mask: float = 0.0
-    # Datasets larger than memory: read training windows from a few stretches of steps kept in
-    # memory (stream_blocks of stream_block_steps steps, one replaced every stream_refresh steps from
-    # a background read) instead of loading every dataset whole. Memory then stays the same whatever
-    # the datasets' size. stream_refresh = 0 swaps a stretch in whenever the disk delivers one: never
-    # waits, but a resumed run no longer draws exactly the samples the uninterrupted one would.
     # "step": each step trains one embodiment, drawn by mixture weight. "batch": each sample of a step
     # draws its embodiment by weight; every embodiment's stems run on its slice, the trunk on all the
     # token sequences in one pass (padded and masked where their lengths differ), each head on its slice.
     mix: str = "step"
+    # Datasets larger than memory: read training windows from stream_blocks stretches of steps kept
+    # in memory, one replaced every stream_refresh steps by a background read, instead of loading every
+    # dataset whole. The stretches (and the one being read) share stream_memory_mb per dataset, so
+    # memory stays the same whatever the datasets' size. stream_refresh = 0 swaps a stretch in
+    # whenever the disk delivers one: never waits, but a resumed run no longer draws exactly the
+    # samples the uninterrupted one would.
     stream: bool = False
-    stream_block_steps: int = 4096
+    stream_memory_mb: float = 512.0
     stream_blocks: int = 8
     stream_refresh: int = 4
 
     def __post_init__(self) -> None:
-        if self.stream_block_steps < 1 or self.stream_blocks < 1 or self.stream_refresh < 0:
-            raise ValueError("stream_block_steps and stream_blocks must be >= 1 and stream_refresh >= 0")
+        if not self.stream_memory_mb > 0 or self.stream_blocks < 1 or self.stream_refresh < 0:
+            raise ValueError("stream_memory_mb must be > 0, stream_blocks >= 1 and stream_refresh >= 0")
         if self.mix not in MIX:
             raise ValueError(f"mix must be one of {', '.join(MIX)}, got {self.mix!r}")
         if self.parallel not in PARALLEL:

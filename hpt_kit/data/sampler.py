@@ -173,7 +173,7 @@ def make_samplers(
             observation_horizon,
             action_horizon,
             wanted,
-            block_steps=stream.block_steps,
+            block_steps=stream.block_steps(sum(_step_bytes(arrays[f]) for f in {*wanted, ACTION})),
             blocks=stream.blocks,
             refresh=stream.refresh,
             seed=seed + rank,
@@ -182,6 +182,10 @@ def make_samplers(
     train.stats = stats
     val = SequenceSampler(dataset, val_eps, observation_horizon, action_horizon, wanted, arrays) if len(val_eps) else None
     return train, val
+
+
+def _step_bytes(array: Any) -> int:
+    return int(np.prod(array.shape[1:], dtype=np.int64)) * np.dtype(array.dtype).itemsize
 
 
 def episode_statistics(dataset: Dataset, arrays: Mapping[str, Any], episodes: np.ndarray) -> dict:

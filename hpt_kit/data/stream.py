@@ -28,12 +28,17 @@ from hpt_kit.embodiment import ACTION
 
 @dataclass(frozen=True)
 class Streaming:
-    """How a training run streams a dataset: ``blocks`` stretches of ``block_steps`` steps in memory,
-    one replaced every ``refresh`` batches (0: whenever the disk has delivered the next one)."""
+    """How a training run streams a dataset: ``blocks`` stretches in memory, plus the one being read,
+    sharing ``memory_mb``; one replaced every ``refresh`` batches (0: whenever the disk has delivered
+    the next one)."""
 
-    block_steps: int = 4096
+    memory_mb: float = 512.0
     blocks: int = 8
     refresh: int = 4
+
+    def block_steps(self, step_bytes: int) -> int:
+        """Steps per stretch for steps of ``step_bytes`` bytes (all fields read), at least 32."""
+        return max(32, int(self.memory_mb * 2**20) // ((self.blocks + 1) * max(1, step_bytes)))
 
 
 class BlockSampler:

@@ -280,7 +280,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             raise RecipeError(f"{recipe.source}: datasets[{i}].{exc}") from None
     train_s: dict[str, SequenceSampler | BlockSampler] = {}
     val_s: dict[str, SequenceSampler | None] = {}
-    stream = Streaming(cfg.stream_block_steps, cfg.stream_blocks, cfg.stream_refresh) if cfg.stream else None
+    stream = Streaming(cfg.stream_memory_mb, cfg.stream_blocks, cfg.stream_refresh) if cfg.stream else None
     for entry in recipe.datasets:
         ds, spec = datasets[entry.embodiment], specs[entry.embodiment]
         train_s[entry.embodiment], val_s[entry.embodiment] = make_samplers(

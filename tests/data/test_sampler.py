@@ -77,7 +77,7 @@ def test_validation_read_from_disk_equals_validation_in_memory(toy, tmp_path, mo
     ds = _counting_dataset(toy, tmp_path, [7, 3, 12, 5, 9] * 8)
     monkeypatch.setattr(sampler_module, "STATS_ROWS", 16)  # statistics in many slabs
     mem_train, mem_val = make_samplers(ds, 2, 3, ["state"], val_fraction=0.3, seed=0)
-    disk_train, disk_val = make_samplers(ds, 2, 3, ["state"], val_fraction=0.3, seed=0, stream=Streaming(32, 2, 1))
+    disk_train, disk_val = make_samplers(ds, 2, 3, ["state"], val_fraction=0.3, seed=0, stream=Streaming(0.001, 2, 1))
     assert isinstance(disk_train, BlockSampler) and not isinstance(disk_val.arrays["state"], np.ndarray)
     for a, b in zip(mem_val.batches(5), disk_val.batches(5), strict=True):
         for f in a:

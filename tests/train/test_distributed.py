@@ -67,7 +67,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, parallel):
     assert {k: v.shape for k, v in saved.tensors().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
 
-STREAM = "stream = true\nstream_block_steps = 128\nstream_blocks = 2\n"
+STREAM = "stream = true\nstream_memory_mb = 0.05\nstream_blocks = 2\n"
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp", "ddp-stream"])

@@ -41,7 +41,7 @@ def _recipe(embodiment="toy", steps=60, **train):
     }, "test")
 
 
-STREAM = {"stream": True, "stream_block_steps": 64, "stream_blocks": 2, "stream_refresh": 3}
+STREAM = {"stream": True, "stream_memory_mb": 0.003, "stream_blocks": 2, "stream_refresh": 3}  # stretches of 65 steps
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["memory", "stream"])
