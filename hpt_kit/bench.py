@@ -227,6 +227,35 @@ def act_flops(model: HPT, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
+def act_matmul_ms(model: HPT, device: torch.device, repeats: int = 50) -> float:
+    """The matrix products of one batch-1 prediction alone, replayed back to back at their own shapes
+    (median ms): the time a call cannot go below on this device's matmul library, whatever the
+    overhead around them. Smaller than the FLOPs at peak would suggest is impossible; larger says the
+    shapes (tens of rows) keep the library far from its peak."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    ops = {aten.linear.default, aten.matmul.default, aten.mm.default, aten.addmm.default, aten.bmm.default}
+    calls: list[tuple[Any, list[torch.Size]]] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in ops:
+                calls.append((func, [a.shape for a in args if isinstance(a, torch.Tensor)]))
+            return func(*args, **(kwargs or {}))
+
+    observation = {k: v[:1] for k, v in standard_batch(1, device).items()}
+    with Record(), torch.inference_mode():
+        model.predict(next(iter(model.specs)), observation)
+    inputs = [(func, [torch.randn(shape, device=device) for shape in shapes]) for func, shapes in calls]
+
+    def replay() -> None:
+        for func, args in inputs:
+            func(*args)
+
+    return _median_time(replay, device, repeats, warmup=5) * 1e3
+
+
 def bench_mixed(preset: str, device: torch.device, batch: int, steps: int) -> dict[str, Any]:
     """One step on a batch drawn from two embodiments at once versus one step per embodiment."""
     torch.manual_seed(0)
@@ -379,7 +408,9 @@ def run(
         count_train_flops(record, dev, peak)
     for record in result["act"]:
         torch.manual_seed(0)
-        record["flops_per_call"] = act_flops(standard_model(record["preset"]).to(dev), dev)
+        model = standard_model(record["preset"]).to(dev)
+        record["flops_per_call"] = act_flops(model, dev)
+        record["matmul_ms"] = act_matmul_ms(model, dev)
     if "sampler" in parts:
         say(f"sampler ({store_gb:g} GB store)")
         result["sampler"] = bench_sampler(store_gb, sampler_batches, store=store)

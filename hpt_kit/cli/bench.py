@@ -65,11 +65,18 @@ def bench_command(
         out.print(table)
     if result["act"]:
         table = Table(title="Policy.act() at batch 1")
-        for col in ("preset", "p50 ms", "p99 ms", "MFLOP/call", "floor ms"):
+        for col in ("preset", "p50 ms", "p99 ms", "MFLOP/call", "floor ms", "matmuls ms"):
             table.add_column(col, justify="right")
         for r in result["act"]:  # floor: the call's FLOPs at the measured matmul peak
             floor = r["flops_per_call"] / (result["mfu_peak_gflops"] * 1e6)
-            table.add_row(r["preset"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['flops_per_call'] / 1e6:.0f}", f"{floor:.2f}")
+            table.add_row(
+                r["preset"],
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['flops_per_call'] / 1e6:.0f}",
+                f"{floor:.2f}",
+                f"{r['matmul_ms']:.2f}",  # the call's matrix products alone, replayed at their shapes
+            )
         out.print(table)
     if "mixed" in result:
         m = result["mixed"]
