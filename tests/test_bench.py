@@ -38,3 +38,17 @@ def test_bench_measures_only_the_parts_asked_for():
     assert result["train"] == [] and "sampler" not in result and "mixed" not in result
     bad = subprocess.run([HPT_KIT, "bench", "--part", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown part(s) nope" in bad.stderr
+
+
+def test_flops_counted_on_small_batches_equal_the_count_at_the_timed_batch():
+    import torch
+
+    from hpt_kit.bench import count_train_flops, flops_per_sample, standard_batch, standard_model, train_step_fn
+
+    cpu = torch.device("cpu")
+    record = {"preset": "tiny", "batch": 24, "trunk": "trained", "samples_per_s": 100.0}
+    count_train_flops(record, cpu, peak=1.0)
+    torch.manual_seed(0)
+    direct = flops_per_sample(train_step_fn(standard_model("tiny").train(), standard_batch(24, cpu), False, cpu), 24)
+    assert record["flops_per_sample"] == direct
+    assert record["mfu"] == 100.0 * direct / 1e9
