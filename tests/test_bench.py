@@ -43,7 +43,13 @@ def test_bench_measures_only_the_parts_asked_for():
 def test_flops_counted_on_small_batches_equal_the_count_at_the_timed_batch():
     import torch
 
-    from hpt_kit.bench import count_train_flops, flops_per_sample, standard_batch, standard_model, train_step_fn
+    from hpt_kit.bench import (
+        count_train_flops,
+        flops_per_sample,
+        standard_batch,
+        standard_model,
+        train_step_fn,
+    )
 
     cpu = torch.device("cpu")
     record = {"preset": "tiny", "batch": 24, "trunk": "trained", "samples_per_s": 100.0}
