@@ -240,11 +240,12 @@ def act_flops(model: HPT, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
-def act_matmul_ms(model: HPT, device: torch.device, repeats: int = 50) -> float:
-    """The matrix products of one batch-1 prediction alone, replayed back to back at their own shapes
-    (median ms): the time a call cannot go below on this device's matmul library, whatever the
-    overhead around them. Smaller than the FLOPs at peak would suggest is impossible; larger says the
-    shapes (tens of rows) keep the library far from its peak."""
+def act_matmul_ms(model: HPT, device: torch.device, repeats: int = 50) -> tuple[float, int]:
+    """The linear layers' matrix products of one batch-1 prediction alone, replayed back to back at
+    their own shapes: (median ms, number of products). A call cannot go below that time on this
+    device's matmul library, whatever the overhead around them; the products inside fused attention
+    are not among them, so the bound is a little low. Well above the FLOPs at the peak says the shapes
+    (tens of rows) keep the library far from its peak."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     aten = torch.ops.aten
@@ -266,7 +267,7 @@ def act_matmul_ms(model: HPT, device: torch.device, repeats: int = 50) -> float:
         for func, args in inputs:
             func(*args)
 
-    return _median_time(replay, device, repeats, warmup=5) * 1e3
+    return _median_time(replay, device, repeats, warmup=5) * 1e3, len(inputs)
 
 
 def bench_mixed(preset: str, device: torch.device, batch: int, steps: int) -> dict[str, Any]:
@@ -423,7 +424,7 @@ def run(
         torch.manual_seed(0)
         model = standard_model(record["preset"]).to(dev)
         record["flops_per_call"] = act_flops(model, dev)
-        record["matmul_ms"] = act_matmul_ms(model, dev)
+        record["matmul_ms"], record["matmul_calls"] = act_matmul_ms(model, dev)
     if "sampler" in parts:
         say(f"sampler ({store_gb:g} GB store)")
         result["sampler"] = bench_sampler(store_gb, sampler_batches, store=store)

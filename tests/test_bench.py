@@ -25,6 +25,7 @@ def test_bench_json_has_every_field(tmp_path):
     assert frozen["flops_per_sample"] < trained["flops_per_sample"]  # no weight gradients for the trunk
     (act,) = result["act"]
     assert act["preset"] == "tiny" and 0 < act["p50_ms"] <= act["p99_ms"] and act["matmul_ms"] > 0
+    assert act["matmul_calls"] == 21  # every linear layer of the tiny model's prediction (2 blocks, 2 stems, head)
     assert result["mixed"]["mixed_step_ms"] > 0 and result["mixed"]["separate_steps_ms"] > 0
     s = result["sampler"]
     assert s["samples_per_s"] > 0 and s["peak_rss_mb"] > 0 and s["store_gb"] >= 0.004

@@ -13,7 +13,8 @@ import torch
 
 def gather_rows(array: np.ndarray, index: np.ndarray, out: np.ndarray | None = None, threads: int = 0) -> np.ndarray:
     """``array[index]`` for an integer ``index`` of any shape, written into ``out`` (shape
-    ``index.shape + array.shape[1:]``, C-contiguous) when given. ``threads`` > 0 caps the threads
+    ``index.shape + array.shape[1:]``, C-contiguous) when given. Indices must be in ``0..len(array)-1``
+    (no negative ones). ``threads`` > 0 caps the threads
     copying (e.g. to leave a core to a reading process; spinning intra-op threads would take it)."""
     shape = (*index.shape, *array.shape[1:])
     if out is None:
@@ -22,7 +23,7 @@ def gather_rows(array: np.ndarray, index: np.ndarray, out: np.ndarray | None = N
     flat = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
     try:
         src = torch.from_numpy(np.ascontiguousarray(array))
-    except TypeError:  # a dtype torch has no type for
+    except (TypeError, ValueError):  # a dtype torch has no type for, or a byte order it does not take
         np.take(array, flat, axis=0, out=out.reshape(len(flat), *array.shape[1:]))
         return out
     before = torch.get_num_threads()

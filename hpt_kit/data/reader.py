@@ -13,6 +13,7 @@ This module imports numpy and the store only, so the reading process starts with
 from __future__ import annotations
 
 import json
+import os
 import select
 import shutil
 import signal
@@ -58,12 +59,20 @@ class StretchReader:
             {f: (str(self._dir / f"{i}-{f}"), np.dtype(d).str, [rows, *s]) for f, (d, s) in fields.items()}
             for i in range(buffers)
         ]
-        self._maps = [_open(b, "w+") for b in layout]
+        try:  # reserve the memory now: a full /dev/shm is an error here, not a SIGBUS later
+            for buffer in layout:
+                for file, dtype, shape in buffer.values():
+                    _reserve(file, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        except OSError:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+        self._maps = [_open(b, "r+") for b in layout]
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "hpt_kit.data.reader", json.dumps({"path": self.path, "layout": layout})],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
+        self._failed = ""  # a failed read's message: the buffer it was writing is not to be used
         self._pending = True  # until the reader has mapped the buffers
         self._finalize = weakref.finalize(self, _shutdown, self._proc, self._dir)
         self.wait()
@@ -73,6 +82,8 @@ class StretchReader:
 
     def request(self, buffer: int, start: int, stop: int) -> None:
         assert not self._pending, "one request at a time"
+        if self._failed:
+            raise RuntimeError(self._failed)
         assert 0 <= stop - start <= self.rows
         try:
             self._proc.stdin.write(f"{buffer} {start} {stop}\n".encode())
@@ -87,21 +98,42 @@ class StretchReader:
 
     def wait(self) -> None:
         """Wait for the request in flight; a failed read raises here, naming the dataset."""
+        if self._failed:
+            raise RuntimeError(self._failed)
         if not self._pending:
             return
+        reply = self._proc.stdout.readline().decode().rstrip("\n")  # an interruption here leaves it pending
         self._pending = False
-        reply = self._proc.stdout.readline().decode().rstrip("\n")
         if not reply:
-            raise RuntimeError(f"{self.path}: the reading process died (exit code {self._proc.wait()})")
-        if reply != "ok":
-            raise RuntimeError(f"{self.path}: reading a stretch failed: {reply}")
+            self._failed = f"{self.path}: the reading process died (exit code {self._proc.wait()})"
+        elif reply != "ok":
+            self._failed = f"{self.path}: reading a stretch failed: {reply}"
+        if self._failed:
+            raise RuntimeError(self._failed)
 
     def views(self, buffer: int, rows: int) -> dict[str, np.ndarray]:
         """The first ``rows`` rows of every field in ``buffer`` (plain arrays over the shared memory)."""
         return {f: np.asarray(m[:rows]) for f, m in self._maps[buffer].items()}
 
     def close(self) -> None:
+        """Stop the process and unmap the buffers (the caller must drop its views too)."""
+        self._maps = []
         self._finalize()
+
+
+def _reserve(file: str, nbytes: int) -> None:
+    """Create ``file`` with ``nbytes`` allocated (not a sparse file that a full disk would kill later)."""
+    fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, nbytes)
+            except OSError as exc:
+                raise OSError(f"{file}: cannot reserve {nbytes / 2**20:.0f} MiB for stream buffers ({exc.strerror})") from None
+        else:
+            os.ftruncate(fd, nbytes)
+    finally:
+        os.close(fd)
 
 
 def _open(buffer: dict[str, Any], mode: str) -> dict[str, np.memmap]:

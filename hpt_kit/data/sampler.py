@@ -13,6 +13,7 @@ stream mode straight from disk, each run of consecutive rows once.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -176,7 +177,7 @@ def make_samplers(
             block_steps=stream.block_steps(sum(_step_bytes(arrays[f]) for f in {*wanted, ACTION})),
             blocks=stream.blocks,
             refresh=stream.refresh,
-            seed=seed + rank,
+            seed=[seed, rank, zlib.crc32(dataset.name.encode())],  # distinct per run seed, rank and dataset
             episodes=train_eps,
         )
     train.stats = stats

@@ -3,9 +3,11 @@
 :class:`BlockSampler` keeps ``blocks`` random contiguous stretches of ``block_steps`` steps in memory
 and draws training windows from them. A reading process (:mod:`hpt_kit.data.reader`) reads the next
 stretch while batches are assembled from the current ones; every ``refresh`` batches one stretch is
-swapped for the prefetched one. Windows are clamped at episode edges like :class:`~hpt_kit.data.sampler.SequenceSampler`'s, and
-also at the two ends of a stretch (rows beyond it are not in memory): with stretches of thousands of
-steps that touches a fraction of about (H + K) / block_steps of the windows.
+swapped for the prefetched one. Windows are clamped at episode edges like
+:class:`~hpt_kit.data.sampler.SequenceSampler`'s and never at a stretch's ends: a step is drawn from a
+stretch only if its whole window (clamped to its episode) lies inside the stretch, so no window sees
+a made-up pause where the stretch, not the episode, ends. Stretches are placed at random, so every
+step is drawn from some of them.
 
 Given ``episodes`` (a run's training episodes, or one rank's share of them), windows are drawn only
 at steps of those episodes, and every stretch is placed to hold at least one of their steps.
@@ -57,7 +59,7 @@ class BlockSampler:
         block_steps: int = 1024,
         blocks: int = 4,
         refresh: int = 4,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         episodes: Sequence[int] | np.ndarray | None = None,
     ):
         self.dataset = dataset
@@ -65,7 +67,8 @@ class BlockSampler:
         self.fields = [*self.obs_fields, ACTION]
         self.arrays = {f: dataset.array(f) for f in self.fields}
         self.H, self.K = observation_horizon, action_horizon
-        self.block_steps = min(dataset.num_steps, block_steps)
+        # At least two whole windows per stretch, so that a stretch always holds usable steps.
+        self.block_steps = min(dataset.num_steps, max(block_steps, 2 * (observation_horizon + action_horizon)))
         self.refresh = refresh
         self.rng = np.random.default_rng(seed)
         self.ends = dataset.episode_ends
@@ -96,11 +99,13 @@ class BlockSampler:
         self._prefetch(self._random_start())
 
     def _random_start(self) -> int:
-        """The first step of a stretch around a uniformly drawn step of the chosen episodes."""
+        """The first step of a stretch around a uniformly drawn step of the chosen episodes, placed so
+        that the step's whole window lies inside it."""
         k = int(self.rng.integers(self._chosen_offsets[-1]))
         e = int(np.searchsorted(self._chosen_offsets, k, side="right")) - 1
         step = int(self._chosen_starts[e]) + k - int(self._chosen_offsets[e])
-        start = step - int(self.rng.integers(self.block_steps))
+        slack = self.block_steps - (self.H + self.K - 1)  # >= 0: a window fits at any of these offsets
+        start = step - (self.H - 1) - int(self.rng.integers(slack + 1))
         return min(max(0, start), self.dataset.num_steps - self.block_steps)
 
     def _stop(self, start: int) -> int:
@@ -111,7 +116,11 @@ class BlockSampler:
         episodes' steps, and the buffer."""
         stop = self._stop(start)
         block = self._reader.views(buffer, stop - start)
-        usable = np.flatnonzero(self._chosen[np.searchsorted(self.ends, np.arange(start, stop), side="right")])
+        t = np.arange(start, stop)
+        ep = np.searchsorted(self.ends, t, side="right")
+        # A step's window, clamped to its episode, must lie inside the stretch.
+        inside = (np.maximum(t - self.H + 1, self.starts[ep]) >= start) & (np.minimum(t + self.K, self.ends[ep]) <= stop)
+        usable = np.flatnonzero(self._chosen[ep] & inside)
         self.steps_read += stop - start
         return start, block, usable, buffer
 
@@ -148,12 +157,11 @@ class BlockSampler:
                 continue
             rows = slice(offset, offset + count)
             offset += count
-            n = len(data[ACTION])
             t = start + usable[rng.integers(0, len(usable), size=count)]  # global step of each window
             ep = np.searchsorted(self.ends, t, side="right")
-            # Clamp to the episode and to the stretch (rows outside it are not in memory).
-            lo = np.maximum(self.starts[ep], start) - start
-            hi = np.minimum(self.ends[ep], start + n) - 1 - start
+            # Clamp to the episode (the window lies inside the stretch: see _arrived).
+            lo = self.starts[ep] - start
+            hi = self.ends[ep] - 1 - start
             local = t - start
             obs_idx = np.clip(local[:, None] + np.arange(-self.H + 1, 1), lo[:, None], hi[:, None])
             act_idx = np.clip(local[:, None] + np.arange(self.K), lo[:, None], hi[:, None])
@@ -167,6 +175,7 @@ class BlockSampler:
         """What :meth:`load_state` needs to continue exactly here (JSON-serialisable): where the
         stretches in memory and the one being read start, the stretch-choosing generator, the call count."""
         return {
+            "block_steps": self.block_steps,
             "slots": [slot[0] for slot in self._slots],
             "next": self._next_start,
             "rng": self.rng.bit_generator.state,
@@ -175,8 +184,14 @@ class BlockSampler:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Re-read the stretches of a :meth:`state` and continue from it (exact when ``refresh`` > 0)."""
-        if len(state["slots"]) != len(self._slots):
-            raise ValueError(f"the saved state holds {len(state['slots'])} stretches, this sampler {len(self._slots)}")
+        if len(state["slots"]) != len(self._slots) or state.get("block_steps") != self.block_steps:
+            raise ValueError(
+                f"the saved state holds {len(state['slots'])} stretches of {state.get('block_steps')} steps, "
+                f"this sampler {len(self._slots)} of {self.block_steps}"
+            )
+        last = self.dataset.num_steps - self.block_steps
+        if not all(0 <= int(x) <= last for x in [*state["slots"], state["next"]]):
+            raise ValueError(f"the saved stretches do not fit {self.dataset.path} ({self.dataset.num_steps} steps)")
         self._reader.wait()  # the read in flight, into the free buffer
         for i, start in enumerate(state["slots"]):
             buffer = self._slots[i][3]
@@ -200,5 +215,7 @@ class BlockSampler:
         return self._reader.nbytes
 
     def close(self) -> None:
-        """Stop the reading process and free its buffers (also done when the sampler is collected)."""
+        """Stop the reading process and free its buffers (also done when the sampler is collected).
+        The sampler cannot sample afterwards."""
+        self._slots = []
         self._reader.close()

@@ -248,12 +248,13 @@ def train(
     run_dir = Path(run_dir)
     world, device = distributed.setup(pick_device(cfg.device))
     try:
-        return _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
+        with contextlib.ExitStack() as cleanup:  # streaming samplers' reading processes, however the run ends
+            return _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device, cleanup)
     finally:
         distributed.teardown(world)
 
 
-def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device) -> TrainResult:
+def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device, cleanup) -> TrainResult:
     cfg = recipe.train
     torch.manual_seed(recipe.run.seed)
     if cfg.batch_size % world.size:
@@ -294,6 +295,8 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
             shard=(world.rank, world.size),
             stream=stream,
         )
+        if isinstance(train_s[entry.embodiment], BlockSampler):
+            cleanup.callback(train_s[entry.embodiment].close)
     names = [e.embodiment for e in recipe.datasets]
     weights = np.array([e.weight for e in recipe.datasets], dtype=np.float64)
     weights /= weights.sum()
@@ -351,7 +354,10 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
         if stream is not None and len(streams) == world.size:
             for n, sampler_state in streams[world.rank].items():
                 if n in train_s:
-                    train_s[n].load_state(sampler_state)  # the same stretches as when it stopped
+                    try:
+                        train_s[n].load_state(sampler_state)  # the same stretches as when it stopped
+                    except (ValueError, KeyError) as exc:  # the recipe's streaming settings changed
+                        log.warning("%s: not restoring the saved stretches (%s): new stretches", n, exc)
         elif stream is not None:
             log.warning("resuming a streamed run without the samplers' saved state: new stretches")
         log.info("resumed %s at step %d", run_dir, start)
@@ -476,7 +482,4 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device)
     finally:
         if metrics_file is not None:
             metrics_file.close()
-        for sampler in train_s.values():
-            if isinstance(sampler, BlockSampler):
-                sampler.close()  # its reading process and buffers
     return TrainResult(run_dir, cfg.steps, final, val_loss, last_loss)
