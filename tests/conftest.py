@@ -42,6 +42,21 @@ def toy_expert(state: np.ndarray) -> np.ndarray:
     return np.clip(2.0 * (state[..., 1:2] - state[..., 0:1]), -1.0, 1.0)
 
 
+def point_mass_rollout(controller, request, length: int, observe) -> RolloutResult:
+    """The toys' closed loop: a point mass moved by 0.25 * action toward a random goal for ``length``
+    steps; ``observe(pos, goal)`` is what the controller sees. Success: within 0.1 of the goal."""
+    rng = np.random.default_rng(request.seed)
+    successes, returns = [], []
+    for _ in range(request.episodes):
+        controller.reset()
+        pos, goal = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        for _ in range(length):
+            pos += 0.25 * float(np.clip(controller.act(observe(pos, goal)), -1, 1)[0])
+        successes.append(abs(pos - goal) < 0.1)
+        returns.append(-abs(pos - goal))
+    return RolloutResult.from_episodes(successes, returns)
+
+
 def make_toy(name: str = "toy", length: int = 12, action_horizon: int = 3, observation_horizon: int = 2) -> Embodiment:
     def convert(request):
         rng = np.random.default_rng(request.seed)
@@ -59,17 +74,10 @@ def make_toy(name: str = "toy", length: int = 12, action_horizon: int = 3, obser
         request.notes["toy"] = True
 
     def rollout(controller, request):
-        rng = np.random.default_rng(request.seed)
-        successes, returns = [], []
-        for _ in range(request.episodes):
-            controller.reset()
-            pos, goal = rng.uniform(-1, 1), rng.uniform(-1, 1)
-            for _ in range(length):
-                a = np.clip(controller.act({"state": np.array([pos, goal, 0.0], np.float32)}), -1, 1)
-                pos += 0.25 * float(a[0])
-            successes.append(abs(pos - goal) < 0.1)
-            returns.append(-abs(pos - goal))
-        return RolloutResult.from_episodes(successes, returns)
+        def observe(pos, goal):
+            return {"state": np.array([pos, goal, 0.0], np.float32)}
+
+        return point_mass_rollout(controller, request, length, observe)
 
     return Embodiment(
         name=name,
@@ -113,17 +121,10 @@ def make_image_toy(name: str = "toy-cam", size: int = 32, length: int = 8) -> Em
             yield {"state": np.stack(states), "image": np.stack(frames), "action": np.stack(actions)}
 
     def rollout(controller, request):
-        rng = np.random.default_rng(request.seed)
-        successes, returns = [], []
-        for _ in range(request.episodes):
-            controller.reset()
-            pos, goal = rng.uniform(-1, 1), rng.uniform(-1, 1)
-            for _ in range(length):
-                obs = {"state": np.array([pos, 0.0, 0.0], np.float32), "image": goal_frame(goal, size)}
-                pos += 0.25 * float(np.clip(controller.act(obs), -1, 1)[0])
-            successes.append(abs(pos - goal) < 0.1)
-            returns.append(-abs(pos - goal))
-        return RolloutResult.from_episodes(successes, returns)
+        def observe(pos, goal):
+            return {"state": np.array([pos, 0.0, 0.0], np.float32), "image": goal_frame(goal, size)}
+
+        return point_mass_rollout(controller, request, length, observe)
 
     return Embodiment(
         name=name,
