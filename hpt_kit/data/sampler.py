@@ -153,16 +153,11 @@ def make_samplers(
     n = dataset.num_episodes if max_episodes is None else min(max_episodes, dataset.num_episodes)
     train_eps, val_eps = split_episodes(n, val_fraction, seed)
     wanted = [f for f in fields if f != ACTION]
-    if stream is None:
-        arrays = {f: dataset.load(f) for f in {*wanted, STATE, ACTION}}
-    else:
-        arrays = {f: dataset.array(f) for f in {*wanted, STATE, ACTION}}
+    read = dataset.load if stream is None else dataset.array  # whole into memory, or lazily from disk
+    arrays = {f: read(f) for f in {*wanted, STATE, ACTION}}
     stats = episode_statistics(dataset, arrays, train_eps)  # all ranks' training episodes alike
     rank, world = shard
-    if stream is None:
-        train_eps = train_eps[rank::world]
-    else:
-        train_eps = np.array_split(train_eps, world)[rank]
+    train_eps = train_eps[rank::world] if stream is None else np.array_split(train_eps, world)[rank]
     if not len(train_eps):
         raise ValueError(f"{dataset.path}: no training episodes for process {rank} of {world}; convert more episodes")
     train: SequenceSampler | BlockSampler
@@ -196,10 +191,10 @@ def episode_statistics(dataset: Dataset, arrays: Mapping[str, Any], episodes: np
     stats = RunningStats(dataset.spec.observation.state_dim, dataset.spec.action.dim)
     chosen = np.zeros(dataset.num_episodes, dtype=bool)
     chosen[np.asarray(episodes, dtype=np.int64)] = True
-    if not chosen.any():
+    present = np.flatnonzero(chosen)
+    if not len(present):
         raise ValueError(f"{dataset.path}: no episodes to compute normaliser statistics over")
-    lo = int(dataset.episode_starts[np.flatnonzero(chosen)[0]])
-    hi = int(dataset.episode_ends[np.flatnonzero(chosen)[-1]])
+    lo, hi = int(dataset.episode_starts[present[0]]), int(dataset.episode_ends[present[-1]])
     for a in range(lo, hi, STATS_ROWS):
         b = min(hi, a + STATS_ROWS)
         keep = chosen[np.searchsorted(dataset.episode_ends, np.arange(a, b), side="right")]

@@ -90,10 +90,7 @@ class BlockSampler:
         self._reader = StretchReader(dataset.path, layout, self.block_steps, n_slots + 1)
         self._slots = []
         for buffer in range(n_slots):
-            start = self._random_start()
-            self._reader.request(buffer, start, self._stop(start))
-            self._reader.wait()
-            self._slots.append(self._arrived(buffer, start))
+            self._slots.append(self._read_now(buffer, self._random_start()))
         self._free = n_slots  # the buffer the next stretch is read into
         self._next_start = 0
         self._prefetch(self._random_start())
@@ -110,6 +107,12 @@ class BlockSampler:
 
     def _stop(self, start: int) -> int:
         return min(self.dataset.num_steps, start + self.block_steps)
+
+    def _read_now(self, buffer: int, start: int) -> tuple[int, dict[str, np.ndarray], np.ndarray, int]:
+        """Read a stretch into ``buffer`` and wait for it (no other read may be in flight)."""
+        self._reader.request(buffer, start, self._stop(start))
+        self._reader.wait()
+        return self._arrived(buffer, start)
 
     def _arrived(self, buffer: int, start: int) -> tuple[int, dict[str, np.ndarray], np.ndarray, int]:
         """A stretch read into ``buffer``: its first step, its rows, the offsets in it of the chosen
@@ -194,10 +197,7 @@ class BlockSampler:
             raise ValueError(f"the saved stretches do not fit {self.dataset.path} ({self.dataset.num_steps} steps)")
         self._reader.wait()  # the read in flight, into the free buffer
         for i, start in enumerate(state["slots"]):
-            buffer = self._slots[i][3]
-            self._reader.request(buffer, int(start), self._stop(int(start)))
-            self._reader.wait()
-            self._slots[i] = self._arrived(buffer, int(start))
+            self._slots[i] = self._read_now(self._slots[i][3], int(start))
         self.rng.bit_generator.state = state["rng"]
         self._calls = int(state["calls"])
         self._prefetch(int(state["next"]))

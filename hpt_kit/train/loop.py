@@ -388,7 +388,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
 
     def checkpoint(step: int, val_loss: Mapping[str, float]) -> None:
         data_states = distributed.gather(world, data_rng.bit_generator.state)
-        streams = distributed.gather(world, {n: t.state() for n, t in train_s.items() if isinstance(t, BlockSampler)})
+        streams = [] if stream is None else distributed.gather(world, {n: t.state() for n, t in train_s.items()})
         tensors, optimizer_state = distributed.full_state(model, optimizer, sharded)  # collective if sharded
         if world.is_main:
             desc = describe(model, step, recipe.to_dict(), dataset_info, {"val_loss": dict(val_loss), **counts}, extra)
@@ -396,7 +396,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
                 "optimizer": optimizer_state,
                 "mix_rng": json.dumps(mix_rng.bit_generator.state),
                 "data_rng": json.dumps(data_states),
-                "streams": json.dumps(streams if stream is not None else []),
+                "streams": json.dumps(streams),
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
             }
