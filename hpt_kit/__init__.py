@@ -4,7 +4,7 @@ from hpt_kit._preload import preload_for_osmesa
 
 preload_for_osmesa()  # before anything can import mujoco; see _preload.py
 
-from hpt_kit.embodiment import (  # noqa: E402
+from hpt_kit.core.spec import (  # noqa: E402
     ActionSpec,
     Controller,
     ConvertRequest,
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """Torch-backed helpers, imported on first use so ``import hpt_kit`` stays light."""
     if name == "load_trunk":
-        from hpt_kit.trunks import load_trunk
+        from hpt_kit.models.trunk import load_trunk
 
         return load_trunk
     if name == "positional_table":

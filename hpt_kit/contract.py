@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpt_kit.embodiment import (
+from hpt_kit.core.spec import (
     ConvertRequest,
     Embodiment,
     Episode,
@@ -53,7 +53,7 @@ def registered_embodiments(plugin: object, name: str = "plugin") -> dict[str, Em
     """What ``plugin`` (a module or object with ``hpt_register_embodiments``) registers, through the
     kit's own validating registrar, without loading any other plugin. A problem the registrar would
     record against the plugin is raised instead, so a plugin's tests fail on it."""
-    from hpt_kit.registry import load_registry
+    from hpt_kit.core.registry import load_registry
 
     registry = load_registry(load_entrypoints=False, extra_plugins=[(name, plugin)])
     problems = [f"{e.item or name}: {e.reason}" for e in registry.errors if e.plugin == name]
@@ -68,7 +68,7 @@ def check_embodiment(emb: Embodiment, episodes: int = 2, rollout_episodes: int =
     stream = emb.convert_dataset(request)
     language = emb.observation.language
     if language is not None and language.encoder:  # instructions are encoded as conversion does
-        from hpt_kit.language import instructions_for, with_language
+        from hpt_kit.core.language import instructions_for, with_language
 
         stream = with_language(emb.name, stream, instructions_for(language), request.notes)
     converted = [validate_episode(emb, i, ep) for i, ep in enumerate(stream)]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from hpt_kit.registry import ComponentRegistrar, EmbodimentRegistrar, TextEncoderRegistrar
+    from hpt_kit.core.registry import ComponentRegistrar, EmbodimentRegistrar, TextEncoderRegistrar
 
 PROJECT = "hpt_kit"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpt_kit.embodiment import (
+from hpt_kit.core.spec import (
     ActionSpec,
     Embodiment,
     EmbodimentData,

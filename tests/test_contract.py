@@ -3,7 +3,7 @@
 import pytest
 
 from hpt_kit.contract import check_embodiment, registered_embodiments
-from hpt_kit.registry import load_registry
+from hpt_kit.core.registry import load_registry
 
 REGISTRY = load_registry()
 
@@ -28,7 +28,7 @@ def test_embodiment_contract(name):
 
 def test_registered_embodiments_runs_the_kits_registrar_and_raises_its_errors():
     import hpt_kit
-    from hpt_kit.embodiment import SpecError
+    from hpt_kit.core.spec import SpecError
     from tests.conftest import make_toy
 
     class Good:

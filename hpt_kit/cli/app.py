@@ -38,14 +38,14 @@ def _register() -> None:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, reported in one line without a traceback."""
+    from hpt_kit.core.recipe import RecipeError
+    from hpt_kit.core.registry import UnknownNameError
+    from hpt_kit.core.spec import SpecError
     from hpt_kit.data.store import DatasetError
-    from hpt_kit.embodiment import SpecError
-    from hpt_kit.hub import HubError
     from hpt_kit.models.vision import EncoderWeightsError
-    from hpt_kit.published import PublishedFormatError
-    from hpt_kit.recipe import RecipeError
-    from hpt_kit.registry import UnknownNameError
-    from hpt_kit.train.checkpoint import CheckpointError
+    from hpt_kit.weights.checkpoint import CheckpointError
+    from hpt_kit.weights.hub import HubError
+    from hpt_kit.weights.published import PublishedFormatError
 
     return (
         DatasetError,

@@ -25,8 +25,8 @@ def bench_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure matmul peak, training throughput and MFU, act() latency, mixed-embodiment steps and sampler speed."""
-    from hpt_kit.bench import PARTS, run
     from hpt_kit.cli.output import console
+    from hpt_kit.lab.bench import PARTS, run
 
     unknown = sorted(set(part or ()) - set(PARTS))
     if unknown:

@@ -42,10 +42,10 @@ def convert_command(
     from dataclasses import asdict
 
     from hpt_kit.cli.output import conversion_progress
+    from hpt_kit.core.registry import load_registry
     from hpt_kit.data.convert import convert
     from hpt_kit.data.store import Dataset
     from hpt_kit.models.vision import check_arch
-    from hpt_kit.registry import load_registry
 
     if image_encoder:
         try:

@@ -35,13 +35,15 @@ def eval_command(
     """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
     import numpy as np
 
-    from hpt_kit.embodiment import RolloutRequest
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.core.spec import RolloutRequest
+    from hpt_kit.models.hpt import HPT
     from hpt_kit.policy import Policy
-    from hpt_kit.registry import load_registry
-    from hpt_kit.train.checkpoint import resolve_checkpoint
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(location)
-    model = ckpt.build_model()
+    registry = load_registry()
+    model = HPT.from_checkpoint(ckpt, registry)
     name = embodiment or next(iter(model.specs))
     # Chunk execution: an option given here wins; otherwise the recipe's [eval] section decides.
     planned = ckpt.description.get("recipe", {}).get("eval", {})
@@ -55,7 +57,7 @@ def eval_command(
             "choose --execute-steps or --temporal-ensemble, not both", param_hint="--temporal-ensemble"
         )
     policy = Policy(model, name, execute_steps, ensemble=temporal_ensemble or None)
-    emb = load_registry().embodiment(name)
+    emb = registry.embodiment(name)
     request = RolloutRequest(episodes=episodes, seed=seed, video_dir=video, render=policy.needs_images)
     result = emb.rollout(policy, request)
     out = {

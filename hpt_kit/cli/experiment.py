@@ -20,7 +20,7 @@ def transfer_experiment(
 ) -> None:
     """Pre-train on a mixture, then train held-out embodiments from scratch, on the frozen trunk and fine-tuned."""
     from hpt_kit.cli.output import console, stdout_console
-    from hpt_kit.experiment import load_experiment, run_experiment
+    from hpt_kit.lab.experiment import load_experiment, run_experiment
 
     section = load_experiment(spec)
     if seeds is not None:

@@ -19,8 +19,9 @@ def push_command(
     ] = None,
 ) -> None:
     """Upload a checkpoint with a generated model card to the Hugging Face Hub."""
-    from hpt_kit.hub import parse_hf, prepare_upload, push
-    from hpt_kit.train.checkpoint import resolve_checkpoint
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
+    from hpt_kit.weights.hub import prepare_upload, push
+    from hpt_kit.weights.locations import parse_hf
 
     parse_hf(f"hf://{repo_id}")  # validates OWNER/REPO
     ckpt = resolve_checkpoint(location)
@@ -39,9 +40,9 @@ def export_command(
     out: Annotated[Path, typer.Argument(help="New folder for config.yaml + trunk.pth.")],
 ) -> None:
     """Export a checkpoint's trunk in the published HPT format (config.yaml + trunk.pth)."""
-    from hpt_kit.published import write_published
-    from hpt_kit.train.checkpoint import resolve_checkpoint
-    from hpt_kit.trunks import resolve_trunk
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
+    from hpt_kit.weights.published import write_published
+    from hpt_kit.weights.trunks import resolve_trunk
 
     source = resolve_trunk(location)
     horizons = {"observation_horizon": 1, "action_horizon": 1}

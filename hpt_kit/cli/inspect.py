@@ -22,10 +22,10 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show format, trunk preset, parameter counts per part, embodiments, statistics and the weights' sha256."""
-    from hpt_kit.hub import resolve_location
-    from hpt_kit.published import is_published
-    from hpt_kit.train.checkpoint import WEIGHTS, resolve_checkpoint
-    from hpt_kit.trunks import trunk_digest
+    from hpt_kit.weights.checkpoint import WEIGHTS, resolve_checkpoint
+    from hpt_kit.weights.locations import resolve_location
+    from hpt_kit.weights.published import is_published
+    from hpt_kit.weights.tensors import tensor_digest
 
     path = resolve_location(location)
     if is_published(path):
@@ -52,7 +52,7 @@ def info_command(
         "embodiments": d["embodiments"],
         "metrics": d.get("metrics", {}),
         "sha256": _sha256(ckpt.path / WEIGHTS),
-        "trunk_sha256": trunk_digest({k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}),
+        "trunk_sha256": tensor_digest({k[6:]: v for k, v in tensors.items() if k.startswith("trunk.")}),
     }
     for key in ("trunk_source", "trunk_source_format", "trunk_source_sha256"):
         if key in d:
@@ -89,8 +89,8 @@ def info_command(
 
 
 def _published_info(path, as_json: bool) -> None:
-    from hpt_kit.published import FORMAT, WEIGHTS, read_published
-    from hpt_kit.trunks import trunk_digest
+    from hpt_kit.weights.published import FORMAT, WEIGHTS, read_published
+    from hpt_kit.weights.tensors import tensor_digest
 
     pub = read_published(path)
     out = {
@@ -101,7 +101,7 @@ def _published_info(path, as_json: bool) -> None:
         "parameters": {"total": sum(t.numel() for t in pub.tensors.values()), "trunk": sum(t.numel() for t in pub.tensors.values())},
         "embodiments": {},
         "sha256": _sha256(pub.path / WEIGHTS),
-        "trunk_sha256": trunk_digest(pub.tensors),
+        "trunk_sha256": tensor_digest(pub.tensors),
     }
     if as_json:
         typer.echo(json.dumps(out))

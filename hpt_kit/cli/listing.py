@@ -13,7 +13,7 @@ def list_command(
 ) -> None:
     """Show installed embodiments (with their plugin's distribution and version), stems, heads, text
     encoders and plugin errors."""
-    from hpt_kit.registry import load_registry
+    from hpt_kit.core.registry import load_registry
 
     registry = load_registry()
     rows = []

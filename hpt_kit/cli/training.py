@@ -16,9 +16,9 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue from the run di
 
 def _run(recipe, out: Path | None, resume: bool) -> None:
     from hpt_kit.cli.output import console, training_progress
-    from hpt_kit.registry import load_registry
-    from hpt_kit.train.checkpoint import latest_checkpoint, read_checkpoint
+    from hpt_kit.core.registry import load_registry
     from hpt_kit.train.loop import train
+    from hpt_kit.weights.checkpoint import latest_checkpoint, read_checkpoint
 
     run_dir = out or Path(recipe.run.out or f"runs/{recipe.run.name}")
     registry = load_registry()
@@ -42,7 +42,7 @@ def pretrain(
     resume: Resume = False,
 ) -> None:
     """Pre-train a trunk on the recipe's mixture of embodiments (missing datasets are converted first)."""
-    from hpt_kit.recipe import load_recipe
+    from hpt_kit.core.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     if recipe.transfer.trunk:
@@ -68,7 +68,7 @@ def transfer(
     resume: Resume = False,
 ) -> None:
     """Attach a new stem and head to a pre-trained trunk and train them (trunk frozen or fine-tuned)."""
-    from hpt_kit.recipe import DatasetEntry, Recipe, RunSection, TrainSection, load_recipe
+    from hpt_kit.core.recipe import DatasetEntry, Recipe, RunSection, TrainSection, load_recipe
 
     if recipe_path is not None:
         recipe = load_recipe(recipe_path)

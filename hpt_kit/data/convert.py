@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpt_kit.data.store import write_dataset
-from hpt_kit.embodiment import (
+from hpt_kit.core.spec import (
     IMAGE,
     IMAGE_FEATURES,
     ConvertRequest,
@@ -19,9 +18,10 @@ from hpt_kit.embodiment import (
     SpecError,
     validate_episode,
 )
+from hpt_kit.data.store import write_dataset
 
 if TYPE_CHECKING:
-    from hpt_kit.registry import Registry
+    from hpt_kit.core.registry import Registry
 
 
 def dataset_root() -> Path:
@@ -76,7 +76,7 @@ def convert(
     stream: Iterable[Episode] = counted()
     language = embodiment.observation.language
     if language is not None and language.encoder:  # instruction texts -> language, before frames are encoded
-        from hpt_kit.language import instructions_for, with_language
+        from hpt_kit.core.language import instructions_for, with_language
 
         stream = with_language(embodiment.name, stream, instructions_for(language, registry), notes)
     if image_encoder:
@@ -90,17 +90,16 @@ def _with_image_features(
     """The stored spec and episodes when frames are encoded at conversion (see :func:`convert`)."""
     import torch
 
-    from hpt_kit.embodiment import spec_from_dict
+    from hpt_kit.core.spec import spec_from_dict
     from hpt_kit.models.stem_image import feature_spec, precomputed_stems
-    from hpt_kit.models.vision import ResNetEncoder, encode_frames, pretrained_weights
+    from hpt_kit.models.vision import ResNetEncoder, encode_frames
 
     obs = embodiment.observation
     if obs.image is None:
         raise SpecError(f"embodiment {embodiment.name!r} has no camera images (observation.image) to encode")
     if obs.image_features is not None:
         raise SpecError(f"embodiment {embodiment.name!r} already yields image_features; it needs no encoder")
-    with pretrained_weights(True):
-        encoder = ResNetEncoder(arch, weights, resize).eval().requires_grad_(False)
+    encoder = ResNetEncoder(arch, weights, resize).eval().requires_grad_(False)
     features = feature_spec(encoder, obs.image.views, obs.image.height, obs.image.width)
     base = spec_from_dict(embodiment.to_dict())
     spec = dataclasses.replace(

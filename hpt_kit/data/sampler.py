@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from hpt_kit.core.spec import ACTION, STATE
 from hpt_kit.data.gather import gather_rows
 from hpt_kit.data.store import Dataset, RunningStats
 from hpt_kit.data.stream import BlockSampler, Streaming
-from hpt_kit.embodiment import ACTION, STATE
 
 STATS_ROWS = 1 << 16  # rows of state and action read at a time for streamed normaliser statistics
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from hpt_kit.embodiment import (
+from hpt_kit.core.spec import (
     ACTION,
     EPISODE_DTYPES,
     STATE,

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpt_kit.core.spec import ACTION
 from hpt_kit.data.gather import gather_rows
 from hpt_kit.data.reader import StretchReader
 from hpt_kit.data.store import Dataset
-from hpt_kit.embodiment import ACTION
 
 
 @dataclass(frozen=True)

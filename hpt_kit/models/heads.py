@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpt_kit.embodiment import HeadSpec, StemSpec
+from hpt_kit.core.recipe import scalar_matches
+from hpt_kit.core.spec import HeadSpec, StemSpec
 from hpt_kit.models.layers import Mlp
-from hpt_kit.recipe import scalar_matches
 
 LOSSES = {
     "huber": F.smooth_l1_loss,

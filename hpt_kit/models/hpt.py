@@ -2,32 +2,91 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from hpt_kit.embodiment import ACTION, STATE, Embodiment, EmbodimentData
+from hpt_kit.core.presets import TrunkConfig
+from hpt_kit.core.registry import Registry
+from hpt_kit.core.spec import (
+    ACTION,
+    HEAD_MEMBERS,
+    STATE,
+    STEM_MEMBERS,
+    Embodiment,
+    EmbodimentData,
+    HeadSpec,
+    StemSpec,
+    missing_members,
+)
 from hpt_kit.models.layers import positional_table
 from hpt_kit.models.normalizer import Normalizer
-from hpt_kit.models.trunk import Trunk, TrunkConfig
-from hpt_kit.registry import Registry, load_registry
+from hpt_kit.models.trunk import Trunk
+from hpt_kit.weights.tensors import load_strict
+
+if TYPE_CHECKING:
+    from hpt_kit.weights.checkpoint import Checkpoint
 
 Spec = Embodiment | EmbodimentData
 
 
-def installed_components() -> Registry:
-    """Stems, heads and text encoders from the built-ins and installed plugins (embodiment hooks are
-    not called)."""
-    return load_registry(embodiments=False)
+class ComponentError(TypeError):
+    """A stem or head that does not keep its contract; the message names the plugin and the member."""
+
+
+def _accepts(builder: Callable[..., Any], keyword: str) -> bool:
+    try:
+        params = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def build_stem(
+    components: Registry, spec: StemSpec, shape: tuple[int, ...], width: int, horizon: int, pretrained: bool
+) -> nn.Module:
+    """The stem ``spec.kind`` from its plugin's builder, checked against the :class:`~hpt_kit.core.spec.Stem`
+    contract. ``pretrained`` reaches builders that take it (whether to fetch pretrained weights)."""
+    builder = components.stem(spec.kind)
+    extra = {"pretrained": pretrained} if _accepts(builder, "pretrained") else {}
+    stem = builder(spec, shape, width, horizon, **extra)
+    _check(stem, "stem", spec.kind, components, STEM_MEMBERS)
+    tokens = getattr(stem, "tokens_out", spec.num_tokens)
+    if not isinstance(tokens, int) or tokens < 1:
+        raise ComponentError(
+            f"stem {spec.kind!r} of plugin {components.owner('stem', spec.kind)!r}: tokens_out must be an "
+            f"integer >= 1, got {tokens!r}"
+        )
+    return stem
+
+
+def build_head(components: Registry, spec: HeadSpec, width: int, action_dim: int) -> nn.Module:
+    """The head ``spec.kind`` from its plugin's builder, checked against the
+    :class:`~hpt_kit.core.spec.Head` contract."""
+    head = components.head(spec.kind)(spec, width, action_dim)
+    _check(head, "head", spec.kind, components, HEAD_MEMBERS)
+    return head
+
+
+def _check(obj: object, what: str, kind: str, components: Registry, members: tuple[str, ...]) -> None:
+    plugin = components.owner(what, kind)
+    if not isinstance(obj, nn.Module):
+        raise ComponentError(f"{what} {kind!r} of plugin {plugin!r}: the builder returned {type(obj).__name__}, not a torch nn.Module")
+    missing = missing_members(obj, members)
+    if missing:
+        raise ComponentError(f"{what} {kind!r} of plugin {plugin!r} has no {', '.join(missing)} (a {what} needs {', '.join(members)})")
 
 
 class HPT(nn.Module):
     """observations --stems--> tokens --+positional table--> trunk --> head --> action chunk.
 
     ``specs`` maps embodiment names to their specs, ``stats`` to their normaliser statistics (the
-    dataset's). ``components`` resolves stem and head kinds by name; by default, the installed ones.
+    dataset's). ``components`` resolves stem and head kinds by name (``load_registry(embodiments=False)``
+    for the installed ones). ``pretrained=False`` builds stems without fetching pretrained encoder
+    weights: for a network whose every tensor is loaded right after (see :meth:`from_checkpoint`).
     """
 
     def __init__(
@@ -35,13 +94,13 @@ class HPT(nn.Module):
         trunk: TrunkConfig,
         specs: Mapping[str, Spec],
         stats: Mapping[str, Mapping[str, Any]],
-        components: Registry | None = None,
+        components: Registry,
+        pretrained: bool = True,
     ):
         super().__init__()
         assert specs, "an HPT model needs at least one embodiment"
         missing = set(specs) - set(stats)
         assert not missing, f"no normaliser statistics for {sorted(missing)}"
-        components = components or installed_components()
         width = trunk.embed_dim
         self.trunk_config = trunk
         self.specs: dict[str, Spec] = dict(specs)
@@ -54,17 +113,25 @@ class HPT(nn.Module):
             shapes = spec.observation.field_shapes()
             self.stems[name] = nn.ModuleDict(
                 {
-                    s.modality: components.stem(s.kind)(s, shapes[s.modality], width, spec.observation_horizon)
+                    s.modality: build_stem(components, s, shapes[s.modality], width, spec.observation_horizon, pretrained)
                     for s in spec.stems
                 }
             )
-            self.heads[name] = components.head(spec.head.kind)(spec.head, width, spec.action.dim)
+            self.heads[name] = build_head(components, spec.head, width, spec.action.dim)
             self.normalizers[name] = Normalizer(stats[name])
             # A stem emits spec.num_tokens tokens unless it says otherwise (an image stem: one set per view).
             counts = [getattr(self.stems[name][s.modality], "tokens_out", s.num_tokens) for s in spec.stems]
             max_tokens = max(max_tokens, sum(counts))
         # Constant: computed once, never saved (it is a function of position only).
         self.register_buffer("pos_table", positional_table(max_tokens, width), persistent=False)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, components: Registry) -> HPT:
+        """The network exactly as saved: built from the description, then every tensor loaded strictly
+        (image encoders are not fetched first: the checkpoint holds their tensors)."""
+        model = cls(checkpoint.trunk_config, checkpoint.specs, checkpoint.stats, components, pretrained=False)
+        load_strict(model, checkpoint.tensors(), str(checkpoint.weights_path))
+        return model
 
     def encode(self, embodiment: str, observation: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw observations, each (B, H, *step_shape) -> trunk tokens (B, L, D)."""

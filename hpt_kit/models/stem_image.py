@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hpt_kit.embodiment import IMAGE, IMAGE_FEATURES, ImageEncoderSpec, ImageFeatureSpec, StemSpec
+from hpt_kit.core.spec import IMAGE, IMAGE_FEATURES, ImageEncoderSpec, ImageFeatureSpec, StemSpec
 from hpt_kit.models.heads import parse_options
 from hpt_kit.models.stems import MlpStem
 from hpt_kit.models.vision import IMAGENET, ResNetEncoder, check_arch
@@ -51,7 +51,14 @@ class ResNetStemOptions:
 class ResNetStem(nn.Module):
     """(B, H, V, h, w, 3) uint8 frames or (B, H, V, tokens, C) features -> (B, V * num_tokens, width)."""
 
-    def __init__(self, spec: StemSpec, step_shape: tuple[int, ...], width: int, observation_horizon: int):
+    def __init__(
+        self,
+        spec: StemSpec,
+        step_shape: tuple[int, ...],
+        width: int,
+        observation_horizon: int,
+        pretrained: bool = True,
+    ):
         super().__init__()
         opts = parse_options(ResNetStemOptions, spec, NAME, what="stem")
         self.end_to_end = spec.modality == IMAGE
@@ -63,7 +70,7 @@ class ResNetStem(nn.Module):
             views, height, frame_width, _ = step_shape
             copies = views if opts.views == "independent" else 1
             self.encoders = nn.ModuleList(
-                ResNetEncoder(opts.arch, opts.weights, opts.resize) for _ in range(copies)
+                ResNetEncoder(opts.arch, opts.weights, opts.resize, pretrained) for _ in range(copies)
             )
             tokens, channels = self.encoders[0].tokens(height, frame_width), self.encoders[0].channels
             self.train_encoder = opts.train_encoder
@@ -121,9 +128,9 @@ class ResNetStem(nn.Module):
 
 
 def build_resnet_stem(
-    spec: StemSpec, step_shape: tuple[int, ...], width: int, observation_horizon: int
+    spec: StemSpec, step_shape: tuple[int, ...], width: int, observation_horizon: int, pretrained: bool = True
 ) -> nn.Module:
-    return ResNetStem(spec, step_shape, width, observation_horizon)
+    return ResNetStem(spec, step_shape, width, observation_horizon, pretrained)
 
 
 def precomputed_stems(stems: tuple[StemSpec, ...], encoder: ImageEncoderSpec) -> tuple[StemSpec, ...]:

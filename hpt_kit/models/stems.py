@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from hpt_kit.embodiment import StemSpec
+from hpt_kit.core.spec import StemSpec
 from hpt_kit.models.layers import CrossAttention, Mlp
 
 

@@ -6,7 +6,7 @@ mean and standard deviation inside, so callers hand it frames as rendered.
 
 It serves both image modes: inside the ``resnet`` stem (``stem_image.py``) it is trained end to end;
 at conversion time (``hpt_kit.data.convert``) it computes ``image_features`` once, frozen, and its
-:class:`~hpt_kit.embodiment.ImageEncoderSpec` (name, weights, sha256) is stored with the dataset so a
+:class:`~hpt_kit.core.spec.ImageEncoderSpec` (name, weights, sha256) is stored with the dataset so a
 :class:`~hpt_kit.policy.Policy` can rebuild the same network at inference.
 
 Weights are chosen by name: ``"imagenet"`` (torchvision's default ImageNet weights for the
@@ -17,17 +17,16 @@ initialisation, reproducible so frozen features can be recomputed) or the path o
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpt_kit.embodiment import ImageEncoderSpec
+from hpt_kit.core.spec import ImageEncoderSpec
+from hpt_kit.weights.tensors import CheckpointError, load_strict, safe_torch_load, tensor_digest
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 IMAGENET = "imagenet"
@@ -38,23 +37,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # The torchvision ResNet modules kept: everything before the global pooling and the classifier.
 BACKBONE = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
-_load_weights = contextvars.ContextVar("hpt_kit_load_encoder_weights", default=True)
-
-
 class EncoderWeightsError(ValueError):
     """Encoder weights that cannot be had: a download that failed, a missing or mismatched file."""
-
-
-@contextlib.contextmanager
-def pretrained_weights(enabled: bool) -> Iterator[None]:
-    """Within the block, encoders skip fetching weights (``enabled=False``) and start from the seeded
-    initialisation. For building a network whose every tensor is loaded from a checkpoint right
-    after: no download, no weights file needed."""
-    token = _load_weights.set(enabled)
-    try:
-        yield
-    finally:
-        _load_weights.reset(token)
 
 
 def normalize_weights(weights: str | None) -> str:
@@ -88,8 +72,6 @@ def _torchvision():
 
 
 def _read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
-    from hpt_kit.published import PublishedFormatError, safe_torch_load
-
     if not path.is_file():
         raise EncoderWeightsError(f"{arch} weights file {path} does not exist")
     if path.suffix == ".safetensors":
@@ -103,7 +85,7 @@ def _read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
             ) from None
     try:
         state = safe_torch_load(path)
-    except PublishedFormatError as exc:
+    except CheckpointError as exc:
         raise EncoderWeightsError(f"{arch} weights file {exc}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EncoderWeightsError(
@@ -136,9 +118,13 @@ class ResNetEncoder(nn.Module):
     The submodules keep torchvision's names (``conv1``, ``bn1``, ``layer1`` ...), so a torchvision
     state dict loads as it is; its classifier (``fc.*``) may be present in a weights file or not and
     is dropped. ``resize`` > 0 resizes frames to resize x resize (bilinear, antialiased) first.
+    ``pretrained=False`` keeps the seeded initialisation without fetching ``weights``: for a network
+    whose every tensor is loaded from a checkpoint right after (no download, no weights file needed).
     """
 
-    def __init__(self, arch: str = "resnet18", weights: str | None = IMAGENET, resize: int = 0):
+    def __init__(
+        self, arch: str = "resnet18", weights: str | None = IMAGENET, resize: int = 0, pretrained: bool = True
+    ):
         super().__init__()
         check_arch(arch)
         if resize < 0:
@@ -150,7 +136,7 @@ class ResNetEncoder(nn.Module):
             torch.manual_seed(INIT_SEED)
             net = _torchvision().models.get_model(arch, weights=None)
         self.channels: int = net.fc.in_features
-        if _load_weights.get() and self.weights != NO_WEIGHTS:
+        if pretrained and self.weights != NO_WEIGHTS:
             if self.weights == IMAGENET:
                 state = _imagenet_state_dict(arch)
             else:
@@ -162,8 +148,6 @@ class ResNetEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     def _load(self, net: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-        from hpt_kit.train.checkpoint import CheckpointError, load_strict
-
         state = dict(state)
         if not any(k.startswith("fc.") for k in state):  # a backbone-only file: keep the classifier as built
             state.update({k: v for k, v in net.state_dict().items() if k.startswith("fc.")})
@@ -192,9 +176,7 @@ class ResNetEncoder(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (N, h*w, C)
 
     def digest(self) -> str:
-        from hpt_kit.trunks import trunk_digest  # sha256 over names, dtypes, shapes and bytes
-
-        return trunk_digest(self.state_dict())
+        return tensor_digest(self.state_dict())
 
     def describe(self) -> ImageEncoderSpec:
         """What a dataset records about the encoder that computed its features."""
@@ -206,8 +188,7 @@ class ResNetEncoder(nn.Module):
 def frozen_encoder(spec: ImageEncoderSpec) -> ResNetEncoder:
     """The encoder a dataset's features came from, rebuilt in eval mode without gradients; an error if
     its tensors differ from the recorded ones (other weights, another torchvision initialisation)."""
-    with pretrained_weights(True):
-        encoder = ResNetEncoder(spec.arch, spec.weights, spec.resize).eval().requires_grad_(False)
+    encoder = ResNetEncoder(spec.arch, spec.weights, spec.resize).eval().requires_grad_(False)
     digest = encoder.digest()
     if digest != spec.sha256:
         raise EncoderWeightsError(

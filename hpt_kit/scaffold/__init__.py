@@ -16,7 +16,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from hpt_kit.embodiment import NAME_PATTERN
+from hpt_kit.core.spec import NAME_PATTERN
 
 TEMPLATE = "template"
 SKIPPED = {"__pycache__", ".DS_Store"}

@@ -24,26 +24,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpt_kit.core.presets import TrunkConfig, trunk_config
+from hpt_kit.core.recipe import DatasetEntry, Recipe, RecipeError, TrainSection, recipe_to_toml
+from hpt_kit.core.registry import Registry
+from hpt_kit.core.spec import EmbodimentData
 from hpt_kit.data.convert import convert, default_dataset_path
 from hpt_kit.data.sampler import SequenceSampler, make_samplers, mask_history
 from hpt_kit.data.store import Dataset
 from hpt_kit.data.stream import BlockSampler, Streaming
-from hpt_kit.embodiment import EmbodimentData
 from hpt_kit.models.hpt import HPT
-from hpt_kit.models.trunk import TrunkConfig, trunk_config
-from hpt_kit.models.vision import pretrained_weights
-from hpt_kit.recipe import DatasetEntry, Recipe, RecipeError, TrainSection, recipe_to_toml
-from hpt_kit.registry import Registry
 from hpt_kit.train import distributed
-from hpt_kit.train.checkpoint import (
+from hpt_kit.weights.checkpoint import (
     CheckpointError,
     describe,
     latest_checkpoint,
-    load_strict,
     load_training_state,
     read_checkpoint,
     save_run_checkpoint,
 )
+from hpt_kit.weights.tensors import load_strict, tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -210,14 +209,14 @@ def build_model(
             TrunkConfig(t.embed_dim, t.num_blocks, t.num_heads, "custom") if t.preset == "custom" else trunk_config(t.preset)
         )
         return HPT(config, specs, stats, components=registry), {}
-    from hpt_kit.trunks import resolve_trunk, trunk_digest
+    from hpt_kit.weights.trunks import resolve_trunk
 
     source = resolve_trunk(trunk_from)
     model = HPT(source.config, specs, stats, components=registry)
     load_strict(model.trunk, source.tensors, f"{source.path} (trunk)")
     digest = source.digest
     # Nothing after loading may re-initialise the trunk: prove the weights are the loaded ones.
-    if trunk_digest(model.trunk.state_dict()) != digest:
+    if tensor_digest(model.trunk.state_dict()) != digest:
         raise CheckpointError(f"{source.path}: the trunk changed after loading (sha256 mismatch)")
     info = {
         "trunk_source": str(trunk_from),
@@ -309,8 +308,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
         if resumed is None:
             model, source_info = build_model(recipe, specs, stats, registry, recipe.transfer.trunk or None)
         else:  # the checkpoint holds every tensor: no need to fetch the trunk source or encoder weights again
-            with pretrained_weights(False):
-                model = HPT(resumed.trunk_config, specs, stats, components=registry)
+            model = HPT(resumed.trunk_config, specs, stats, registry, pretrained=False)
             source_info = {k: v for k, v in resumed.description.items() if k.startswith("trunk_source")}
     except (KeyError, ValueError) as exc:
         if isinstance(exc, CheckpointError | RecipeError):

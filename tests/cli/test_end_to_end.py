@@ -40,11 +40,13 @@ def test_convert_pretrain_transfer_eval(tmp_path, data_root):
     trunk_keys = [k for k in trunk_before if k.startswith("trunk.")]
     assert trunk_keys and all(torch.equal(trunk_before[k], after[k]) for k in trunk_keys)
     # The new stem and head trained: they differ from their initialisation (the same seed's fresh model).
-    from hpt_kit.train.checkpoint import resolve_checkpoint
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.models.hpt import HPT
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(xfer)
     torch.manual_seed(0)
-    fresh = ckpt.build_model().__class__(ckpt.trunk_config, ckpt.specs, ckpt.stats).state_dict()
+    fresh = HPT(ckpt.trunk_config, ckpt.specs, ckpt.stats, load_registry(embodiments=False)).state_dict()
     new_keys = [k for k in after if k.startswith(("stems.mujoco-arm4.", "heads.mujoco-arm4."))]
     assert new_keys and not any(k.startswith("stems.mujoco-arm3") for k in after)
     assert all(not torch.equal(fresh[k], after[k]) for k in new_keys if not k.startswith("normalizers"))

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from hpt_kit.core.presets import trunk_config
+from hpt_kit.core.registry import load_registry
+from hpt_kit.core.spec import ConvertRequest, RolloutRequest, SpecError
 from hpt_kit.data.convert import convert
 from hpt_kit.data.store import Dataset
-from hpt_kit.embodiment import ConvertRequest, RolloutRequest, SpecError
 from hpt_kit.models.hpt import HPT
-from hpt_kit.models.trunk import trunk_config
 from hpt_kit.models.vision import ResNetEncoder, encode_frames
 from hpt_kit.policy import Policy
-from hpt_kit.registry import load_registry
 from tests.conftest import HPT_KIT, make_image_toy
 
 

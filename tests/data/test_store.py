@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import zarr
 
+from hpt_kit.core.spec import ConvertRequest, SpecError
 from hpt_kit.data.convert import convert, default_dataset_path
 from hpt_kit.data.store import Dataset, DatasetError, write_dataset
-from hpt_kit.embodiment import ConvertRequest, SpecError
 
 
 def test_round_trip(toy, data_root):

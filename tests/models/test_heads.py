@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from hpt_kit.embodiment import ConvertRequest, HeadSpec, spec_from_dict, spec_to_dict
+from hpt_kit.core.presets import TrunkConfig
+from hpt_kit.core.registry import load_registry
+from hpt_kit.core.spec import ConvertRequest, HeadSpec, spec_from_dict, spec_to_dict
 from hpt_kit.models.hpt import HPT
-from hpt_kit.models.trunk import TrunkConfig
-from hpt_kit.registry import load_registry
 
 COMPONENTS = load_registry(load_entrypoints=False)
 HEADS = sorted(COMPONENTS.heads)

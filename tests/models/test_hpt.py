@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from hpt_kit.embodiment import (
+from hpt_kit.core.presets import TrunkConfig
+from hpt_kit.core.registry import load_registry
+from hpt_kit.core.spec import (
     ActionSpec,
     EmbodimentData,
     HeadSpec,
@@ -14,8 +16,6 @@ from hpt_kit.models.heads import MlpHead
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.normalizer import Normalizer
 from hpt_kit.models.stems import MlpStem
-from hpt_kit.models.trunk import TrunkConfig
-from hpt_kit.registry import load_registry
 
 WIDTH = 32
 

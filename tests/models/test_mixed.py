@@ -2,11 +2,11 @@
 
 import torch
 
-from hpt_kit.bench import standard_batch, standard_spec, standard_stats
-from hpt_kit.embodiment import EmbodimentData, StemSpec
+from hpt_kit.core.presets import TrunkConfig
+from hpt_kit.core.registry import load_registry
+from hpt_kit.core.spec import EmbodimentData, StemSpec
+from hpt_kit.lab.bench import standard_batch, standard_spec, standard_stats
 from hpt_kit.models.hpt import HPT
-from hpt_kit.models.trunk import TrunkConfig
-from hpt_kit.registry import load_registry
 
 
 def _model():

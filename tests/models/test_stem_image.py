@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from hpt_kit.embodiment import StemSpec
+from hpt_kit.core.presets import trunk_config
+from hpt_kit.core.registry import load_registry
+from hpt_kit.core.spec import StemSpec
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.stem_image import ResNetStem, feature_spec, precomputed_stems
-from hpt_kit.models.trunk import trunk_config
 from hpt_kit.models.vision import ResNetEncoder, encode_frames
-from hpt_kit.registry import load_registry
 from tests.conftest import image_spec, image_stats
 
 WIDTH = 32

@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from hpt_kit.core.presets import PRESETS, TrunkConfig
 from hpt_kit.models.layers import Block, SelfAttention, positional_table
-from hpt_kit.models.trunk import PRESETS, Trunk, TrunkConfig
+from hpt_kit.models.trunk import Trunk
 
 # Exact counts of this implementation (12 D^2 + 15 D per block) and the paper's rounded figures.
 EXPECTED = {

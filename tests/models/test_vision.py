@@ -12,7 +12,6 @@ from hpt_kit.models.vision import (
     encode_frames,
     feature_grid,
     frozen_encoder,
-    pretrained_weights,
 )
 
 
@@ -99,9 +98,8 @@ def test_imagenet_weights_go_through_torchvision_and_a_failed_download_says_what
     message = str(err.value)
     assert "ResNet18_Weights.IMAGENET1K_V1" in message and "URLError" in message
     assert 'weights = "/path/to/resnet18-f37072fd.pth"' in message and ".safetensors" in message
-    # Inside pretrained_weights(False) (a checkpoint about to be loaded) nothing is fetched.
-    with pretrained_weights(False):
-        ResNetEncoder("resnet18", weights="imagenet")
+    # With pretrained=False (a checkpoint about to be loaded) nothing is fetched.
+    ResNetEncoder("resnet18", weights="imagenet", pretrained=False)
     assert len(asked) == 1
 
 

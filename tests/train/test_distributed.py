@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from hpt_kit.train.checkpoint import resolve_checkpoint
+from hpt_kit.core.registry import load_registry
+from hpt_kit.models.hpt import HPT
+from hpt_kit.weights.checkpoint import resolve_checkpoint
 from tests.conftest import HPT_KIT, ROOT
 
 pytestmark = pytest.mark.slow
@@ -63,7 +65,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, parallel):
     saved = resolve_checkpoint(tmp_path / "two")
     assert saved.description["world_size"] == 2
     # Whole tensors, not shards, whatever the parallelism: the checkpoint loads into a plain model.
-    model = saved.build_model()
+    model = HPT.from_checkpoint(saved, load_registry(embodiments=False))
     assert {k: v.shape for k, v in saved.tensors().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
 
@@ -93,7 +95,7 @@ def test_torchrun_resumes_after_being_stopped(tmp_path, parallel):
     assert steps[-1] == 60 and any(s > stopped_at for s in steps)
     assert sum("event" in r for r in records) == 1  # the resumed run did not start over
     if stream:  # every rank's stretches were saved and restored
-        from hpt_kit.train.checkpoint import load_training_state
+        from hpt_kit.weights.checkpoint import load_training_state
 
         streams = json.loads(load_training_state(resolve_checkpoint(run).path)["streams"])
         assert len(streams) == 2 and all(set(s) == {"mujoco-arm3"} for s in streams)

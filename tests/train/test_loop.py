@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from hpt_kit.core.recipe import TrainSection, parse_recipe
+from hpt_kit.core.registry import load_registry
+from hpt_kit.models.hpt import HPT
 from hpt_kit.policy import Policy
-from hpt_kit.recipe import TrainSection, parse_recipe
-from hpt_kit.registry import load_registry
-from hpt_kit.train.checkpoint import CheckpointError, resolve_checkpoint
 from hpt_kit.train.loop import lr_at, train
+from hpt_kit.weights.checkpoint import CheckpointError, resolve_checkpoint
 from tests.conftest import make_image_toy, make_toy
 
 
@@ -208,7 +209,7 @@ ToyHeadPlugin.hpt_register_heads = __import__("hpt_kit").hookimpl(ToyHeadPlugin.
 
 
 def test_a_policy_loads_a_checkpoint_whose_head_a_plugin_registers(tmp_path):
-    from hpt_kit.registry import UnknownNameError
+    from hpt_kit.core.registry import UnknownNameError
 
     registry = load_registry(load_entrypoints=False, extra_plugins=[("toys", ToyPlugin), ("heads", ToyHeadPlugin)])
     recipe = _recipe(steps=2)
@@ -226,7 +227,7 @@ def test_recipe_overrides_horizons_and_head_options(registry, tmp_path):
     train(dataclasses.replace(recipe, datasets=(entry,)), tmp_path / "run", registry)
     spec = resolve_checkpoint(tmp_path / "run").specs["toy"]
     assert spec.observation_horizon == 3 and spec.action_horizon == 5 and spec.head.options == {"note": 1}
-    model = resolve_checkpoint(tmp_path / "run").build_model()
+    model = HPT.from_checkpoint(resolve_checkpoint(tmp_path / "run"), registry)
     assert model.predict("toy", {"state": torch.zeros(2, 3, 3)}).shape == (2, 5, 1)
 
 
@@ -235,7 +236,7 @@ def test_a_missing_dataset_that_may_not_be_converted_names_the_key_and_file(regi
         {"trunk": {"preset": "tiny"}, "datasets": [{"embodiment": "toy", "path": str(tmp_path / "none.zarr"), "convert": False}]},
         "recipes/x.toml",
     )
-    from hpt_kit.recipe import RecipeError
+    from hpt_kit.core.recipe import RecipeError
 
     with pytest.raises(RecipeError, match=r"recipes/x.toml: datasets\[0\].path: dataset .*none.zarr does not exist"):
         train(recipe, tmp_path / "run", registry)
@@ -304,8 +305,8 @@ def test_end_to_end_image_run_trains_the_encoder_and_its_checkpoint_needs_no_wei
 
 
 def test_a_recipe_can_ask_for_precomputed_image_features(camera_registry, tmp_path):
+    from hpt_kit.core.recipe import RecipeError
     from hpt_kit.data.store import Dataset
-    from hpt_kit.recipe import RecipeError
 
     recipe = _image_recipe(image_encoder="resnet18", image_encoder_weights="none")
     train(recipe, tmp_path / "run", camera_registry)  # converts toy-cam with its frames encoded
@@ -329,7 +330,7 @@ def test_a_recipe_can_ask_for_precomputed_image_features(camera_registry, tmp_pa
 
 
 def test_stem_options_in_a_recipe_are_checked(camera_registry, tmp_path):
-    from hpt_kit.recipe import RecipeError
+    from hpt_kit.core.recipe import RecipeError
 
     with pytest.raises(
         RecipeError,

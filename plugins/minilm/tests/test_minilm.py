@@ -21,9 +21,9 @@ from importlib import metadata
 import numpy as np
 import pytest
 import torch
-from hpt_kit.embodiment import LanguageSpec
-from hpt_kit.language import Instructions
-from hpt_kit.registry import load_registry
+from hpt_kit.core.language import Instructions
+from hpt_kit.core.registry import load_registry
+from hpt_kit.core.spec import LanguageSpec
 
 from hpt_kit_minilm.bert import CHECKPOINT_NAMES, Bert, BertConfig, load_bert
 from hpt_kit_minilm.plugin import NAME

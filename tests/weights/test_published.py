@@ -11,9 +11,10 @@ import yaml
 from torch import nn
 
 import hpt_kit
-from hpt_kit.published import PublishedFormatError, read_published
-from hpt_kit.train.checkpoint import CheckpointError
-from hpt_kit.trunks import resolve_trunk, trunk_digest
+from hpt_kit.weights.checkpoint import CheckpointError
+from hpt_kit.weights.published import PublishedFormatError, read_published
+from hpt_kit.weights.tensors import tensor_digest
+from hpt_kit.weights.trunks import resolve_trunk
 from tests.conftest import HPT_KIT
 
 
@@ -169,6 +170,6 @@ def test_export_round_trips_into_the_reference_semantics(tmp_path):
     x = torch.randn(2, 9, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), ref(x), atol=1e-6, rtol=0)
-    assert resolve_trunk(tmp_path / "exported").digest == source.digest == trunk_digest(trunk.state_dict())
+    assert resolve_trunk(tmp_path / "exported").digest == source.digest == tensor_digest(trunk.state_dict())
     network = yaml.safe_load((tmp_path / "exported" / "config.yaml").read_text())["network"]
     assert network["embed_dim"] == 64 and network["token_postprocessing"] == "mean" and network["no_trunk"] is False

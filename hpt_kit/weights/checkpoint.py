@@ -21,11 +21,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from hpt_kit.embodiment import EmbodimentData, spec_from_dict
-from hpt_kit.models.hpt import HPT
-from hpt_kit.models.trunk import TrunkConfig
-from hpt_kit.models.vision import pretrained_weights
-from hpt_kit.registry import Registry
+from hpt_kit.core.presets import TrunkConfig
+from hpt_kit.core.spec import EmbodimentData, spec_from_dict
+from hpt_kit.weights.locations import resolve_location
+from hpt_kit.weights.tensors import CheckpointError, safe_torch_load
 
 FORMAT = "hpt-kit-checkpoint"
 FORMAT_VERSION = 1
@@ -34,10 +33,6 @@ DESCRIPTION = "checkpoint.json"
 TRAINING_STATE = "training_state.pt"
 LATEST = "latest"
 STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be found or read; the message names the location and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -61,41 +56,14 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.description.get("step", 0))
 
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS
+
     def tensors(self) -> dict[str, torch.Tensor]:
-        weights = self.path / WEIGHTS
-        if not weights.is_file():
+        if not self.weights_path.is_file():
             raise CheckpointError(f"{self.path}: {WEIGHTS} is missing")
-        return load_file(str(weights))
-
-    def build_model(self, components: Registry | None = None) -> HPT:
-        """The network exactly as saved: built from the description, then every tensor loaded strictly
-        (image encoders are not fetched first: the checkpoint holds their tensors). ``components``
-        resolves stem and head kinds (default: the installed ones)."""
-        with pretrained_weights(False):
-            model = HPT(self.trunk_config, self.specs, self.stats, components=components)
-        load_strict(model, self.tensors(), str(self.path / WEIGHTS))
-        return model
-
-
-def load_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load every tensor or fail listing missing, unexpected and mis-shaped keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shaped = sorted(k for k in set(own) & set(tensors) if tuple(own[k].shape) != tuple(tensors[k].shape))
-    if missing or unexpected or shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected}")
-        if shaped:
-            parts.append(
-                "mis-shaped keys "
-                + ", ".join(f"{k} {tuple(tensors[k].shape)} != {tuple(own[k].shape)}" for k in shaped)
-            )
-        raise CheckpointError(f"{source}: " + "; ".join(parts))
-    module.load_state_dict(dict(tensors), strict=True)
+        return load_file(str(self.weights_path))
 
 
 def read_checkpoint(folder: str | Path) -> Checkpoint:
@@ -124,14 +92,7 @@ def read_checkpoint(folder: str | Path) -> Checkpoint:
 
 def resolve_checkpoint(location: str | Path) -> Checkpoint:
     """A checkpoint folder, a run directory (its latest checkpoint) or ``hf://OWNER/REPO[@REV]``."""
-    text = str(location)
-    if text.startswith("hf://"):
-        from hpt_kit.hub import download
-
-        return resolve_checkpoint(download(text))
-    path = Path(text)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint or run directory")
+    path = resolve_location(location, "checkpoint or run directory")
     if (path / DESCRIPTION).is_file():
         return read_checkpoint(path)
     latest = path / "checkpoints" / LATEST
@@ -141,13 +102,14 @@ def resolve_checkpoint(location: str | Path) -> Checkpoint:
 
 
 def describe(
-    model: HPT,
+    model: Any,
     step: int,
     recipe: Mapping[str, Any] | None = None,
     datasets: Mapping[str, Mapping[str, Any]] | None = None,
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The ``checkpoint.json`` of ``model`` (an ``HPT``: its trunk config, specs and statistics)."""
     from hpt_kit import __version__
 
     stats = model.stats()
@@ -170,7 +132,7 @@ def describe(
 
 def write_checkpoint_folder(
     folder: Path,
-    model: HPT,
+    model: torch.nn.Module,
     description: Mapping[str, Any],
     training_state: Mapping[str, Any] | None = None,
     tensors: Mapping[str, torch.Tensor] | None = None,
@@ -202,7 +164,7 @@ def write_checkpoint_folder(
 def save_run_checkpoint(
     run_dir: Path,
     step: int,
-    model: HPT,
+    model: torch.nn.Module,
     description: Mapping[str, Any],
     training_state: Mapping[str, Any],
     keep: int = 3,
@@ -226,12 +188,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_training_state(folder: Path) -> dict[str, Any]:
-    from hpt_kit.published import PublishedFormatError, safe_torch_load
-
     path = Path(folder) / TRAINING_STATE
     if not path.is_file():
         raise CheckpointError(f"{folder}: {TRAINING_STATE} is missing; this checkpoint cannot resume a run")
-    try:
-        return safe_torch_load(path)
-    except PublishedFormatError as exc:
-        raise CheckpointError(str(exc)) from None
+    return safe_torch_load(path)

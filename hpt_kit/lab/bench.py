@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpt_kit.embodiment import (
+from hpt_kit.core.presets import trunk_config
+from hpt_kit.core.registry import load_registry
+from hpt_kit.core.spec import (
     ActionSpec,
     EmbodimentData,
     HeadSpec,
@@ -35,8 +37,6 @@ from hpt_kit.embodiment import (
     StemSpec,
 )
 from hpt_kit.models.hpt import HPT
-from hpt_kit.models.trunk import trunk_config
-from hpt_kit.registry import load_registry
 
 STATE_DIM, VIEWS, TOKENS, CHANNELS, CHUNK, ACTION_DIM = 39, 1, 49, 512, 4, 4
 PARTS = ("train", "act", "mixed", "sampler")  # what a run measures; the matmul peak always
@@ -373,7 +373,7 @@ def bench_sampler(store_gb: float, batches: int, batch: int = 256, store: Path |
         path = Path(store) if store else Path(tmp) / "bench.zarr"
         if not path.exists():
             make_store(path, store_gb)
-        cmd = [sys.executable, "-c", f"import json, hpt_kit.bench as b; print(json.dumps(b.sampler_child({str(path)!r}, {batches}, {batch})))"]
+        cmd = [sys.executable, "-c", f"import json, hpt_kit.lab.bench as b; print(json.dumps(b.sampler_child({str(path)!r}, {batches}, {batch})))"]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         result["store_gb"] = _dir_gb(path)

@@ -10,13 +10,14 @@ import subprocess
 import pytest
 import yaml
 from safetensors.torch import load_file
+from tests.weights.test_published import publish_reference
 
-from hpt_kit.recipe import parse_recipe
-from hpt_kit.registry import load_registry
+from hpt_kit.core.recipe import parse_recipe
+from hpt_kit.core.registry import load_registry
 from hpt_kit.train.loop import train
-from hpt_kit.trunks import resolve_trunk, trunk_digest
+from hpt_kit.weights.tensors import tensor_digest
+from hpt_kit.weights.trunks import resolve_trunk
 from tests.conftest import HPT_KIT, ROOT
-from tests.test_published import publish_reference
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,7 @@ def test_published_trunk_on_the_hub_transfers_with_the_same_weights(tmp_path, of
     assert desc["trunk_source"] == "hf://acme/hpt-tiny" and desc["trunk_source_format"] == "hpt-published-trunk"
     assert desc["trunk_source_sha256"] == digest
     after = load_file(str(run / "checkpoints" / "latest" / "model.safetensors"))
-    assert trunk_digest({k[6:]: v for k, v in after.items() if k.startswith("trunk.")}) == digest
+    assert tensor_digest({k[6:]: v for k, v in after.items() if k.startswith("trunk.")}) == digest
     result = json.loads(hpt("eval", run, "--episodes", 2, "--json", env=env).stdout)
     assert 0 <= result["success_rate"] <= 1
 

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpt_kit.embodiment import IMAGE, IMAGE_FEATURES, INSTRUCTION, LANGUAGE
-from hpt_kit.models.hpt import HPT, installed_components
+from hpt_kit.core.registry import Registry, UnknownNameError, load_registry
+from hpt_kit.core.spec import IMAGE, IMAGE_FEATURES, INSTRUCTION, LANGUAGE
+from hpt_kit.models.hpt import HPT
 from hpt_kit.models.vision import ResNetEncoder, encode_frames, frozen_encoder
-from hpt_kit.registry import Registry, UnknownNameError
 
 _DTYPES = {IMAGE: torch.uint8}  # history buffers hold what the stems take; everything else float32
 
@@ -87,9 +87,9 @@ class Policy:
         language = obs.language
         self._instructions = None
         if LANGUAGE in self._fields and language.encoder:
-            from hpt_kit.language import instructions_for
+            from hpt_kit.core.language import instructions_for
 
-            self._instructions = instructions_for(language, registry or installed_components())
+            self._instructions = instructions_for(language, registry or load_registry(embodiments=False))
         self._queue: np.ndarray = np.zeros((0, A), dtype=np.float32)
         # Temporal ensembling: the last K chunks, oldest first; only the last ``_chunk_count`` rows are live.
         self._chunks = np.zeros((horizon, horizon, A), dtype=np.float32)  # (K chunks, K steps, A)
@@ -110,9 +110,9 @@ class Policy:
         """A policy from a checkpoint folder, run directory or ``hf://`` location; ``embodiment``
         defaults to the checkpoint's first. The other arguments are the constructor's; ``registry``
         also resolves the checkpoint's stem and head kinds (for components of plugins not installed)."""
-        from hpt_kit.train.checkpoint import resolve_checkpoint
+        from hpt_kit.weights.checkpoint import resolve_checkpoint
 
-        model = resolve_checkpoint(location).build_model(registry)
+        model = HPT.from_checkpoint(resolve_checkpoint(location), registry or load_registry(embodiments=False))
         name = embodiment or next(iter(model.specs))
         return cls(model, name, execute_steps, ensemble, device=device, compile=compile, registry=registry)
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from hpt_kit.embodiment import RolloutRequest
+from hpt_kit.core.presets import TrunkConfig
+from hpt_kit.core.registry import load_registry
+from hpt_kit.core.spec import RolloutRequest
 from hpt_kit.models.hpt import HPT
-from hpt_kit.models.trunk import TrunkConfig
 from hpt_kit.models.vision import EncoderWeightsError, ResNetEncoder, encode_frames
 from hpt_kit.policy import Policy
-from hpt_kit.registry import load_registry
 from tests.conftest import image_spec, image_stats
 
 
@@ -122,7 +122,7 @@ def test_eval_command_takes_the_mode_from_the_recipe_or_the_options(tmp_path, ca
     import typer
 
     from hpt_kit.cli.evaluate import eval_command
-    from hpt_kit.recipe import parse_recipe
+    from hpt_kit.core.recipe import parse_recipe
     from hpt_kit.train.loop import train
 
     recipe = parse_recipe(

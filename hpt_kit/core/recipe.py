@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpt_kit.models.trunk import PRESETS
+from hpt_kit.core.presets import PRESETS
 
 
 class RecipeError(ValueError):

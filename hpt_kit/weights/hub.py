@@ -1,60 +1,10 @@
-"""Locations on the Hugging Face Hub: ``hf://OWNER/REPO[@REVISION]``.
-
-Downloads go through ``huggingface_hub`` and so honour ``HF_HUB_OFFLINE``, ``HF_HOME``/the cache and
-revisions; offline, a location resolves from the cache or fails with a clear error.
-"""
+"""Publishing a kit checkpoint on the Hugging Face Hub: the model card and the upload."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-HUB_FILES = ["model.safetensors", "checkpoint.json", "README.md", "config.yaml", "trunk.pth"]
-HF_PATTERN = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
-
-
-class HubError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class HubLocation:
-    repo_id: str
-    revision: str | None
-
-
-def parse_hf(location: str) -> HubLocation:
-    m = HF_PATTERN.match(location)
-    if not m:
-        raise HubError(f"{location!r}: expected hf://OWNER/REPO or hf://OWNER/REPO@REVISION")
-    return HubLocation(m["repo"], m["rev"])
-
-
-def resolve_location(location: str) -> Path:
-    """A local path for a location: ``hf://`` is downloaded (or found in the cache), a path is checked."""
-    if location.startswith("hf://"):
-        return download(location)
-    path = Path(location)
-    if not path.exists():
-        raise HubError(f"{path}: no such file or directory")
-    return path
-
-
-def download(location: str) -> Path:
-    """The local snapshot folder of ``hf://OWNER/REPO[@REVISION]`` (downloaded or from the cache)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    loc = parse_hf(location)
-    try:
-        # Only the files a kit checkpoint or a published trunk consists of: nothing else is fetched.
-        return Path(snapshot_download(repo_id=loc.repo_id, revision=loc.revision, allow_patterns=HUB_FILES))
-    except LocalEntryNotFoundError as exc:
-        raise HubError(f"{location}: not in the local cache and the Hub is unreachable or offline ({exc})") from None
-    except HfHubHTTPError as exc:
-        raise HubError(f"{location}: {exc}") from None
-
+from hpt_kit.weights.locations import HubError
 
 UPLOADED = ("model.safetensors", "checkpoint.json")
 

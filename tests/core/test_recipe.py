@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from hpt_kit.recipe import RecipeError, load_recipe, parse_recipe, recipe_to_toml
+from hpt_kit.core.recipe import RecipeError, load_recipe, parse_recipe, recipe_to_toml
 from tests.conftest import HPT_KIT, ROOT
 
 
@@ -42,8 +42,8 @@ def test_good_recipe_round_trips_through_toml(tmp_path):
 
 
 def test_shipped_recipes_validate_and_name_installed_embodiments():
-    from hpt_kit.experiment import load_experiment
-    from hpt_kit.registry import load_registry
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.lab.experiment import load_experiment
 
     registry = load_registry()
     paths = sorted((ROOT / "recipes").glob("*.toml"))
@@ -61,9 +61,9 @@ def test_shipped_recipes_validate_and_name_installed_embodiments():
 def test_scaled_recipe_builds_its_xlarge_model():
     import torch
 
+    from hpt_kit.core.presets import trunk_config
+    from hpt_kit.core.registry import load_registry
     from hpt_kit.models.hpt import HPT
-    from hpt_kit.models.trunk import trunk_config
-    from hpt_kit.registry import load_registry
 
     recipe = load_recipe(ROOT / "recipes" / "scaled.toml")
     registry = load_registry()

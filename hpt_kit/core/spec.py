@@ -199,6 +199,36 @@ class Controller(Protocol):
     def act(self, observation: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
 
+class Stem(Protocol):
+    """What a stem builder returns (a torch module): raw observations of one modality, (B, H,
+    *input_shape), to (B, n, width) tokens. n is ``tokens_out`` when the stem has that attribute (an
+    image stem: one set of tokens per camera view), else its ``StemSpec.num_tokens``."""
+
+    def __call__(self, x: Any) -> Any: ...
+
+
+class Head(Protocol):
+    """What a head builder returns (a torch module) behind the trunk. ``features`` are the trunk's
+    output tokens (B, L, width); ``actions`` are normalised to [-1, 1], (B, action_horizon, action_dim)."""
+
+    def loss(self, features: Any, actions: Any) -> Any:
+        """A scalar training loss."""
+        ...
+
+    def predict(self, features: Any) -> Any:
+        """Normalised actions, (B, action_horizon, action_dim)."""
+        ...
+
+
+STEM_MEMBERS = ("__call__",)
+HEAD_MEMBERS = ("loss", "predict")
+
+
+def missing_members(obj: object, members: tuple[str, ...]) -> list[str]:
+    """The protocol members ``obj`` lacks (not present or not callable)."""
+    return [m for m in members if not callable(getattr(obj, m, None))]
+
+
 Episode = dict[str, np.ndarray]
 ConvertFn = Callable[[ConvertRequest], Iterator[Episode]]
 RolloutFn = Callable[[Controller, RolloutRequest], RolloutResult]

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from hpt_kit.embodiment import ACTION, INSTRUCTION, LANGUAGE, STATE, Episode, LanguageSpec, SpecError
+from hpt_kit.core.spec import ACTION, INSTRUCTION, LANGUAGE, STATE, Episode, LanguageSpec, SpecError
 
 if TYPE_CHECKING:
-    from hpt_kit.registry import Registry
+    from hpt_kit.core.registry import Registry
 
 
 class TextEncoder(Protocol):
@@ -142,7 +142,7 @@ class Instructions:
 
 def instructions_for(spec: LanguageSpec, registry: Registry | None = None) -> Instructions:
     """The :class:`Instructions` of a spec whose ``encoder`` names a registered text encoder."""
-    from hpt_kit.registry import load_registry
+    from hpt_kit.core.registry import load_registry
 
     registry = registry if registry is not None else load_registry(embodiments=False)
     encoder = registry.text_encoder(spec.encoder)

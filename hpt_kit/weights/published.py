@@ -10,7 +10,6 @@ YAML is read with ``safe_load`` and the tensors with ``torch.load(weights_only=T
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -20,7 +19,8 @@ from typing import Any
 
 import torch
 
-from hpt_kit.models.trunk import PRESETS, TrunkConfig
+from hpt_kit.core.presets import PRESETS, TrunkConfig
+from hpt_kit.weights.tensors import CheckpointError, safe_torch_load
 
 CONFIG = "config.yaml"
 WEIGHTS = "trunk.pth"
@@ -28,25 +28,8 @@ PREFIX = "trunk."
 FORMAT = "hpt-published-trunk"
 
 
-class PublishedFormatError(ValueError):
+class PublishedFormatError(CheckpointError):
     """A published trunk folder that cannot be read; the message names the file and the key."""
-
-
-def safe_torch_load(path: str | Path) -> Any:
-    """``torch.load`` that only ever reconstructs tensors and plain containers.
-
-    Anything else in the pickle (a class, a function call) is refused before it runs.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PublishedFormatError(
-            f"{path}: refused to load: the file holds Python objects other than tensors and plain "
-            f"containers, which could run code when unpickled ({first})"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise PublishedFormatError(f"{path}: not a readable torch file ({exc})") from None
 
 
 def preset_name(embed_dim: int, num_blocks: int, num_heads: int) -> str:
@@ -99,7 +82,10 @@ def read_published(folder: str | Path) -> PublishedTrunk:
     network = read_network(folder)
     e, b, h = network["embed_dim"], network["num_blocks"], network["num_heads"]
     config = TrunkConfig(e, b, h, preset_name(e, b, h))
-    state = safe_torch_load(folder / WEIGHTS)
+    try:
+        state = safe_torch_load(folder / WEIGHTS)
+    except CheckpointError as exc:
+        raise PublishedFormatError(str(exc)) from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PublishedFormatError(f"{folder / WEIGHTS}: expected a state dict of tensors")
     outside = sorted(k for k in state if not k.startswith(PREFIX))

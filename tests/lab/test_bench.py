@@ -44,7 +44,7 @@ def test_bench_measures_only_the_parts_asked_for():
 def test_flops_counted_on_small_batches_equal_the_count_at_the_timed_batch():
     import torch
 
-    from hpt_kit.bench import (
+    from hpt_kit.lab.bench import (
         count_train_flops,
         flops_per_sample,
         standard_batch,

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hpt_kit.embodiment import RolloutRequest
-from hpt_kit.recipe import (
+from hpt_kit.core.recipe import (
     DatasetEntry,
     Recipe,
     RecipeError,
@@ -35,6 +34,7 @@ from hpt_kit.recipe import (
     parse_table,
     read_toml,
 )
+from hpt_kit.core.spec import RolloutRequest
 
 METHODS = ("scratch", "frozen", "finetune")
 
@@ -142,10 +142,11 @@ def run_experiment(
     on_stage: Callable[[str], None] | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> ExperimentResult:
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.models.hpt import HPT
     from hpt_kit.policy import Policy
-    from hpt_kit.registry import load_registry
-    from hpt_kit.train.checkpoint import latest_checkpoint, resolve_checkpoint
     from hpt_kit.train.loop import train
+    from hpt_kit.weights.checkpoint import latest_checkpoint, resolve_checkpoint
 
     say = on_stage or (lambda msg: None)
     registry = load_registry()
@@ -172,7 +173,7 @@ def run_experiment(
                 recipe = transfer_recipe(section, pretrain, target, method, seed, trunk_dir)
                 train(recipe, run_dir, registry, resume=True, on_log=on_log)
                 ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
-                policy = Policy(ckpt.build_model(), target.embodiment)
+                policy = Policy(HPT.from_checkpoint(ckpt, registry), target.embodiment)
                 request = RolloutRequest(
                     episodes=section.eval_episodes, seed=10_000 + seed, render=policy.needs_images
                 )
@@ -206,7 +207,7 @@ def run_experiment(
 
 
 def _pretrain_versions(trunk_dir: Path) -> dict[str, Any]:
-    from hpt_kit.train.checkpoint import resolve_checkpoint
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
 
     desc = resolve_checkpoint(trunk_dir).description
     return {

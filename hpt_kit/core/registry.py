@@ -22,12 +22,13 @@ from typing import Any
 import pluggy
 
 from hpt_kit import hookspecs
-from hpt_kit.embodiment import NAME_PATTERN, Embodiment, spec_problems
+from hpt_kit.core.spec import NAME_PATTERN, Embodiment, spec_problems
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "hpt_kit"
-BUILTIN_PLUGINS = ("hpt_kit.builtins",)
+# Loaded by name, like entry points: the built-ins are plugins (they live with the models they register).
+BUILTIN_PLUGINS = ("hpt_kit.models.builtins",)
 
 
 class UnknownNameError(KeyError):
@@ -77,6 +78,7 @@ class Registry:
     text_encoders: dict[str, RegisteredTextEncoder] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     errors: list[PluginError] = field(default_factory=list)
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)  # ("stem"|"head", name) -> plugin
 
     def embodiment(self, name: str) -> Embodiment:
         if name not in self.embodiments:
@@ -93,6 +95,10 @@ class Registry:
 
     def head(self, kind: str) -> Callable[..., Any]:
         return _lookup(self.heads, kind, "head")
+
+    def owner(self, what: str, kind: str) -> str:
+        """The plugin that registered the stem or head ``kind`` (``what`` is "stem" or "head")."""
+        return self.owners.get((what, kind), "?")
 
     def text_encoder(self, name: str) -> Any:
         """A new instance of the text encoder registered as ``name``, checked against the hook's contract."""
@@ -163,6 +169,7 @@ class ComponentRegistrar:
             reason = f"duplicate {self._what} name"
         else:
             self._table[name] = builder
+            self._registry.owners[(self._what, name)] = self._plugin.name
             return
         self._registry.errors.append(PluginError(self._plugin.name, reason, str(name)))
 

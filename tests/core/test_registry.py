@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import hpt_kit
-from hpt_kit.registry import load_registry
+from hpt_kit.core.registry import load_registry
 from tests.conftest import HPT_KIT
 
 BROKEN = "raise ImportError('this plugin is broken on purpose')\n"
@@ -91,7 +91,7 @@ def test_cli_list_reports_plugin_errors(plugin_site):
     assert listing["heads"] == ["diffusion", "gmm", "mlp", "transformer-decoder"] and listing["stems"] == ["mlp", "resnet"]
     encoders = {e["name"]: e for e in listing["text_encoders"]}
     hash_ngram = encoders["hash-ngram"]
-    assert (hash_ngram["distribution"], hash_ngram["plugin"]) == ("hpt-kit", "hpt_kit.builtins")
+    assert (hash_ngram["distribution"], hash_ngram["plugin"]) == ("hpt-kit", "hpt_kit.models.builtins")
     text = subprocess.run([HPT_KIT, "list"], capture_output=True, text=True, env=env, check=True).stdout
     assert "plugin error" in text and "broken on purpose" in text
 
@@ -101,8 +101,8 @@ def test_builtins_register_through_the_hooks():
     assert set(registry.stems) == {"mlp", "resnet"} and set(registry.heads) == {"mlp", "transformer-decoder", "diffusion", "gmm"}
     assert set(registry.text_encoders) == {"hash-ngram"}
     assert registry.embodiments == {}
-    assert [p.name for p in registry.plugins] == ["hpt_kit.builtins"]
-    assert sys.modules["hpt_kit.builtins"].hpt_register_heads is not None
+    assert [p.name for p in registry.plugins] == ["hpt_kit.models.builtins"]
+    assert sys.modules["hpt_kit.models.builtins"].hpt_register_heads is not None
 
 
 def test_every_hook_is_prefixed_documented_and_used():

@@ -29,6 +29,6 @@ def hpt_register_heads(registry) -> None:
 
 @hookimpl
 def hpt_register_text_encoders(registry) -> None:
-    from hpt_kit.language import HashNgramEncoder
+    from hpt_kit.core.language import HashNgramEncoder
 
     registry.add("hash-ngram", HashNgramEncoder)

@@ -1,0 +1,1 @@
+"""The bottom floor: the embodiment spec, the trunk presets, the registry, recipes and language."""

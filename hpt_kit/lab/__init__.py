@@ -1,0 +1,1 @@
+"""Measurements and studies built on training and the policy: ``bench`` and ``experiment``."""

@@ -1,0 +1,5 @@
+"""Inference: a trained network driving a robot in closed loop."""
+
+from hpt_kit.policy.closed_loop import Policy
+
+__all__ = ["Policy"]

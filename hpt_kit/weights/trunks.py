@@ -1,0 +1,41 @@
+"""Where a pre-trained trunk comes from: a kit checkpoint or run directory, a folder in the published
+HPT format, or either of them on the Hugging Face Hub (``hf://OWNER/REPO[@REVISION]``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hpt_kit.core.presets import TrunkConfig
+from hpt_kit.weights.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from hpt_kit.weights.checkpoint import resolve_checkpoint
+from hpt_kit.weights.locations import resolve_location
+from hpt_kit.weights.published import FORMAT as PUBLISHED_FORMAT
+from hpt_kit.weights.published import is_published, read_published
+from hpt_kit.weights.tensors import tensor_digest
+
+
+@dataclass(frozen=True)
+class TrunkSource:
+    location: str
+    path: Path
+    format: str
+    config: TrunkConfig
+    tensors: dict[str, torch.Tensor]  # Trunk state dict (no "trunk." prefix)
+    step: int | None = None
+
+    @property
+    def digest(self) -> str:
+        return tensor_digest(self.tensors)
+
+
+def resolve_trunk(location: str | Path) -> TrunkSource:
+    path = resolve_location(str(location))
+    if is_published(path):
+        pub = read_published(path)
+        return TrunkSource(str(location), pub.path, PUBLISHED_FORMAT, pub.config, pub.tensors)
+    ckpt = resolve_checkpoint(path)
+    tensors = {k[len("trunk.") :]: v for k, v in ckpt.tensors().items() if k.startswith("trunk.")}
+    return TrunkSource(str(location), ckpt.path, CHECKPOINT_FORMAT, ckpt.trunk_config, tensors, ckpt.step)
