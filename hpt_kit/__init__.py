@@ -5,6 +5,12 @@ from hpt_kit._preload import preload_for_osmesa
 preload_for_osmesa()  # before anything can import mujoco; see _preload.py
 
 from hpt_kit.core.spec import (  # noqa: E402
+    ACTION,
+    IMAGE,
+    IMAGE_FEATURES,
+    INSTRUCTION,
+    LANGUAGE,
+    STATE,
     ActionSpec,
     Controller,
     ConvertRequest,
@@ -39,6 +45,12 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ACTION",
+    "IMAGE",
+    "IMAGE_FEATURES",
+    "INSTRUCTION",
+    "LANGUAGE",
+    "STATE",
     "ActionSpec",
     "Controller",
     "ConvertRequest",

@@ -1,10 +1,35 @@
-"""Pieces every simulator plugin's episode loop needs, so each plugin writes only its own loop."""
+"""The episode loops every simulator plugin needs, written once.
+
+A plugin brings what is its own: an environment that answers the :class:`EpisodeEnv` protocol (reset
+from a generator, step, observation, video frame) and the controller that drives it, bundled as an
+:class:`EpisodeSource`. The kit's loops do the rest the same way for every plugin: seeding each
+episode on its own, the expert collection with retries and its notes (:func:`collect_episodes`),
+evaluation into a ``RolloutResult`` (:func:`evaluate`) and videos on disk (:func:`save_video`).
+
+Seeding: attempt ``j`` at a source with seed key ``key`` draws from
+``SeedSequence(seed, spawn_key=(stream, *key, j))``, with one stream for conversion and another for
+rollouts, so evaluating with a dataset's seed never replays its episodes, and every episode is
+reproducible on its own whatever ran before it.
+
+This module is part of the plugin-facing API: it imports numpy and the standard library only, and
+the kit's spec types from the package root when a function runs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult
+
+CONVERT_STREAM = 0  # seed stream of dataset conversion
+ROLLOUT_STREAM = 1  # seed stream of evaluation: never the episodes a dataset was made from
+SPARE_ATTEMPTS = 20  # expert attempts per source stop at twice its share of episodes plus these
 
 
 def episode_rng(seed: int, *key: int) -> np.random.Generator:
@@ -26,7 +51,8 @@ def checked_action(action: object, dim: int, name: str) -> np.ndarray:
 
 @dataclass
 class EpisodeLog:
-    """What one episode's controller saw and did, plus its outcome."""
+    """What one episode's controller saw and did, plus its outcome: the one record every loop here
+    keeps, so conversion, evaluation and videos read an episode the same way."""
 
     states: list[np.ndarray] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
@@ -36,7 +62,182 @@ class EpisodeLog:
     success: bool = False
 
     def to_episode(self) -> dict[str, np.ndarray]:
+        """The episode as ``convert_dataset`` yields it: time-major ``state``, ``action`` and, when the
+        controller saw cameras, ``image``; video frames stay out."""
         episode = {"state": np.stack(self.states), "action": np.stack(self.actions)}
         if self.images:
             episode["image"] = np.stack(self.images)
         return episode
+
+
+class EpisodeEnv(Protocol):
+    """A plugin's environment as the shared loop drives it.
+
+    An observation is the dict the controller receives: ``state`` always, ``image`` (views, H, W, 3)
+    when the embodiment observes cameras, and whatever else the plugin's spec promises (an
+    instruction, say). The loop records ``state`` and ``image`` into the episode.
+    """
+
+    action_dim: int
+    max_steps: int  # the episode ends here if it has not succeeded before
+
+    def reset(self, rng: np.random.Generator) -> Mapping[str, Any]:
+        """Start an episode drawn from ``rng`` alone; return the first observation."""
+        ...
+
+    def step(self, action: np.ndarray) -> tuple[Mapping[str, Any], float, bool]:
+        """Apply one checked action; return (observation, reward, success)."""
+        ...
+
+    def frame(self) -> np.ndarray:
+        """One (H, W, 3) uint8 video frame; called only when a rollout records videos."""
+        ...
+
+
+@dataclass(frozen=True)
+class EpisodeSource:
+    """Where episodes come from: an environment and the controller that drives it (the expert when
+    collecting, the policy under test when evaluating).
+
+    A plugin with several tasks gives one source per task, each ``name``d and with its own seed
+    ``key``; the loops deal episodes over them in turn and report per task. ``fields`` are stored
+    with every collected episode of this source (a task's instruction, say).
+    """
+
+    env: EpisodeEnv
+    controller: Controller
+    name: str = ""  # the task, in notes, details and video names; "" for a plugin's only source
+    key: tuple[int, ...] = ()  # seed key between the stream and the episode index
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+def run_episode(
+    name: str, env: EpisodeEnv, controller: Controller, rng: np.random.Generator, video: bool = False
+) -> EpisodeLog:
+    """One closed-loop episode, ended by success or by ``env.max_steps``: what the controller saw and
+    did, and with ``video`` a frame before every action and one of the final state.
+
+    :func:`collect_episodes` and :func:`evaluate` call it; call it directly for a loop of your own.
+    ``name`` (the embodiment) is what a bad action's error names.
+    """
+    log = EpisodeLog()
+    observation = env.reset(rng)
+    controller.reset()
+    for _ in range(env.max_steps):
+        if video:
+            log.frames.append(env.frame())
+        action = checked_action(controller.act(observation), env.action_dim, name)
+        log.states.append(observation["state"])
+        if "image" in observation:
+            log.images.append(observation["image"])
+        log.actions.append(action)
+        observation, reward, log.success = env.step(action)
+        log.episode_return += reward
+        if log.success:
+            break
+    if video:
+        log.frames.append(env.frame())
+    return log
+
+
+def collect_episodes(
+    name: str, request: ConvertRequest, sources: Sequence[EpisodeSource]
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield ``request.episodes`` successful episodes of each source's controller (its expert), for a
+    plugin's ``convert_dataset``.
+
+    Episode ``k`` comes from source ``k mod n``. A failed attempt is dropped and redrawn from that
+    source's next seed; a source that needs more than twice its share plus ``SPARE_ATTEMPTS`` attempts
+    is an error.
+    After every attempt ``request.notes`` holds ``episodes_attempted``, ``episodes_dropped`` and
+    ``expert_success_rate`` over all sources, and with named sources the same ``per_task``.
+    """
+    share = [len(range(i, request.episodes, len(sources))) for i in range(len(sources))]
+    kept, attempts = [0] * len(sources), [0] * len(sources)
+    for k in range(request.episodes):
+        i = k % len(sources)
+        source = sources[i]
+        while True:
+            if attempts[i] >= 2 * share[i] + SPARE_ATTEMPTS:
+                expert = f"{source.name} expert" if source.name else "expert"
+                failed = attempts[i] - kept[i]
+                raise RuntimeError(f"{name}: the {expert} failed {failed} of {attempts[i]} episodes")
+            rng = episode_rng(request.seed, CONVERT_STREAM, *source.key, attempts[i])
+            log = run_episode(name, source.env, source.controller, rng)
+            attempts[i] += 1
+            kept[i] += log.success
+            request.notes.update(_collection_notes(sources, kept, attempts))
+            if log.success:
+                yield {**log.to_episode(), **source.fields}
+                break
+
+
+def _collection_notes(
+    sources: Sequence[EpisodeSource], kept: list[int], attempts: list[int]
+) -> dict[str, Any]:
+    total_kept, total = sum(kept), sum(attempts)
+    notes: dict[str, Any] = {
+        "episodes_attempted": total,
+        "episodes_dropped": total - total_kept,
+        "expert_success_rate": total_kept / total,
+    }
+    if any(source.name for source in sources):
+        notes["per_task"] = {
+            source.name: {
+                "episodes": n,
+                "episodes_attempted": tried,
+                "episodes_dropped": tried - n,
+                "expert_success_rate": n / tried if tried else None,
+            }
+            for source, n, tried in zip(sources, kept, attempts, strict=True)
+        }
+    return notes
+
+
+def evaluate(
+    name: str,
+    request: RolloutRequest,
+    sources: Sequence[EpisodeSource],
+    video_fps: float | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> RolloutResult:
+    """Run ``request.episodes`` episodes of each source's controller into a ``RolloutResult``, for a
+    plugin's ``rollout`` and ``expert_rollout``.
+
+    Episodes are dealt over the sources in turn, the ``j``-th of a source drawn from the rollout
+    stream. With ``request.video_dir`` each episode is saved by :func:`save_video` at ``video_fps``,
+    named ``{name}[-{source}]-episode{k:03d}.npz``; an embodiment that gives no ``video_fps`` records
+    no videos and says so before running anything. ``details`` go into the result, after the success
+    rate ``per_task`` that named sources add.
+    """
+    from hpt_kit import RolloutResult, SpecError
+
+    record = request.video_dir is not None
+    if record and video_fps is None:
+        raise SpecError(f"embodiment {name!r} does not record videos")
+    successes, returns, lengths, videos = [], [], [], []
+    per_task: dict[str, list[bool]] = {}
+    for k in range(request.episodes):
+        source = sources[k % len(sources)]
+        rng = episode_rng(request.seed, ROLLOUT_STREAM, *source.key, k // len(sources))
+        log = run_episode(name, source.env, source.controller, rng, video=record)
+        successes.append(log.success)
+        returns.append(log.episode_return)
+        lengths.append(len(log.actions))
+        if source.name:
+            per_task.setdefault(source.name, []).append(log.success)
+        if record:
+            stem = f"{name}-{source.name}" if source.name else name
+            path = Path(request.video_dir) / f"{stem}-episode{k:03d}.npz"
+            videos.append(str(save_video(path, log, video_fps)))
+    summary = {"per_task": {t: float(np.mean(s)) for t, s in per_task.items()}} if per_task else {}
+    return RolloutResult.from_episodes(successes, returns, lengths, videos, {**summary, **(details or {})})
+
+
+def save_video(path: Path, log: EpisodeLog, fps: float) -> Path:
+    """Write an episode's video frames as a compressed .npz: ``frames`` (T, H, W, 3) uint8, ``fps``
+    and ``success``. No video codec is needed to write or read it; :func:`evaluate` uses it, and a
+    plugin with a loop of its own should too, so every embodiment's videos read the same way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, frames=np.stack(log.frames), fps=fps, success=log.success)
+    return path

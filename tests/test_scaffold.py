@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpt_kit.contract import check_embodiment
-from hpt_kit.embodiment import RolloutRequest
+from hpt_kit.core.spec import RolloutRequest
 from hpt_kit.scaffold import scaffold_embodiment
 
 EXPECTED_FILES = {

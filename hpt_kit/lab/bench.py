@@ -37,6 +37,7 @@ from hpt_kit.core.spec import (
     StemSpec,
 )
 from hpt_kit.models.hpt import HPT
+from hpt_kit.train.step import compile_mode, make_optimizer, optimizer_step, pick_device
 
 STATE_DIM, VIEWS, TOKENS, CHANNELS, CHUNK, ACTION_DIM = 39, 1, 49, 512, 4, 4
 PARTS = ("train", "act", "mixed", "sampler")  # what a run measures; the matmul peak always
@@ -118,36 +119,18 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32) -> f
     return best
 
 
-def compile_mode(device: torch.device) -> str | None:
-    """``torch.compile`` mode: CUDA graphs on a GPU, where a small-batch step is otherwise bound by
-    kernel launches; inductor's default on the CPU."""
-    return "reduce-overhead" if device.type == "cuda" else None
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
 def train_step_fn(
     model: HPT, batch: dict[str, torch.Tensor], frozen: bool, device: torch.device, compile: bool = False
 ) -> Callable[[], None]:
+    """The training loop's own step (optimiser, autocast, compile mode, clipping) on a fixed batch."""
     model.trunk.requires_grad_(not frozen)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+    opt = make_optimizer(params, lr=1e-4, weight_decay=0.0, device=device)
     name = next(iter(model.specs))
-    loss_fn = torch.compile(model, mode=compile_mode(device)) if compile else model  # HPT.forward is the loss
+    net = torch.compile(model, mode=compile_mode(device)) if compile else model
 
     def step() -> None:
-        if compile:
-            torch.compiler.cudagraph_mark_step_begin()
-        with _autocast(device):
-            loss = loss_fn(name, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(net, {name: batch}, opt, params, lr=1e-4, grad_clip=1.0, device=device, compiled=compile)
 
     return step
 
@@ -275,22 +258,15 @@ def bench_mixed(preset: str, device: torch.device, batch: int, steps: int) -> di
     torch.manual_seed(0)
     model = standard_model(preset, ("bench-a", "bench-b")).to(device).train()
     half = {n: standard_batch(batch // 2, device, seed=i) for i, n in enumerate(("bench-a", "bench-b"))}
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    params = list(model.parameters())
+    opt = make_optimizer(params, lr=1e-4, weight_decay=0.0, device=device)
 
     def mixed() -> None:
-        with _autocast(device):
-            loss = model.loss_mixed(half)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(model, half, opt, params, lr=1e-4, grad_clip=0.0, device=device)
 
     def separate() -> None:
         for name, b in half.items():
-            with _autocast(device):
-                loss = model.loss(name, b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(model, {name: b}, opt, params, lr=1e-4, grad_clip=0.0, device=device)
 
     t_mixed = _median_time(mixed, device, repeats=steps, warmup=1)
     t_sep = _median_time(separate, device, repeats=steps, warmup=1)
@@ -394,7 +370,7 @@ def run(
     parts: Sequence[str] = PARTS,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    dev = pick_device(device)
     say = on_progress or (lambda msg: None)
     say("matmul peak")
     result: dict[str, Any] = {"device": device_name(dev), "torch": torch.__version__, "compiled": compile}

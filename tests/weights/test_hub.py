@@ -10,7 +10,6 @@ import subprocess
 import pytest
 import yaml
 from safetensors.torch import load_file
-from tests.weights.test_published import publish_reference
 
 from hpt_kit.core.recipe import parse_recipe
 from hpt_kit.core.registry import load_registry
@@ -18,6 +17,7 @@ from hpt_kit.train.loop import train
 from hpt_kit.weights.tensors import tensor_digest
 from hpt_kit.weights.trunks import resolve_trunk
 from tests.conftest import HPT_KIT, ROOT
+from tests.weights.test_published import publish_reference
 
 pytestmark = pytest.mark.slow
 

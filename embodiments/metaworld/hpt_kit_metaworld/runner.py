@@ -1,7 +1,11 @@
-"""The episode loop, and the three entry points built on it: dataset conversion, rollout of a learned
-controller and rollout of the scripted experts.
+"""The three entry points of the Meta-World embodiments, built on the kit's episode loops: dataset
+conversion, rollout of a learned controller and rollout of the scripted experts.
 
-Episodes are dealt over the selected tasks in turn: episode ``k`` runs task ``k mod n``, so a call
+What is Meta-World's own is here: one episode source per selected task, each with its environment
+(built on first use), its observation (the 39-d observation plus the task code, the task in words for
+the language variant, camera images for the image variant) and its seed key.
+
+The kit's loops deal episodes over the sources in turn: episode ``k`` runs task ``k mod n``, so a call
 for ``n x m`` episodes gives every task ``m`` and the first episodes of a dataset cover all tasks.
 
 Seeding: attempt ``j`` at a task whose position in Meta-World's list of all v3 tasks is ``t`` draws
@@ -12,29 +16,20 @@ whichever embodiment or task subset runs it, and evaluation never replays traini
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
-from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
-from hpt_kit.embodiment import INSTRUCTION
-from hpt_kit.rollout import EpisodeLog, checked_action
-from hpt_kit.rollout import episode_rng as shared_episode_rng
+from hpt_kit import INSTRUCTION, Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
+from hpt_kit.rollout import EpisodeSource, collect_episodes, evaluate
 
 from hpt_kit_metaworld.expert import ScriptedExpert
 from hpt_kit_metaworld.sawyer import SawyerTask
-from hpt_kit_metaworld.tasks import ALL_TASKS, CONTROL_HZ, MAX_EPISODE_STEPS, TaskSet, round_robin
+from hpt_kit_metaworld.tasks import ALL_TASKS, CONTROL_HZ, MAX_EPISODE_STEPS, TaskSet
 
-CONVERT_STREAM = 0
-ROLLOUT_STREAM = 1
 ACTION_DIM = 4
 VIDEO_SIZE = 128
 VIDEO_CAMERA = "corner"
-
-
-def episode_rng(seed: int, stream: int, task: str, index: int) -> np.random.Generator:
-    return shared_episode_rng(seed, stream, ALL_TASKS.index(task), index)
 
 
 def versions() -> dict[str, str]:
@@ -43,63 +38,74 @@ def versions() -> dict[str, str]:
     return {"metaworld_version": metadata.version("metaworld"), "mujoco_version": mujoco.__version__}
 
 
-def run_episode(
-    taskset: TaskSet,
-    env: SawyerTask,
-    controller: Controller,
-    rng: np.random.Generator,
-    images: bool = False,
-    video: bool = False,
-) -> EpisodeLog:
-    """One episode, ended by success or by ``MAX_EPISODE_STEPS``; records what the controller saw and did."""
-    log = EpisodeLog()
-    code = np.asarray(taskset.one_hot(env.task), dtype=np.float32)
-    instruction = taskset.instruction(env.task)
-    obs = env.reset(rng)
-    controller.reset()
-    for _ in range(MAX_EPISODE_STEPS):
-        state = np.concatenate([obs.astype(np.float32), code])
-        observation = {"state": state}
-        if instruction is not None:
-            observation[INSTRUCTION] = instruction
-        if images:
-            observation["image"] = np.stack([env.render(v, taskset.image_size) for v in taskset.views])
-            log.images.append(observation["image"])
-        if video:
-            log.frames.append(env.render(VIDEO_CAMERA, VIDEO_SIZE))
-        action = checked_action(controller.act(observation), ACTION_DIM, taskset.name)
-        log.states.append(state)
-        log.actions.append(action)
-        obs, reward, log.success = env.step(action)
-        log.episode_return += reward
-        if log.success:
-            break
-    if video:
-        log.frames.append(env.render(VIDEO_CAMERA, VIDEO_SIZE))
-    return log
+class _LoopEnv:
+    """One task's Sawyer environment as the kit's episode loop drives it, built on first use."""
+
+    action_dim, max_steps = ACTION_DIM, MAX_EPISODE_STEPS
+
+    def __init__(self, taskset: TaskSet, task: str, images: bool):
+        self.task = task
+        self._code = np.asarray(taskset.one_hot(task), dtype=np.float32)
+        self._instruction = taskset.instruction(task)
+        self._views = taskset.views if images else ()
+        self._image_size = taskset.image_size
+        self._env: SawyerTask | None = None
+
+    @property
+    def env(self) -> SawyerTask:
+        if self._env is None:
+            self._env = SawyerTask(self.task)
+        return self._env
+
+    def reset(self, rng: np.random.Generator) -> dict:
+        return self._observe(self.env.reset(rng))
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool]:
+        obs, reward, success = self.env.step(action)
+        return self._observe(obs), reward, success
+
+    def frame(self) -> np.ndarray:
+        return self.env.render(VIDEO_CAMERA, VIDEO_SIZE)
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+    def _observe(self, obs: np.ndarray) -> dict:
+        observation = {"state": np.concatenate([obs.astype(np.float32), self._code])}
+        if self._instruction is not None:
+            observation[INSTRUCTION] = self._instruction
+        if self._views:
+            observation["image"] = np.stack([self.env.render(v, self._image_size) for v in self._views])
+        return observation
+
+
+def _sources(
+    taskset: TaskSet, tasks: Sequence[str], controller_for: Callable[[str], Controller], images: bool
+) -> list[EpisodeSource]:
+    """One source per task; a converted episode carries its task in words when the kit encodes it."""
+    return [
+        EpisodeSource(
+            _LoopEnv(taskset, task, images),
+            controller_for(task),
+            name=task,
+            key=(ALL_TASKS.index(task),),
+            fields={} if taskset.language is None else {INSTRUCTION: taskset.instruction(task)},
+        )
+        for task in tasks
+    ]
+
+
+def _close(sources: list[EpisodeSource]) -> None:
+    for source in sources:
+        source.env.close()
 
 
 def _check_render(taskset: TaskSet, render: bool) -> None:
     if render and not taskset.views:
         hint = f"; use {taskset.image_variant!r} for camera images" if taskset.image_variant else ""
         raise SpecError(f"embodiment {taskset.name!r} observes state only{hint}")
-
-
-class _Envs:
-    """One environment per task, built on first use and closed together."""
-
-    def __init__(self) -> None:
-        self._envs: dict[str, SawyerTask] = {}
-
-    def __getitem__(self, task: str) -> SawyerTask:
-        if task not in self._envs:
-            self._envs[task] = SawyerTask(task)
-        return self._envs[task]
-
-    def close(self) -> None:
-        for env in self._envs.values():
-            env.close()
-        self._envs.clear()
 
 
 def convert_dataset(taskset: TaskSet, request: ConvertRequest) -> Iterator[dict[str, np.ndarray]]:
@@ -117,102 +123,32 @@ def convert_dataset(taskset: TaskSet, request: ConvertRequest) -> Iterator[dict[
 def _convert(
     taskset: TaskSet, tasks: tuple[str, ...], request: ConvertRequest
 ) -> Iterator[dict[str, np.ndarray]]:
-    plan = round_robin(tasks, request.episodes)
-    share = {t: sum(task == t for task, _ in plan) for t in tasks}
-    max_attempts = {t: 2 * n + 20 for t, n in share.items()}
-    attempts = dict.fromkeys(tasks, 0)
-    kept = dict.fromkeys(tasks, 0)
-    notes = request.notes
-    notes.update(versions(), tasks=list(tasks), max_episode_steps=MAX_EPISODE_STEPS)
-    envs = _Envs()
-    experts = {t: ScriptedExpert(t) for t in share if share[t]}
+    request.notes.update(versions(), tasks=list(tasks), max_episode_steps=MAX_EPISODE_STEPS)
+    sources = _sources(taskset, tasks, ScriptedExpert, images=bool(taskset.views))
     try:
-        for task, _ in plan:
-            env, expert = envs[task], experts[task]
-            while True:
-                if attempts[task] >= max_attempts[task]:
-                    raise RuntimeError(
-                        f"{taskset.name}: the {task} expert failed {attempts[task] - kept[task]} "
-                        f"of {attempts[task]} episodes"
-                    )
-                rng = episode_rng(request.seed, CONVERT_STREAM, task, attempts[task])
-                log = run_episode(taskset, env, expert, rng, images=bool(taskset.views))
-                attempts[task] += 1
-                kept[task] += log.success
-                _record(notes, tasks, kept, attempts)
-                if log.success:
-                    episode = log.to_episode()
-                    if taskset.language is not None:
-                        episode[INSTRUCTION] = taskset.instruction(task)  # the kit encodes it
-                    yield episode
-                    break
+        yield from collect_episodes(taskset.name, request, sources)
     finally:
-        envs.close()
+        _close(sources)
 
 
-def _record(notes: dict, tasks: tuple[str, ...], kept: dict[str, int], attempts: dict[str, int]) -> None:
-    total_kept, total = sum(kept.values()), sum(attempts.values())
-    notes.update(
-        episodes_attempted=total,
-        episodes_dropped=total - total_kept,
-        expert_success_rate=total_kept / total,
-        per_task={
-            t: {
-                "episodes": kept[t],
-                "episodes_attempted": attempts[t],
-                "episodes_dropped": attempts[t] - kept[t],
-                "expert_success_rate": kept[t] / attempts[t] if attempts[t] else None,
-            }
-            for t in tasks
-        },
-    )
-
-
-def evaluate(
+def _evaluate(
     taskset: TaskSet, make_controller: Callable[[str], Controller], request: RolloutRequest
 ) -> RolloutResult:
-    """Run ``request.episodes`` episodes in total, dealt over the selected tasks, each with the
+    """Run ``request.episodes`` episodes in total, dealt over the selected tasks, each task with the
     controller ``make_controller(task)`` returns."""
     _check_render(taskset, request.render)
     tasks = taskset.selected()
-    envs = _Envs()
-    successes, returns, lengths, videos = [], [], [], []
-    per_task: dict[str, list[bool]] = {}
+    sources = _sources(taskset, tasks, make_controller, images=request.render)
+    details = {"tasks": list(tasks), "max_episode_steps": MAX_EPISODE_STEPS, **versions()}
     try:
-        for k, (task, j) in enumerate(round_robin(tasks, request.episodes)):
-            record = request.video_dir is not None
-            rng = episode_rng(request.seed, ROLLOUT_STREAM, task, j)
-            log = run_episode(
-                taskset, envs[task], make_controller(task), rng, images=request.render, video=record
-            )
-            successes.append(log.success)
-            returns.append(log.episode_return)
-            lengths.append(len(log.actions))
-            per_task.setdefault(task, []).append(log.success)
-            if record:
-                videos.append(str(_save_video(Path(request.video_dir), taskset.name, task, k, log)))
+        return evaluate(taskset.name, request, sources, video_fps=CONTROL_HZ, details=details)
     finally:
-        envs.close()
-    details = {
-        "per_task": {t: float(np.mean(s)) for t, s in per_task.items()},
-        "tasks": list(tasks),
-        "max_episode_steps": MAX_EPISODE_STEPS,
-        **versions(),
-    }
-    return RolloutResult.from_episodes(successes, returns, lengths, videos, details)
-
-
-def _save_video(directory: Path, name: str, task: str, index: int, log: EpisodeLog) -> Path:
-    """Frames as a compressed .npz: ``frames`` (T, H, W, 3) uint8 and ``fps``; no video codec needed."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}-{task}-episode{index:03d}.npz"
-    np.savez_compressed(path, frames=np.stack(log.frames), fps=CONTROL_HZ, success=log.success)
-    return path
+        _close(sources)
 
 
 def rollout(taskset: TaskSet, controller: Controller, request: RolloutRequest) -> RolloutResult:
-    return evaluate(taskset, lambda task: controller, request)
+    return _evaluate(taskset, lambda task: controller, request)
 
 
 def expert_rollout(taskset: TaskSet, request: RolloutRequest) -> RolloutResult:
-    return evaluate(taskset, ScriptedExpert, request)
+    return _evaluate(taskset, ScriptedExpert, request)

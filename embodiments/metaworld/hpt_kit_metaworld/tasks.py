@@ -146,8 +146,3 @@ class TaskSet:
     def instruction(self, task: str) -> str | None:
         """The task in words when this embodiment is told its task that way, else None."""
         return INSTRUCTIONS[task] if self.language is not None else None
-
-
-def round_robin(tasks: tuple[str, ...], episodes: int) -> list[tuple[str, int]]:
-    """(task, index within that task) for each of ``episodes`` episodes, dealt over ``tasks`` in turn."""
-    return [(tasks[k % len(tasks)], k // len(tasks)) for k in range(episodes)]

@@ -128,7 +128,7 @@ RENDER_SCRIPT = textwrap.dedent(
     import numpy as np
     from hpt_kit import ConvertRequest, RolloutRequest
     from hpt_kit.contract import check_embodiment, registered_embodiments
-    from hpt_kit.embodiment import validate_episode
+    from hpt_kit.core.spec import validate_episode
     from hpt_kit_mujoco.plugin import ARM3_RGB, make_embodiment, ARM3
 
     emb = make_embodiment(ARM3_RGB)

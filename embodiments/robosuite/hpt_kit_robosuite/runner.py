@@ -1,13 +1,14 @@
-"""The episode loop, and the three entry points built on it: dataset conversion, rollout of a learned
-controller and rollout of the scripted expert.
+"""The three entry points of the robosuite embodiments, built on the kit's episode loops: dataset
+conversion, rollout of a learned controller and rollout of the scripted expert.
 
-Seeding: episode ``i`` of a call with seed ``s`` draws the robot's initial joint noise and the object
-placement from ``SeedSequence(s, spawn_key=(stream, i))``, with one stream for conversion and another
-for rollouts, so evaluating with a dataset's seed never replays its episodes, and every episode is
-reproducible on its own whatever ran before it.
+Seeding is the kit's (``hpt_kit.rollout``): episode ``i`` of a call with seed ``s`` draws the robot's
+initial joint noise and the object placement from ``SeedSequence(s, spawn_key=(stream, i))``, with
+one stream for conversion and another for rollouts, so evaluating with a dataset's seed never replays
+its episodes, and every episode is reproducible on its own whatever ran before it.
 
 Building a robosuite environment takes one to three seconds, so each process keeps one per
-(robot, task) and resets it softly between episodes and calls.
+(robot, task) and resets it softly between episodes and calls. The environments render nothing: the
+embodiments observe state only and record no videos.
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
-from hpt_kit.rollout import EpisodeLog, checked_action, episode_rng
+from hpt_kit.rollout import EpisodeSource, collect_episodes, evaluate
 
 from hpt_kit_robosuite.env import SuiteEnv, versions
 from hpt_kit_robosuite.expert import PickExpert
 from hpt_kit_robosuite.robots import Robot, Task, embodiment_name
-
-CONVERT_STREAM = 0
-ROLLOUT_STREAM = 1
 
 _ENVS: dict[tuple[str, str], SuiteEnv] = {}
 
@@ -36,87 +34,64 @@ def environment(robot: Robot, task: Task) -> SuiteEnv:
     return _ENVS[key]
 
 
-def run_episode(env: SuiteEnv, controller: Controller, rng: np.random.Generator) -> EpisodeLog:
-    """One episode, ended by the task's own success check or by ``max_steps``."""
-    log = EpisodeLog()
-    state = env.reset(rng)
-    controller.reset()
-    for _ in range(env.task.max_steps):
-        action = checked_action(
-            controller.act({"state": state}), env.action_dim, embodiment_name(env.robot, env.task)
-        )
-        log.states.append(state)
-        log.actions.append(action)
-        state, reward, log.success = env.step(action)
-        log.episode_return += reward
-        if log.success:
-            break
-    return log
+class _LoopEnv:
+    """A ``SuiteEnv`` as the kit's episode loop drives it: the state alone."""
+
+    def __init__(self, env: SuiteEnv):
+        self.env, self.action_dim, self.max_steps = env, env.action_dim, env.task.max_steps
+
+    def reset(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"state": self.env.reset(rng)}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool]:
+        state, reward, success = self.env.step(action)
+        return {"state": state}, reward, success
+
+    def frame(self) -> np.ndarray:
+        raise NotImplementedError("robosuite environments are built without a renderer")
 
 
-def _check_request(robot: Robot, task: Task, render: bool, video_dir=None) -> None:
-    name = embodiment_name(robot, task)
+def _check_render(robot: Robot, task: Task, render: bool) -> None:
     if render:
+        name = embodiment_name(robot, task)
         raise SpecError(f"embodiment {name!r} observes state only; it has no camera images to render")
-    if video_dir is not None:
-        raise SpecError(f"embodiment {name!r} does not record videos")
 
 
 def convert_dataset(robot: Robot, task: Task, request: ConvertRequest) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``request.episodes`` successful expert episodes; failures are dropped and re-drawn."""
-    _check_request(robot, task, request.render)
+    _check_render(robot, task, request.render)
     return _convert(robot, task, request)
 
 
 def _convert(robot: Robot, task: Task, request: ConvertRequest) -> Iterator[dict[str, np.ndarray]]:
     env = environment(robot, task)
-    expert = PickExpert(env)
-    max_attempts = 2 * request.episodes + 20
-    kept = attempts = 0
-    notes = request.notes
-    notes.update(
+    request.notes.update(
         versions(), robot=robot.robosuite_name, task=task.robosuite_name, max_episode_steps=task.max_steps
     )
-    while kept < request.episodes:
-        if attempts >= max_attempts:
-            raise RuntimeError(
-                f"{embodiment_name(robot, task)}: the expert failed {attempts - kept} of {attempts} episodes"
-            )
-        log = run_episode(env, expert, episode_rng(request.seed, CONVERT_STREAM, attempts))
-        attempts += 1
-        kept += log.success
-        notes.update(
-            episodes_attempted=attempts, episodes_dropped=attempts - kept, expert_success_rate=kept / attempts
-        )
-        if log.success:
-            yield log.to_episode()
+    source = EpisodeSource(_LoopEnv(env), PickExpert(env))
+    yield from collect_episodes(embodiment_name(robot, task), request, [source])
 
 
-def evaluate(
+def _evaluate(
     robot: Robot, task: Task, make_controller: Callable[[SuiteEnv], Controller], request: RolloutRequest
 ) -> RolloutResult:
-    """Run ``request.episodes`` episodes with the controller ``make_controller(env)`` returns."""
-    _check_request(robot, task, request.render, request.video_dir)
+    """Run ``request.episodes`` episodes with the controller ``make_controller(env)`` returns; with no
+    ``video_fps`` given, a request for videos is refused before any episode runs."""
+    _check_render(robot, task, request.render)
     env = environment(robot, task)
-    controller = make_controller(env)
-    successes, returns, lengths = [], [], []
-    for i in range(request.episodes):
-        log = run_episode(env, controller, episode_rng(request.seed, ROLLOUT_STREAM, i))
-        successes.append(log.success)
-        returns.append(log.episode_return)
-        lengths.append(len(log.actions))
     details = {
         **versions(),
         "robot": robot.robosuite_name,
         "task": task.robosuite_name,
         "max_episode_steps": task.max_steps,
     }
-    return RolloutResult.from_episodes(successes, returns, lengths, details=details)
+    source = EpisodeSource(_LoopEnv(env), make_controller(env))
+    return evaluate(embodiment_name(robot, task), request, [source], details=details)
 
 
 def rollout(robot: Robot, task: Task, controller: Controller, request: RolloutRequest) -> RolloutResult:
-    return evaluate(robot, task, lambda env: controller, request)
+    return _evaluate(robot, task, lambda env: controller, request)
 
 
 def expert_rollout(robot: Robot, task: Task, request: RolloutRequest) -> RolloutResult:
-    return evaluate(robot, task, PickExpert, request)
+    return _evaluate(robot, task, PickExpert, request)

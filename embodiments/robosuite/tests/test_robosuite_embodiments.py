@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hpt_kit import ConvertRequest, Embodiment, RolloutRequest, SpecError
 from hpt_kit.contract import check_embodiment, registered_embodiments
+from hpt_kit.rollout import CONVERT_STREAM, ROLLOUT_STREAM, episode_rng
 
 from hpt_kit_robosuite import plugin, runner
 from hpt_kit_robosuite.robots import LIFT, ROBOTS, TASKS, embodiment_name
@@ -124,10 +125,10 @@ def test_conversion_is_deterministic_and_records_notes(registered):
 
 def test_each_episode_is_drawn_from_its_own_seed_and_stream():
     env = runner.environment(*NAMES["robosuite-panda"])
-    convert = env.reset(runner.episode_rng(3, runner.CONVERT_STREAM, 0))
-    env.reset(runner.episode_rng(3, runner.CONVERT_STREAM, 1))  # whatever ran before
-    again = env.reset(runner.episode_rng(3, runner.CONVERT_STREAM, 0))
-    evaluate = env.reset(runner.episode_rng(3, runner.ROLLOUT_STREAM, 0))
+    convert = env.reset(episode_rng(3, CONVERT_STREAM, 0))
+    env.reset(episode_rng(3, CONVERT_STREAM, 1))  # whatever ran before
+    again = env.reset(episode_rng(3, CONVERT_STREAM, 0))
+    evaluate = env.reset(episode_rng(3, ROLLOUT_STREAM, 0))
     np.testing.assert_array_equal(convert, again)
     assert not np.array_equal(convert, evaluate)
 

@@ -1,0 +1,111 @@
+"""What a run writes besides its weights: ``recipe.toml``, ``metrics.jsonl`` and the description
+each checkpoint carries. Only rank 0 writes; the other ranks' records are no-ops."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from hpt_kit.core.recipe import Recipe, recipe_to_toml
+from hpt_kit.data.store import Dataset
+from hpt_kit.models.hpt import HPT
+from hpt_kit.train import distributed
+from hpt_kit.train.state import RunState
+from hpt_kit.weights.checkpoint import describe, save_run_checkpoint
+
+
+def open_metrics(path: Path, start: int) -> TextIO:
+    """``metrics.jsonl`` for appending from step ``start``: on resume, records an interrupted run
+    logged after its last checkpoint are dropped, so no step appears twice."""
+    if start == 0 or not path.exists():
+        return open(path, "w" if start == 0 else "a")
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= start]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    return open(path, "a")
+
+
+@dataclass
+class RunRecord:
+    """The run directory's records. ``extra`` (mode, frozen trunk, world size, trunk source) and
+    ``counts`` (parameters) go into every checkpoint's description and the first metrics line."""
+
+    run_dir: Path
+    recipe: Recipe
+    world: distributed.World
+    datasets: dict[str, dict[str, Any]]
+    extra: dict[str, Any]
+    counts: dict[str, int]
+    on_log: Callable[[dict[str, Any]], None] | None = None
+    _file: TextIO | None = None
+    _window: list[float] = field(default_factory=lambda: [time.perf_counter(), 0.0])
+
+    @classmethod
+    def open(
+        cls, run_dir: Path, recipe: Recipe, world: distributed.World, datasets: Mapping[str, Dataset],
+        extra: dict[str, Any], counts: dict[str, int], start: int, on_log: Callable[[dict[str, Any]], None] | None,
+    ) -> RunRecord:
+        info = {
+            n: {"path": str(ds.path), "num_episodes": ds.num_episodes, "num_steps": ds.num_steps, "notes": ds.notes}
+            for n, ds in datasets.items()
+        }
+        record = cls(run_dir, recipe, world, info, extra, counts, on_log)
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "recipe.toml").write_text(recipe_to_toml(recipe))
+            record._file = open_metrics(run_dir / "metrics.jsonl", start)
+        return record
+
+    def emit(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self.on_log:
+            self.on_log(record)
+
+    def samples(self, count: int) -> None:
+        """Count samples trained since the last logged step (for ``samples_per_s``)."""
+        self._window[1] += count
+
+    def train_step(self, step: int, drawn: Mapping[str, int], loss: torch.Tensor, lr: float, grad_norm: torch.Tensor | None) -> float:
+        """Log a training step: the loss averaged over ranks, the learning rate, throughput since the
+        last logged step and the gradient norm. Returns the loss."""
+        value = distributed.mean(self.world, loss.detach()).item()
+        now = time.perf_counter()
+        mixed = self.recipe.train.mix == "batch" and len(self.recipe.datasets) > 1
+        entry = {
+            "step": step,
+            "embodiment": "mixed" if mixed else next(iter(drawn)),
+            **({"samples": dict(drawn)} if mixed else {}),
+            "loss": value,
+            "lr": lr,
+            "samples_per_s": self._window[1] / max(now - self._window[0], 1e-9),
+        }
+        if grad_norm is not None:  # a DTensor when sharded
+            entry["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        self.emit(entry)
+        self._window[:] = [now, 0.0]
+        return value
+
+    def checkpoint(self, step: int, model: HPT, state: RunState, sharded: bool, val_loss: Mapping[str, float]) -> None:
+        """Save the weights and training state at ``step`` (a collective: every rank calls it)."""
+        tensors, training_state = state.gather(self.world, model, sharded)
+        if training_state is not None:
+            metrics = {"val_loss": dict(val_loss), **self.counts}
+            desc = describe(model, step, self.recipe.to_dict(), self.datasets, metrics, self.extra)
+            keep = self.recipe.train.keep_checkpoints
+            save_run_checkpoint(self.run_dir, step, model, desc, training_state, keep=keep, tensors=tensors)
+        distributed.barrier(self.world)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

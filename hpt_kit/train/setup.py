@@ -1,0 +1,272 @@
+"""The set-up steps of a run, each a named function the loop calls in order: the checkpoint to resume,
+the datasets (converted if missing), the per-run specs, the samplers, the model, and the parallel
+wrapping with its optimiser."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpt_kit.core.presets import TrunkConfig, trunk_config
+from hpt_kit.core.recipe import DatasetEntry, Recipe, RecipeError
+from hpt_kit.core.registry import Registry
+from hpt_kit.core.spec import EmbodimentData
+from hpt_kit.data.convert import convert, default_dataset_path
+from hpt_kit.data.sampler import SequenceSampler, make_samplers
+from hpt_kit.data.store import Dataset
+from hpt_kit.data.stream import BlockSampler, Streaming
+from hpt_kit.models.hpt import HPT
+from hpt_kit.train import distributed
+from hpt_kit.weights.checkpoint import Checkpoint, latest_checkpoint, read_checkpoint
+from hpt_kit.weights.tensors import CheckpointError, load_strict, tensor_digest
+
+log = logging.getLogger(__name__)
+
+OnConvert = Callable[[str, int], Callable[[int, int], None] | None]
+
+
+def checkpoint_to_resume(run_dir: Path, resume: bool, steps: int) -> Checkpoint | None:
+    """The run's latest checkpoint when resuming; an error when a new run would overwrite one."""
+    latest = latest_checkpoint(run_dir)
+    if not resume:
+        if latest is not None:
+            raise CheckpointError(f"{run_dir}: already holds checkpoints; pass --resume to continue or choose another --out")
+        return None
+    if latest is None:
+        log.info("--resume: %s has no checkpoint yet, starting from step 0", run_dir)
+        return None
+    resumed = read_checkpoint(latest)
+    if resumed.step > steps:
+        raise CheckpointError(f"{run_dir}: its latest checkpoint is at step {resumed.step}, past train.steps = {steps}")
+    return resumed
+
+
+def open_datasets_on_ranks(recipe: Recipe, registry: Registry, world: distributed.World, on_convert: OnConvert | None) -> dict[str, Dataset]:
+    """Rank 0 converts missing datasets while the others wait; then every rank opens them."""
+    if world.is_main:
+        datasets = open_datasets(recipe, registry, on_convert)
+    distributed.barrier(world)
+    return datasets if world.is_main else open_datasets(recipe, registry)
+
+
+def open_datasets(recipe: Recipe, registry: Registry, on_convert: OnConvert | None = None) -> dict[str, Dataset]:
+    """Open every dataset the recipe names, converting missing ones with the recipe's episode count."""
+    out: dict[str, Dataset] = {}
+    for i, entry in enumerate(recipe.datasets):
+        where = f"{recipe.source}: datasets[{i}]"
+        path = Path(entry.path) if entry.path else default_dataset_path(entry.embodiment)
+        if not path.exists():
+            _convert_missing(recipe, entry, path, registry, on_convert, where)
+        ds = Dataset(path)
+        if ds.name != entry.embodiment:
+            raise RecipeError(f"{where}.path: {path} holds embodiment {ds.name!r}, not {entry.embodiment!r}")
+        if entry.image_encoder:
+            _check_image_encoder(ds, entry, f"{where}.image_encoder")
+        out[entry.embodiment] = ds
+    return out
+
+
+def _convert_missing(recipe: Recipe, entry: DatasetEntry, path: Path, registry: Registry, on_convert: OnConvert | None, where: str) -> None:
+    if not entry.convert:
+        raise RecipeError(f"{where}.path: dataset {path} does not exist (convert = false)")
+    try:
+        embodiment = registry.embodiment(entry.embodiment)
+    except KeyError as exc:
+        raise RecipeError(f"{where}.embodiment: {exc}") from None
+    convert(
+        embodiment,
+        path,
+        episodes=entry.episodes,
+        seed=recipe.run.seed,
+        on_episode=on_convert(entry.embodiment, entry.episodes) if on_convert else None,
+        image_encoder=entry.image_encoder or None,
+        image_encoder_weights=entry.image_encoder_weights,
+        image_encoder_resize=entry.image_encoder_resize,
+        registry=registry,
+    )
+
+
+def _check_image_encoder(ds: Dataset, entry: DatasetEntry, where: str) -> None:
+    """An existing dataset must hold the image features the recipe asks for."""
+    from hpt_kit.models.vision import normalize_weights
+
+    feats = ds.spec.observation.image_features
+    have = feats.encoder if feats is not None else None
+    want = (entry.image_encoder, normalize_weights(entry.image_encoder_weights), entry.image_encoder_resize)
+    if have is None or (have.arch, have.weights, have.resize) != want:
+        found = "no encoded image features"
+        if have is not None:
+            found = f"features from {have.arch} (weights {have.weights}, resize {have.resize})"
+        raise RecipeError(
+            f"{where}: dataset {ds.path} holds {found}, not from {want[0]} (weights {want[1]}, resize {want[2]}); "
+            f"convert it again (hpt-kit convert {entry.embodiment} --image-encoder {want[0]} --overwrite ...) "
+            "or change the recipe"
+        )
+
+
+def run_specs(recipe: Recipe, datasets: Mapping[str, Dataset]) -> dict[str, EmbodimentData]:
+    """Each dataset's spec with its recipe entry's overrides."""
+    specs: dict[str, EmbodimentData] = {}
+    for i, entry in enumerate(recipe.datasets):
+        try:
+            specs[entry.embodiment] = run_spec(datasets[entry.embodiment].spec, entry)
+        except ValueError as exc:
+            raise RecipeError(f"{recipe.source}: datasets[{i}].{exc}") from None
+    return specs
+
+
+def run_spec(spec: EmbodimentData, entry: DatasetEntry) -> EmbodimentData:
+    """The dataset's spec with the recipe's per-dataset overrides (horizons, head kind and options,
+    stem options by modality)."""
+    head = spec.head
+    if entry.head and entry.head != head.kind:
+        head = dataclasses.replace(head, kind=entry.head, options={})
+    head = dataclasses.replace(
+        head,
+        options={**head.options, **entry.head_options},
+        action_horizon=entry.action_horizon or head.action_horizon,
+    )
+    stems = {s.modality: s for s in spec.stems}
+    unknown = sorted(set(entry.stem_options) - set(stems))
+    if unknown:
+        reads = ", ".join(stems)
+        raise ValueError(f"stem_options.{unknown[0]}: no stem reads {unknown[0]!r}; stems read: {reads}")
+    for modality, options in entry.stem_options.items():
+        stems[modality] = dataclasses.replace(stems[modality], options={**stems[modality].options, **options})
+    return dataclasses.replace(
+        spec,
+        head=head,
+        stems=tuple(stems.values()),
+        observation_horizon=entry.observation_horizon or spec.observation_horizon,
+    )
+
+
+Samplers = dict[str, SequenceSampler | BlockSampler]
+
+
+def build_samplers(
+    recipe: Recipe, datasets: Mapping[str, Dataset], specs: Mapping[str, EmbodimentData], world: distributed.World, cleanup: contextlib.ExitStack
+) -> tuple[Samplers, dict[str, SequenceSampler | None]]:
+    """Training and validation samplers per embodiment, split by episode and sharded by rank.
+    Streaming samplers' reading processes are closed by ``cleanup``, however the run ends."""
+    cfg = recipe.train
+    stream = Streaming(cfg.stream_memory_mb, cfg.stream_blocks, cfg.stream_refresh) if cfg.stream else None
+    train: Samplers = {}
+    val: dict[str, SequenceSampler | None] = {}
+    for entry in recipe.datasets:
+        name, spec = entry.embodiment, specs[entry.embodiment]
+        train[name], val[name] = make_samplers(
+            datasets[name],
+            spec.observation_horizon,
+            spec.action_horizon,
+            [s.modality for s in spec.stems],
+            cfg.val_fraction,
+            recipe.run.seed,
+            entry.max_episodes or None,
+            shard=(world.rank, world.size),
+            stream=stream,
+        )
+        if isinstance(train[name], BlockSampler):
+            cleanup.callback(train[name].close)
+    return train, val
+
+
+def build_model(
+    recipe: Recipe,
+    specs: Mapping[str, EmbodimentData],
+    stats: Mapping[str, Mapping[str, Any]],
+    registry: Registry,
+    resumed: Checkpoint | None,
+) -> tuple[HPT, dict[str, Any]]:
+    """The run's network and where its trunk came from: every tensor from the checkpoint when resuming
+    (nothing fetched), else a fresh trunk (pre-training) or one loaded from ``[transfer] trunk``."""
+    try:
+        if resumed is not None:
+            model = HPT(resumed.trunk_config, specs, stats, registry, pretrained=False)
+            load_strict(model, resumed.tensors(), str(resumed.weights_path))  # whole tensors, before any sharding
+            return model, {k: v for k, v in resumed.description.items() if k.startswith("trunk_source")}
+        if not recipe.transfer.trunk:
+            return HPT(_trunk_config(recipe), specs, stats, registry), {}
+        return _transfer_model(recipe.transfer.trunk, specs, stats, registry)
+    except (KeyError, ValueError) as exc:
+        if isinstance(exc, CheckpointError | RecipeError):
+            raise
+        reason = exc.args[0] if exc.args else exc
+        raise RecipeError(f"{recipe.source}: cannot build the model: {reason}") from None
+
+
+def _trunk_config(recipe: Recipe) -> TrunkConfig:
+    t = recipe.trunk
+    return TrunkConfig(t.embed_dim, t.num_blocks, t.num_heads, "custom") if t.preset == "custom" else trunk_config(t.preset)
+
+
+def _transfer_model(location: str, specs: Mapping[str, EmbodimentData], stats: Mapping[str, Any], registry: Registry) -> tuple[HPT, dict[str, Any]]:
+    from hpt_kit.weights.trunks import resolve_trunk
+
+    source = resolve_trunk(location)
+    model = HPT(source.config, specs, stats, registry)
+    load_strict(model.trunk, source.tensors, f"{source.path} (trunk)")
+    digest = source.digest
+    # Nothing after loading may re-initialise the trunk: prove the weights are the loaded ones.
+    if tensor_digest(model.trunk.state_dict()) != digest:
+        raise CheckpointError(f"{source.path}: the trunk changed after loading (sha256 mismatch)")
+    log.info("loaded trunk %s (%s, sha256 %s)", location, source.format, digest[:12])
+    return model, {
+        "trunk_source": str(location),
+        "trunk_source_path": str(source.path),
+        "trunk_source_format": source.format,
+        "trunk_source_step": source.step,
+        "trunk_source_sha256": digest,
+    }
+
+
+@dataclass
+class Parallel:
+    """The network the step calls (wrapped for DDP, sharded for FSDP, compiled), and what it trains."""
+
+    net: torch.nn.Module
+    trainable: list[torch.nn.Parameter]
+    sharded: bool
+
+
+def parallelize(model: HPT, recipe: Recipe, world: distributed.World, device: torch.device, frozen: bool) -> Parallel:
+    """Place the model: a frozen trunk leaves the trainable set; FSDP shards every trunk block, then
+    the network; DDP wraps it (finding unused stems and heads when several embodiments share a run);
+    ``compile`` compiles whatever results (one graph per embodiment)."""
+    from hpt_kit.train.step import compile_mode
+
+    model.to(device)
+    if frozen:
+        model.trunk.requires_grad_(False)
+    sharded = world.active and recipe.train.parallel == "fsdp"
+    if sharded:
+        distributed.shard(model, list(model.trunk.blocks))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    net: torch.nn.Module = model
+    embodiments = len(recipe.datasets)
+    if world.active and not sharded:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=embodiments > 1)
+    if recipe.train.compile:
+        import torch._dynamo.config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 2 * embodiments)
+        net = torch.compile(net, mode=compile_mode(device, distributed=world.active))
+    return Parallel(net, trainable, sharded)
+
+
+def mixture_weights(recipe: Recipe) -> tuple[list[str], np.ndarray]:
+    """Embodiment names in recipe order and their sampling probabilities."""
+    names = [e.embodiment for e in recipe.datasets]
+    weights = np.array([e.weight for e in recipe.datasets], dtype=np.float64)
+    return names, weights / weights.sum()

@@ -1,0 +1,128 @@
+"""One training step and the choices around it, shared by the loop and ``hpt-kit bench`` so that the
+bench measures exactly what training runs: the device, autocast and compile mode, the optimiser,
+the learning-rate schedule, the mixture draw, the step itself and validation."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpt_kit.core.recipe import TrainSection
+from hpt_kit.data.sampler import SequenceSampler, mask_history
+
+Batch = dict[str, torch.Tensor]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def compile_mode(device: torch.device, distributed: bool = False) -> str | None:
+    """``torch.compile`` mode: CUDA graphs on a single GPU, where a small-batch step is otherwise
+    bound by kernel launches; inductor's default elsewhere."""
+    return "reduce-overhead" if device.type == "cuda" and not distributed else None
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on a GPU; full precision on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW that decays matrices only: biases, norms, latents and other 1-D tensors are not decayed."""
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def lr_at(step: int, cfg: TrainSection) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def to_torch(batch: Mapping[str, np.ndarray], device: torch.device) -> Batch:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def draw(names: list[str], weights: np.ndarray, batch: int, mixed: bool, rng: np.random.Generator) -> dict[str, int]:
+    """How many samples each embodiment gets this step: all to one drawn by weight, or (``mixed``) a
+    multinomial split of the batch. ``rng`` is the same on every rank, so every rank agrees."""
+    if mixed:
+        return {n: int(c) for n, c in zip(names, rng.multinomial(batch, weights)) if c}
+    return {names[int(rng.choice(len(names), p=weights))]: batch}
+
+
+def sample(
+    drawn: Mapping[str, int], samplers: Mapping[str, Any], history_mask: float, rng: np.random.Generator, device: torch.device
+) -> dict[str, Batch]:
+    """The drawn samples of each embodiment, history-masked with probability ``history_mask``."""
+    batches = {}
+    for name, count in drawn.items():
+        raw = samplers[name].sample(count, rng)
+        if history_mask > 0:
+            raw = mask_history(raw, samplers[name].obs_fields, history_mask, rng)
+        batches[name] = to_torch(raw, device)
+    return batches
+
+
+def optimizer_step(
+    net: torch.nn.Module,
+    batches: Mapping[str, Batch],
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    lr: float,
+    grad_clip: float,
+    device: torch.device,
+    compiled: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One AdamW step on the loss of one embodiment's batch, or of several at once (the mixed loss,
+    one trunk pass). Returns the loss and the gradient norm before clipping (``None`` unclipped)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if compiled:
+        torch.compiler.cudagraph_mark_step_begin()
+    with autocast(device):
+        if len(batches) == 1:
+            name, batch = next(iter(batches.items()))
+            loss = net(name, batch)  # HPT.forward is the loss, so DDP and FSDP wrap it unchanged
+        else:
+            loss = net(None, batches)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else None
+    optimizer.step()
+    return loss, grad_norm
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, val: Mapping[str, SequenceSampler | None], cfg: TrainSection, device: torch.device) -> dict[str, float]:
+    """Validation loss per embodiment over up to ``val_batches`` batches of its held-out episodes,
+    weighted by batch size; the model's train/eval modes are restored after."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    out: dict[str, float] = {}
+    for name, sampler in val.items():
+        if sampler is None:
+            continue
+        losses, weights = [], []
+        for batch in sampler.batches(cfg.batch_size, limit=cfg.val_batches):
+            losses.append(model(name, to_torch(batch, device)).item())  # forward: FSDP gathers around it
+            weights.append(len(batch["action"]))
+        out[name] = float(np.average(losses, weights=weights))
+    for m, mode in modes.items():
+        m.training = mode
+    return out
