@@ -26,9 +26,8 @@ from hpt_kit.core.spec import (  # noqa: E402
     SpecError,
     StemSpec,
 )
+from hpt_kit.core.version import __version__  # noqa: E402
 from hpt_kit.hookspecs import hookimpl  # noqa: E402
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

@@ -45,7 +45,7 @@ def hpt_register_stems(registry: ComponentRegistrar) -> None:
     returns an ``nn.Module`` mapping a (B, H, *input_shape) tensor to (B, n, width) tokens, where n is
     the module's ``tokens_out`` attribute if it has one (e.g. one set of tokens per camera view), else
     ``spec.num_tokens``. Kind-specific settings are ``spec.options``; reject unknown keys (see
-    ``hpt_kit.models.heads.parse_options``). The kit's own stems register through this hook too.
+    ``hpt_kit.core.config.parse_options``). The kit's own stems register through this hook too.
     """
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult
+    from hpt_kit.core.spec import Controller, ConvertRequest, RolloutRequest, RolloutResult
 
 CONVERT_STREAM = 0  # seed stream of dataset conversion
 ROLLOUT_STREAM = 1  # seed stream of evaluation: never the episodes a dataset was made from
@@ -210,7 +210,7 @@ def evaluate(
     no videos and says so before running anything. ``details`` go into the result, after the success
     rate ``per_task`` that named sources add.
     """
-    from hpt_kit import RolloutResult, SpecError
+    from hpt_kit.core.spec import RolloutResult, SpecError
 
     record = request.video_dir is not None
     if record and video_fps is None:

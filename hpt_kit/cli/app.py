@@ -42,6 +42,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from hpt_kit.core.registry import UnknownNameError
     from hpt_kit.core.spec import SpecError
     from hpt_kit.data.store import DatasetError
+    from hpt_kit.models.hpt import ComponentError
     from hpt_kit.models.vision import EncoderWeightsError
     from hpt_kit.weights.checkpoint import CheckpointError
     from hpt_kit.weights.hub import HubError
@@ -56,6 +57,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         UnknownNameError,
         CheckpointError,
         EncoderWeightsError,
+        ComponentError,
         FileExistsError,
     )
 

@@ -43,9 +43,9 @@ def convert_command(
 
     from hpt_kit.cli.output import conversion_progress
     from hpt_kit.core.registry import load_registry
+    from hpt_kit.core.spec import check_arch
     from hpt_kit.data.convert import convert
     from hpt_kit.data.store import Dataset
-    from hpt_kit.models.vision import check_arch
 
     if image_encoder:
         try:

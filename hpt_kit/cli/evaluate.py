@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from hpt_kit.core.recipe import EvalSection
+    from hpt_kit.core.spec import Embodiment
+    from hpt_kit.policy import Policy
 
 
 def eval_command(
     location: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT", help="Run directory, checkpoint or hf://.")],
     embodiment: Annotated[str | None, typer.Option(help="Which of the checkpoint's embodiments (default: the first).")] = None,
-    episodes: Annotated[int, typer.Option(min=1, help="Rollout episodes.")] = 20,
-    seed: Annotated[int, typer.Option(help="First rollout seed (kept apart from conversion seeds).")] = 1000,
+    episodes: Annotated[
+        int | None, typer.Option(min=1, help="Rollout episodes. Default: the run's recipe (eval.episodes), else 20.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="First rollout seed (kept apart from conversion seeds). Default: the run's recipe (eval.seed), else 1000."),
+    ] = None,
     execute_steps: Annotated[
         int | None,
         typer.Option(min=0, help="Chunk steps executed before re-planning (0 = all). Default: the run's recipe."),
@@ -33,68 +44,121 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
-    import numpy as np
-
     from hpt_kit.core.registry import load_registry
-    from hpt_kit.core.spec import RolloutRequest
     from hpt_kit.models.hpt import HPT
     from hpt_kit.policy import Policy
     from hpt_kit.weights.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(location)
+    settings, sources = eval_settings(ckpt.description, episodes, seed, execute_steps, temporal_ensemble)
     registry = load_registry()
     model = HPT.from_checkpoint(ckpt, registry)
     name = embodiment or next(iter(model.specs))
-    # Chunk execution: an option given here wins; otherwise the recipe's [eval] section decides.
-    planned = ckpt.description.get("recipe", {}).get("eval", {})
-    if execute_steps is None and temporal_ensemble is None:
-        execute_steps = int(planned.get("execute_steps", 0))
-        temporal_ensemble = float(planned.get("temporal_ensemble", 0.0))
-    execute_steps = execute_steps or 0
-    temporal_ensemble = temporal_ensemble or 0.0
-    if execute_steps and temporal_ensemble:
-        raise typer.BadParameter(
-            "choose --execute-steps or --temporal-ensemble, not both", param_hint="--temporal-ensemble"
-        )
-    policy = Policy(model, name, execute_steps, ensemble=temporal_ensemble or None)
+    ensemble = settings.temporal_ensemble
+    policy = Policy(model, name, settings.execute_steps, ensemble=ensemble or None)
     emb = registry.embodiment(name)
-    request = RolloutRequest(episodes=episodes, seed=seed, video_dir=video, render=policy.needs_images)
-    result = emb.rollout(policy, request)
+    if expert and emb.expert_rollout is None:
+        raise typer.BadParameter(f"embodiment {name!r} has no scripted expert", param_hint="--expert")
     out = {
         "embodiment": name,
         "checkpoint": str(ckpt.path),
         "step": ckpt.step,
-        "episodes": episodes,
-        "seed": seed,
-        "execute_steps": None if temporal_ensemble else policy.execute_steps,
-        "temporal_ensemble": temporal_ensemble,
+        "episodes": settings.episodes,
+        "seed": settings.seed,
+        "execute_steps": None if ensemble else policy.execute_steps,
+        "temporal_ensemble": ensemble,
+        "settings_from": sources,
+        **_rollouts(emb, policy, settings, video, expert),
+    }
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    _print_table(out, ckpt.path.name)
+
+
+def _rollouts(emb: Embodiment, policy: Policy, settings: EvalSection, video: Path | None, expert: bool) -> dict[str, Any]:
+    """The policy's results, and the scripted expert's on the same episodes for scale when asked."""
+    from hpt_kit.core.spec import RolloutRequest
+
+    request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, video_dir=video, render=policy.needs_images)
+    result = emb.rollout(policy, request)
+    out = {
         "success_rate": result.success_rate,
         "successes": list(result.successes),
-        "mean_return": float(np.mean(result.returns)) if result.returns else None,
+        "mean_return": _mean(result.returns),
         "videos": list(result.videos),
         "details": dict(result.details),
     }
     if expert:
-        if emb.expert_rollout is None:
-            raise typer.BadParameter(f"embodiment {name!r} has no scripted expert", param_hint="--expert")
-        ex = emb.expert_rollout(RolloutRequest(episodes=episodes, seed=seed))
+        ex = emb.expert_rollout(RolloutRequest(episodes=settings.episodes, seed=settings.seed))
         out["expert_success_rate"] = ex.success_rate
-    if as_json:
-        typer.echo(json.dumps(out))
-        return
+        out["expert_mean_return"] = _mean(ex.returns)
+    return out
+
+
+def _mean(values: tuple[float, ...]) -> float | None:
+    import numpy as np
+
+    return float(np.mean(values)) if values else None
+
+
+def eval_settings(
+    description: Mapping[str, Any],
+    episodes: int | None,
+    seed: int | None,
+    execute_steps: int | None,
+    temporal_ensemble: float | None,
+) -> tuple[EvalSection, dict[str, str]]:
+    """The rollout settings and where each came from ("option", "recipe" or "default").
+
+    An option given on the command line wins; otherwise the checkpoint's recipe ``[eval]`` section
+    decides (a run's own plan for its evaluation), otherwise the section's defaults. The chunk mode
+    is one setting: giving either of its options replaces the recipe's execute_steps and ensemble.
+    """
+    from hpt_kit.core.recipe import EvalSection, parse_table
+
+    stored = description.get("recipe", {}).get("eval", {})
+    planned = parse_table(EvalSection, stored, "checkpoint recipe: eval")
+    if execute_steps and temporal_ensemble:
+        raise typer.BadParameter(
+            "choose --execute-steps or --temporal-ensemble, not both", param_hint="--temporal-ensemble"
+        )
+    given = {"episodes": episodes, "seed": seed}
+    chunks_given = execute_steps is not None or temporal_ensemble is not None
+    settings = EvalSection(
+        episodes=planned.episodes if episodes is None else episodes,
+        seed=planned.seed if seed is None else seed,
+        execute_steps=(execute_steps or 0) if chunks_given else planned.execute_steps,
+        temporal_ensemble=(temporal_ensemble or 0.0) if chunks_given else planned.temporal_ensemble,
+    )
+
+    def source(given_here: bool, keys: tuple[str, ...]) -> str:
+        return "option" if given_here else "recipe" if any(k in stored for k in keys) else "default"
+
+    sources = {k: source(v is not None, (k,)) for k, v in given.items()}
+    sources["chunks"] = source(chunks_given, ("execute_steps", "temporal_ensemble"))
+    return settings, sources
+
+
+def _print_table(out: Mapping[str, Any], checkpoint: str) -> None:
+    """The human-readable report: settings and where they came from, then one row per policy."""
     from rich.table import Table
 
     from hpt_kit.cli.output import stdout_console
 
-    mode = f"temporal ensemble m={temporal_ensemble:g}" if temporal_ensemble else f"{policy.execute_steps} steps per chunk"
-    table = Table(title=f"{name}: {episodes} episodes from seed {seed}, {mode}")
+    ensemble, steps = out["temporal_ensemble"], out["execute_steps"]
+    mode = f"temporal ensemble m={ensemble:g}" if ensemble else f"{steps} steps per chunk"
+    table = Table(title=f"{out['embodiment']}: {out['episodes']} episodes from seed {out['seed']}, {mode}")
     table.add_column("policy")
     table.add_column("success rate", justify="right")
     table.add_column("mean return", justify="right")
-    table.add_row(f"HPT ({ckpt.path.name})", f"{result.success_rate:.1%}", _fmt_return(out["mean_return"]))
-    if expert:
-        table.add_row("scripted expert", f"{out['expert_success_rate']:.1%}", _fmt_return(float(np.mean(ex.returns)) if ex.returns else None))
-    stdout_console().print(table)
+    table.add_row(f"HPT ({checkpoint})", f"{out['success_rate']:.1%}", _fmt_return(out["mean_return"]))
+    if "expert_success_rate" in out:
+        table.add_row("scripted expert", f"{out['expert_success_rate']:.1%}", _fmt_return(out["expert_mean_return"]))
+    console = stdout_console()
+    console.print(table)
+    origin = ", ".join(f"{k} from {v}" for k, v in out["settings_from"].items())
+    console.print(f"settings: {origin}", highlight=False, soft_wrap=True)
 
 
 def _fmt_return(value: float | None) -> str:

@@ -1,1 +1,2 @@
-"""The bottom floor: the embodiment spec, the trunk presets, the registry, recipes and language."""
+"""The bottom floor: the embodiment spec, trunk presets, the plugin registry, typed config and
+recipes, and language encoding. Nothing here imports torch."""

@@ -1,25 +1,29 @@
-"""Recipes: TOML files validated into frozen dataclasses.
+"""Recipes: the schema of a run's TOML file (sections, defaults, validation).
 
-An unknown key, a value of the wrong type or a missing required key is a :class:`RecipeError` whose
-one-line message names the file and the key. Command-line options override recipe values through
-``dataclasses.replace`` and never write back into the file.
+Reading and writing go through :mod:`hpt_kit.core.config`. An unknown key, a value of the wrong type
+or a missing required key is a :class:`RecipeError` whose one-line message names the file and the key.
+Command-line options override recipe values through ``dataclasses.replace`` and never write back into
+the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
-import tomllib
-import types
-import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from hpt_kit.core import config
+from hpt_kit.core.config import NOT_A_KEY, ConfigError, from_data, to_data, to_toml
 from hpt_kit.core.presets import PRESETS
+from hpt_kit.core.spec import check_arch
+
+T = TypeVar("T")
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe that does not validate: ``<file>: <key>: <what to change>``."""
 
 
@@ -76,8 +80,6 @@ class DatasetEntry:
         if bad:
             raise ValueError(f"stem_options.{bad[0]} must be a table of options for that modality's stem")
         if self.image_encoder:
-            from hpt_kit.models.vision import check_arch
-
             check_arch(self.image_encoder)
         if self.image_encoder_resize < 0:
             raise ValueError(f"image_encoder_resize must be >= 0, got {self.image_encoder_resize}")
@@ -174,103 +176,51 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     transfer: TransferSection = field(default_factory=TransferSection)
     eval: EvalSection = field(default_factory=EvalSection)
-    source: str = ""  # the file it came from
+    source: str = field(default="", metadata=NOT_A_KEY)  # the file it came from
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("source")
-        return d
+        """Every setting (not the source), as plain data: stored in checkpoints, written as TOML."""
+        return to_data(self)
 
 
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
-    if origin is tuple:
-        (inner, _) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise RecipeError(f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        raise RecipeError(f"{where}: unsupported union type")  # not used by the recipe types
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a table, got {value!r}")
-        return parse_table(tp, value, where)
-    if not scalar_matches(value, tp):
-        raise RecipeError(f"{where}: must be {_type_name(tp)}, got {value!r}")
-    return float(value) if tp is float else value
-
-
-def scalar_matches(value: Any, tp: Any) -> bool:
-    """Whether a config value has type ``tp``: an int counts as a float, a bool never as a number."""
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def parse_table(cls: Any, table: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(table) - set(fields))
-    prefix = f"{where}." if where else ""
-    if unknown:
-        raise RecipeError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in table:
-            kwargs[name] = _coerce(table[name], hints[name], f"{prefix}{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"{prefix}{name}: required key is missing")
+@contextlib.contextmanager
+def _as_recipe_error(prefix: str = "") -> Iterator[None]:
+    """Config errors from recipes surface as :class:`RecipeError`, the class the CLI and experiments catch."""
     try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        raise RecipeError(f"{where or cls.__name__}: {exc}") from exc
+        yield
+    except ConfigError as exc:
+        raise RecipeError(f"{prefix}{exc}") from None
 
 
-def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
-    try:
-        if "datasets" not in data:
-            raise RecipeError("datasets: required key is missing (add at least one [[datasets]] table)")
-        if not isinstance(data["datasets"], list) or not data["datasets"]:
-            raise RecipeError("datasets: must be a non-empty list of [[datasets]] tables")
-        hints = typing.get_type_hints(Recipe)
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(Recipe)} - {"source"})
-        if unknown:
-            raise RecipeError(f"{unknown[0]}: unknown section (known: run, trunk, datasets, train, transfer, eval)")
-        kwargs = {"source": source}
-        for name in ("run", "trunk", "train", "transfer", "eval"):
-            if name in data:
-                kwargs[name] = _coerce(data[name], hints[name], name)
-        kwargs["datasets"] = tuple(
-            _coerce(d, DatasetEntry, f"datasets[{i}]") for i, d in enumerate(data["datasets"])
-        )
-        names = [d.embodiment for d in kwargs["datasets"]]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise RecipeError(f"datasets: embodiment {sorted(dup)[0]!r} is listed twice")
-        return Recipe(**kwargs)
-    except RecipeError as exc:
-        raise RecipeError(f"{source}: {exc}") from None
+def parse_table(cls: type[T], table: dict[str, Any], where: str) -> T:
+    """One recipe table as the dataclass ``cls`` (see :func:`hpt_kit.core.config.from_data`)."""
+    with _as_recipe_error():
+        return from_data(cls, table, where)
 
 
 def read_toml(path: str | Path, what: str = "recipe") -> dict[str, Any]:
     """A TOML file as a dict, or a RecipeError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such {what} file")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    with _as_recipe_error():
+        return config.read_toml(path, what)
+
+
+def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    """A recipe from its TOML tables; every error names ``source`` and the key."""
+    with _as_recipe_error(f"{source}: "):
+        if "datasets" not in data:
+            raise ConfigError("datasets: required key is missing (add at least one [[datasets]] table)")
+        if not isinstance(data["datasets"], list) or not data["datasets"]:
+            raise ConfigError("datasets: must be a non-empty list of [[datasets]] tables")
+        known = [f.name for f in dataclasses.fields(Recipe) if config.is_key(f)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown section (known: run, trunk, datasets, train, transfer, eval)")
+        recipe = from_data(Recipe, data)
+        names = [d.embodiment for d in recipe.datasets]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"datasets: embodiment {sorted(dup)[0]!r} is listed twice")
+    return dataclasses.replace(recipe, source=source)
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -279,26 +229,4 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def recipe_to_toml(recipe: Recipe) -> str:
     """The resolved recipe as TOML (written into every run directory)."""
-    d = recipe.to_dict()
-    lines: list[str] = []
-    for section in ("run", "trunk", "train", "transfer", "eval"):
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
-        lines.append("")
-    for entry in d["datasets"]:
-        lines.append("[[datasets]]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    return json.dumps(str(v))
+    return to_toml(recipe.to_dict())

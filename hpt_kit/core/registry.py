@@ -212,7 +212,7 @@ def make_plugin_manager(
     """
     import importlib
 
-    from hpt_kit import __version__
+    from hpt_kit.core.version import __version__
 
     if load_entrypoints is None:
         load_entrypoints = os.environ.get("HPT_KIT_NO_ENTRYPOINTS", "") != "1"

@@ -2,9 +2,10 @@
 how it is evaluated.
 
 An embodiment plugin builds one :class:`Embodiment` per robot (or robot + task family) and hands it to
-the kit through ``hpt_register_embodiments``. Everything a plugin declares is plain data except two
-callables, ``convert_dataset`` and ``rollout``; the data part round-trips through JSON so that datasets
-and checkpoints carry the spec they were made with.
+the kit through ``hpt_register_embodiments``. Everything a plugin declares is plain data except the
+callables ``convert_dataset``, ``rollout`` and ``expert_rollout``; the data part
+(:class:`EmbodimentData`, which :class:`Embodiment` extends) round-trips through JSON by the type
+hints (:mod:`hpt_kit.core.config`) so that datasets and checkpoints carry the spec they were made with.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from hpt_kit.core.config import NOT_A_KEY, ConfigError, from_data, to_data
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
 
@@ -43,6 +46,15 @@ class ImageSpec:
     height: int
     width: int
     channels: int = 3
+
+
+IMAGE_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # torchvision names
+
+
+def check_arch(arch: str) -> None:
+    """An image encoder name the kit can build (``hpt_kit.models.vision``), or a ValueError listing them."""
+    if arch not in IMAGE_ENCODERS:
+        raise ValueError(f"unknown image encoder {arch!r}; known: {', '.join(IMAGE_ENCODERS)}")
 
 
 @dataclass(frozen=True)
@@ -235,26 +247,18 @@ RolloutFn = Callable[[Controller, RolloutRequest], RolloutResult]
 
 
 @dataclass(frozen=True)
-class Embodiment:
-    """One robot as the kit sees it.
-
-    ``convert_dataset`` yields episodes as dicts of time-major arrays: ``state`` (T, state_dim),
-    ``action`` (T, action dim) and any optional fields of the observation spec; the kit validates and
-    stores them. ``rollout`` runs a :class:`Controller` for ``request.episodes`` episodes and reports
-    the success rate. ``expert_rollout``, if given, runs the scripted expert the same way, for scale.
-    """
+class EmbodimentData:
+    """The data part of an embodiment: what datasets and checkpoints store (as :meth:`to_dict`) and
+    what a network is built from. Read back with :func:`spec_from_dict`."""
 
     name: str
     observation: ObservationSpec
     action: ActionSpec
-    convert_dataset: ConvertFn
-    rollout: RolloutFn
     stems: tuple[StemSpec, ...] = (StemSpec(STATE),)
     head: HeadSpec = HeadSpec()
     observation_horizon: int = 1  # past steps (current included) the stems see
     max_episode_steps: int = 0
     description: str = ""
-    expert_rollout: Callable[[RolloutRequest], RolloutResult] | None = None
 
     @property
     def action_horizon(self) -> int:
@@ -262,87 +266,39 @@ class Embodiment:
 
     def to_dict(self) -> dict[str, Any]:
         """The data part of the spec (no callables), JSON-ready."""
-        return spec_to_dict(self)
-
-
-def spec_to_dict(emb: Embodiment | EmbodimentData) -> dict[str, Any]:
-    return {
-        "name": emb.name,
-        "observation": asdict(emb.observation),
-        "action": asdict(emb.action),
-        "stems": [asdict(s) for s in emb.stems],
-        "head": asdict(emb.head),
-        "observation_horizon": emb.observation_horizon,
-        "max_episode_steps": emb.max_episode_steps,
-        "description": emb.description,
-    }
+        return to_data(self)
 
 
 @dataclass(frozen=True)
-class EmbodimentData:
-    """The data part of an :class:`Embodiment`, as read back from a dataset or checkpoint."""
+class Embodiment(EmbodimentData):
+    """One robot as the kit sees it: the data of :class:`EmbodimentData` plus what makes its data and
+    evaluates a policy.
 
-    name: str
-    observation: ObservationSpec
-    action: ActionSpec
-    stems: tuple[StemSpec, ...]
-    head: HeadSpec
-    observation_horizon: int = 1
-    max_episode_steps: int = 0
-    description: str = ""
+    ``convert_dataset`` yields episodes as dicts of time-major arrays: ``state`` (T, state_dim),
+    ``action`` (T, action dim) and any optional fields of the observation spec; the kit validates and
+    stores them. ``rollout`` runs a :class:`Controller` for ``request.episodes`` episodes and reports
+    the success rate. ``expert_rollout``, if given, runs the scripted expert the same way, for scale.
+    The callables are keyword-only (they follow the data's defaults) and never stored (``NOT_A_KEY``).
+    """
 
-    @property
-    def action_horizon(self) -> int:
-        return self.head.action_horizon
-
-    def to_dict(self) -> dict[str, Any]:
-        return spec_to_dict(self)
+    convert_dataset: ConvertFn = field(kw_only=True, metadata=NOT_A_KEY)
+    rollout: RolloutFn = field(kw_only=True, metadata=NOT_A_KEY)
+    expert_rollout: Callable[[RolloutRequest], RolloutResult] | None = field(
+        default=None, kw_only=True, metadata=NOT_A_KEY
+    )
 
 
-def _tuple(values: Any) -> tuple:
-    return tuple(values) if values is not None else ()
+def spec_to_dict(emb: EmbodimentData) -> dict[str, Any]:
+    """The stored form of a spec (an :class:`Embodiment` loses its callables)."""
+    return to_data(emb)
 
 
 def spec_from_dict(d: Mapping[str, Any]) -> EmbodimentData:
-    obs = dict(d["observation"])
-    image = obs.get("image")
-    feats = obs.get("image_features")
-    lang = obs.get("language")
-    observation = ObservationSpec(
-        state_dim=int(obs["state_dim"]),
-        image=ImageSpec(**{**image, "views": _tuple(image["views"])}) if image else None,
-        image_features=(
-            ImageFeatureSpec(
-                **{
-                    **feats,
-                    "views": _tuple(feats["views"]),
-                    "encoder": ImageEncoderSpec(**feats["encoder"]) if feats.get("encoder") else None,
-                }
-            )
-            if feats
-            else None
-        ),
-        language=LanguageSpec(**lang) if lang else None,
-    )
-    act = d["action"]
-    action = ActionSpec(
-        dim=int(act["dim"]),
-        low=_tuple(act["low"]),
-        high=_tuple(act["high"]),
-        control_hz=float(act["control_hz"]),
-    )
-    stems = tuple(StemSpec(**{**s, "hidden": _tuple(s["hidden"]), "options": dict(s.get("options", {}))}) for s in d["stems"])
-    head = HeadSpec(**{**d["head"], "hidden": _tuple(d["head"]["hidden"]), "options": dict(d["head"].get("options", {}))})
-    return EmbodimentData(
-        name=d["name"],
-        observation=observation,
-        action=action,
-        stems=stems,
-        head=head,
-        observation_horizon=int(d.get("observation_horizon", 1)),
-        max_episode_steps=int(d.get("max_episode_steps", 0)),
-        description=d.get("description", ""),
-    )
+    """A spec as stored in a dataset or checkpoint; keys added since it was written take their defaults."""
+    try:
+        return from_data(EmbodimentData, d, "spec")
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def validate_spec(emb: Embodiment) -> None:
@@ -416,7 +372,7 @@ def spec_problems(emb: Any) -> list[str]:
     return p
 
 
-def episode_field_shapes(spec: Embodiment | EmbodimentData) -> dict[str, tuple[int, ...]]:
+def episode_field_shapes(spec: EmbodimentData) -> dict[str, tuple[int, ...]]:
     """Per-step shape of every array an episode of this embodiment must carry."""
     shapes = spec.observation.field_shapes()
     shapes[ACTION] = (spec.action.dim,)
@@ -426,7 +382,7 @@ def episode_field_shapes(spec: Embodiment | EmbodimentData) -> dict[str, tuple[i
 EPISODE_DTYPES = {IMAGE: np.uint8}  # everything else is float32
 
 
-def validate_episode(spec: Embodiment | EmbodimentData, index: int, episode: Mapping[str, Any]) -> Episode:
+def validate_episode(spec: EmbodimentData, index: int, episode: Mapping[str, Any]) -> Episode:
     """Check one converted episode against the spec and return it with canonical dtypes.
 
     Errors name the embodiment, the episode index and the field.

@@ -99,7 +99,7 @@ def write_dataset(
     ``notes`` is read after the episodes are exhausted, so a plugin can fill it while converting.
     ``on_episode(i, steps)`` is called after each episode (progress bars).
     """
-    from hpt_kit import __version__
+    from hpt_kit.core.version import __version__
 
     path = Path(path)
     if path.exists() and not overwrite:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hpt_kit.core.config import parse_options
 from hpt_kit.core.spec import HeadSpec
-from hpt_kit.models.heads import parse_options, regression_loss
+from hpt_kit.models.heads import regression_loss
 from hpt_kit.models.layers import FeedForward, SelfAttention
 
 NAME = "transformer-decoder"

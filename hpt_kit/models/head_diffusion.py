@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpt_kit.core.config import parse_options
 from hpt_kit.core.spec import HeadSpec
-from hpt_kit.models.heads import parse_options
 from hpt_kit.models.layers import Block, Mlp, positional_table
 
 NAME = "diffusion"

@@ -1,23 +1,19 @@
 """Heads: trunk tokens -> an action chunk. Every head has ``loss(features, actions)`` and
 ``predict(features) -> (B, action_horizon, action_dim)``; both work on normalised actions in [-1, 1].
 
-This file holds the ``mlp`` head and what every head shares (regression losses, option parsing). The
-other kinds live one per file: ``head_decoder.py`` (``transformer-decoder``), ``head_diffusion.py``
-(``diffusion``), ``head_gmm.py`` (``gmm``).
+This file holds the ``mlp`` head and what every head shares (regression losses; option parsing lives
+in ``hpt_kit.core.config.parse_options``). The other kinds live one per file: ``head_decoder.py``
+(``transformer-decoder``), ``head_diffusion.py`` (``diffusion``), ``head_gmm.py`` (``gmm``).
 """
 
 from __future__ import annotations
-
-import dataclasses
-import typing
-from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpt_kit.core.recipe import scalar_matches
-from hpt_kit.core.spec import HeadSpec, StemSpec
+from hpt_kit.core.config import parse_options  # noqa: F401 - plugins were told to import it from here
+from hpt_kit.core.spec import HeadSpec
 from hpt_kit.models.layers import Mlp
 
 LOSSES = {
@@ -26,39 +22,11 @@ LOSSES = {
     "l1": F.l1_loss,
 }
 
-Options = TypeVar("Options")
-
 
 def regression_loss(name: str):
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
     return LOSSES[name]
-
-
-def parse_options(cls: type[Options], spec: HeadSpec | StemSpec, name: str, what: str = "head") -> Options:
-    """``spec.options`` as the component's frozen options dataclass ``cls``, defaults filled in.
-
-    Heads and stems share it (``what`` is "head" or "stem", ``name`` its kind). A key the component
-    does not know is an error rather than ignored: a typo in a recipe's options would otherwise train
-    with the default and nobody would notice. Values must have the field's type (an int is accepted
-    where a float is expected); range checks belong to ``cls.__post_init__``.
-    """
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key, value in spec.options.items():
-        if key not in known:
-            raise ValueError(f"{what} {name!r}: unknown option {key!r}; known: {', '.join(known)}")
-        tp = hints[key]
-        if not scalar_matches(value, tp):
-            raise ValueError(f"{what} {name!r}: option {key!r} must be {_type_name(tp)}, got {value!r}")
-    try:
-        return cls(**{k: (float(v) if hints[k] is float else v) for k, v in spec.options.items()})
-    except ValueError as exc:
-        raise ValueError(f"{what} {name!r}: {exc}") from None
-
-
-def _type_name(tp: type) -> str:
-    return getattr(tp, "__name__", None) or str(tp)  # a union such as ``str | None`` has no __name__
 
 
 class MlpHead(nn.Module):

@@ -16,7 +16,6 @@ from hpt_kit.core.spec import (
     HEAD_MEMBERS,
     STATE,
     STEM_MEMBERS,
-    Embodiment,
     EmbodimentData,
     HeadSpec,
     StemSpec,
@@ -30,7 +29,7 @@ from hpt_kit.weights.tensors import load_strict
 if TYPE_CHECKING:
     from hpt_kit.weights.checkpoint import Checkpoint
 
-Spec = Embodiment | EmbodimentData
+Spec = EmbodimentData  # an Embodiment is one, with its plugin callables
 
 
 class ComponentError(TypeError):

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hpt_kit.core.spec import IMAGE, IMAGE_FEATURES, ImageEncoderSpec, ImageFeatureSpec, StemSpec
-from hpt_kit.models.heads import parse_options
+from hpt_kit.core.config import parse_options
+from hpt_kit.core.spec import IMAGE, IMAGE_FEATURES, ImageEncoderSpec, ImageFeatureSpec, StemSpec, check_arch
 from hpt_kit.models.stems import MlpStem
-from hpt_kit.models.vision import IMAGENET, ResNetEncoder, check_arch
+from hpt_kit.models.vision import IMAGENET, ResNetEncoder
 
 NAME = "resnet"
 VIEW_MODES = ("shared", "independent")

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpt_kit.core.spec import ImageEncoderSpec
+from hpt_kit.core.spec import IMAGE_ENCODERS, ImageEncoderSpec, check_arch
 from hpt_kit.weights.tensors import CheckpointError, load_strict, safe_torch_load, tensor_digest
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+ARCHS = IMAGE_ENCODERS
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
 INIT_SEED = 0  # the seed of weights = "none": the same network every time it is built
@@ -48,11 +48,6 @@ def normalize_weights(weights: str | None) -> str:
     if weights == IMAGENET:
         return IMAGENET
     return str(Path(weights).expanduser().resolve())
-
-
-def check_arch(arch: str) -> None:
-    if arch not in ARCHS:
-        raise ValueError(f"unknown image encoder {arch!r}; known: {', '.join(ARCHS)}")
 
 
 def feature_grid(size: int) -> int:

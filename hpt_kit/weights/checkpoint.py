@@ -110,7 +110,7 @@ def describe(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``checkpoint.json`` of ``model`` (an ``HPT``: its trunk config, specs and statistics)."""
-    from hpt_kit import __version__
+    from hpt_kit.core.version import __version__
 
     stats = model.stats()
     return {

@@ -106,3 +106,52 @@ def test_unknown_head_lists_the_known_ones():
     bad = EmbodimentData(**{**spec.__dict__, "head": HeadSpec(kind="nope")})
     with pytest.raises(KeyError, match="unknown head 'nope'; known: diffusion, gmm, mlp, transformer-decoder"):
         HPT(TrunkConfig(WIDTH, 1, 4), {"a": bad}, {"a": _stats(3, 2)}, load_registry(load_entrypoints=False))
+
+
+class _Components:
+    """A plugin registering a head without ``predict``, a stem with a bad token count, and a stem
+    whose builder predates the ``pretrained`` keyword."""
+
+    @staticmethod
+    def hpt_register_heads(registry):
+        class NoPredict(torch.nn.Module):
+            def loss(self, features, actions):
+                return features.mean()
+
+        registry.add("no-predict", lambda spec, width, action_dim: NoPredict())
+
+    @staticmethod
+    def hpt_register_stems(registry):
+        def zero_tokens(spec, shape, width, horizon):
+            stem = MlpStem(spec, shape, width, horizon)
+            stem.tokens_out = 0
+            return stem
+
+        registry.add("zero-tokens", zero_tokens)
+        registry.add("old-mlp", lambda spec, shape, width, horizon: MlpStem(spec, shape, width, horizon))
+
+
+def _components():
+    from hpt_kit.hookspecs import hookimpl
+
+    for name in ("hpt_register_heads", "hpt_register_stems"):
+        hookimpl(getattr(_Components, name))
+    return load_registry(load_entrypoints=False, extra_plugins=[("broken-parts", _Components)])
+
+
+def test_a_head_without_predict_is_refused_naming_the_plugin_and_member():
+    spec = _spec("a", 3, 2)
+    bad = EmbodimentData(**{**spec.__dict__, "head": HeadSpec(kind="no-predict")})
+    with pytest.raises(TypeError, match="head 'no-predict' of plugin 'broken-parts' has no predict"):
+        HPT(TrunkConfig(WIDTH, 1, 4), {"a": bad}, {"a": _stats(3, 2)}, _components())
+
+
+def test_a_stem_with_no_tokens_is_refused_and_an_old_builder_still_builds():
+    spec = _spec("a", 3, 2)
+    stats = {"a": _stats(3, 2)}
+    bad = EmbodimentData(**{**spec.__dict__, "stems": (StemSpec("state", kind="zero-tokens", num_tokens=4, num_heads=4),)})
+    with pytest.raises(TypeError, match="stem 'zero-tokens' of plugin 'broken-parts': tokens_out must be an integer >= 1"):
+        HPT(TrunkConfig(WIDTH, 1, 4), {"a": bad}, stats, _components())
+    old = EmbodimentData(**{**spec.__dict__, "stems": (StemSpec("state", kind="old-mlp", num_tokens=4, num_heads=4),)})
+    model = HPT(TrunkConfig(WIDTH, 1, 4), {"a": old}, stats, _components(), pretrained=False)
+    assert model.predict("a", {"state": torch.zeros(2, 2, 3)}).shape == (2, 4, 2)

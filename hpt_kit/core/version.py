@@ -1,0 +1,3 @@
+"""The kit's version, recorded in every dataset and checkpoint it writes."""
+
+__version__ = "0.1.0"
