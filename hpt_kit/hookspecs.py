@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from hpt_kit.core.registry import ComponentRegistrar, EmbodimentRegistrar, TextEncoderRegistrar
+    from hpt_kit.core.registry import (
+        ComponentRegistrar,
+        EmbodimentRegistrar,
+        ImporterRegistrar,
+        TextEncoderRegistrar,
+    )
 
 PROJECT = "hpt_kit"
 
@@ -73,4 +78,18 @@ def hpt_register_text_encoders(registry: TextEncoderRegistrar) -> None:
     spec's ``LanguageSpec.tokens``. A name goes into specs, so it is lowercase (``my-encoder``); an
     invalid or duplicate name is reported against this plugin and skipped. The kit's own
     ``hash-ngram`` encoder registers through this hook too. Return nothing.
+    """
+
+
+@hookspec
+def hpt_register_importers(registry: ImporterRegistrar) -> None:
+    """Register dataset importers (``registry.add(importer)``), one per format.
+
+    Called once per plugin when the kit builds its registry (``hpt-kit import``, ``hpt-kit list``). An
+    importer is an object with ``name`` (the format on the command line, lowercase: ``lerobot``) and
+    the methods ``detect(path) -> bool``, ``describe(path) -> SourceInfo`` and
+    ``episodes(path, selection) -> Iterator[SourceEpisode]`` (see ``hpt_kit.core.importer``): it reads
+    the format and yields the selected keys of each episode, one at a time; the kit selects keys,
+    sizes frames, encodes language, validates, computes statistics and writes the dataset. An invalid
+    or duplicate importer is reported against this plugin and skipped. Return nothing.
     """

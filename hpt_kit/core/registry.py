@@ -22,7 +22,8 @@ from typing import Any
 import pluggy
 
 from hpt_kit import hookspecs
-from hpt_kit.core.spec import NAME_PATTERN, Embodiment, spec_problems
+from hpt_kit.core.importer import IMPORTER_MEMBERS
+from hpt_kit.core.spec import NAME_PATTERN, Embodiment, missing_members, spec_problems
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ class RegisteredTextEncoder:
     plugin: PluginInfo
 
 
+@dataclass(frozen=True)
+class RegisteredImporter:
+    importer: Any
+    plugin: PluginInfo
+
+
 @dataclass
 class Registry:
     """Everything the installed plugins registered, plus everything that went wrong."""
@@ -79,6 +86,7 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
     errors: list[PluginError] = field(default_factory=list)
     owners: dict[tuple[str, str], str] = field(default_factory=dict)  # ("stem"|"head", name) -> plugin
+    importers: dict[str, RegisteredImporter] = field(default_factory=dict)
 
     def embodiment(self, name: str) -> Embodiment:
         if name not in self.embodiments:
@@ -95,6 +103,13 @@ class Registry:
 
     def head(self, kind: str) -> Callable[..., Any]:
         return _lookup(self.heads, kind, "head")
+
+    def importer(self, name: str) -> Any:
+        """The importer of format ``name``; an unknown one lists the installed formats."""
+        if name not in self.importers:
+            known = ", ".join(sorted(self.importers)) or "none installed (pip install the importer plugins)"
+            raise UnknownNameError(f"unknown dataset format {name!r}; known: {known}")
+        return self.importers[name].importer
 
     def owner(self, what: str, kind: str) -> str:
         """The plugin that registered the stem or head ``kind`` (``what`` is "stem" or "head")."""
@@ -198,6 +213,31 @@ class TextEncoderRegistrar:
         self._registry.errors.append(err)
 
 
+class ImporterRegistrar:
+    """Handed to ``hpt_register_importers``; format names follow embodiment names' rules."""
+
+    def __init__(self, registry: Registry, plugin: PluginInfo):
+        self._registry = registry
+        self._plugin = plugin
+
+    def add(self, importer: Any) -> None:
+        name = getattr(importer, "name", None)
+        taken = self._registry.importers.get(name) if isinstance(name, str) else None
+        missing = missing_members(importer, IMPORTER_MEMBERS)
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            reason = "an importer's name must be lowercase letters, digits, '-' or '_', from a letter"
+        elif missing:
+            reason = f"an importer needs the methods {', '.join(IMPORTER_MEMBERS)} (missing: {', '.join(missing)})"
+        elif taken is not None:
+            reason = f"duplicate importer name, already registered by plugin {taken.plugin.name!r}"
+        else:
+            self._registry.importers[name] = RegisteredImporter(importer, self._plugin)
+            return
+        err = PluginError(self._plugin.name, reason, str(name))
+        log.warning("%s", err)
+        self._registry.errors.append(err)
+
+
 def _disabled() -> set[str]:
     raw = os.environ.get("HPT_KIT_DISABLE_PLUGINS", "")
     return {p.strip() for p in raw.split(",") if p.strip()}
@@ -254,6 +294,7 @@ def load_registry(
     load_entrypoints: bool | None = None,
     extra_plugins: Iterable[tuple[str, object]] = (),
     embodiments: bool = True,
+    importers: bool = True,
 ) -> Registry:
     """Discover plugins and collect everything they register.
 
@@ -268,6 +309,8 @@ def load_registry(
         ("hpt_register_heads", lambda info: ComponentRegistrar(registry.heads, registry, info, "head")),
         ("hpt_register_text_encoders", lambda info: TextEncoderRegistrar(registry, info)),
     ]
+    if importers:
+        hooks.append(("hpt_register_importers", lambda info: ImporterRegistrar(registry, info)))
     if embodiments:
         hooks.append(("hpt_register_embodiments", lambda info: EmbodimentRegistrar(registry, info)))
     for hook_name, make in hooks:

@@ -116,6 +116,7 @@ def test_every_hook_is_prefixed_documented_and_used():
         "hpt_register_stems",
         "hpt_register_heads",
         "hpt_register_text_encoders",
+        "hpt_register_importers",
     }
     for f in specs:
         doc = inspect.getdoc(f) or ""
@@ -124,6 +125,48 @@ def test_every_hook_is_prefixed_documented_and_used():
     # Each hook has an implementation that registers something in a default installation.
     registry = load_registry()
     assert registry.stems and registry.heads and registry.text_encoders and registry.embodiments
+    assert {"lerobot", "robomimic", "rlds"} <= set(registry.importers)
+
+
+def test_importers_register_by_format_name_and_bad_ones_are_reported():
+    class Good:
+        name = "toyformat"
+
+        def detect(self, path):
+            return False
+
+        def describe(self, path):
+            raise NotImplementedError
+
+        def episodes(self, path, selection):
+            return iter(())
+
+    class NoEpisodes:
+        name = "half"
+
+        def detect(self, path):
+            return False
+
+        def describe(self, path):
+            raise NotImplementedError
+
+    class Formats:
+        @staticmethod
+        @hpt_kit.hookimpl
+        def hpt_register_importers(registry):
+            registry.add(Good())
+            registry.add(NoEpisodes())
+            registry.add(Good())
+
+    registry = load_registry(load_entrypoints=False, extra_plugins=[("formats", Formats)])
+    assert registry.importer("toyformat").name == "toyformat"
+    reasons = {(e.item, e.reason.split(" (")[0]) for e in registry.errors if e.plugin == "formats"}
+    assert reasons == {
+        ("half", "an importer needs the methods detect, describe, episodes"),
+        ("toyformat", "duplicate importer name, already registered by plugin 'formats'"),
+    }
+    with pytest.raises(KeyError, match="unknown dataset format 'nope'; known: toyformat"):
+        registry.importer("nope")
 
 
 def test_a_plugin_cannot_take_a_built_in_name():
