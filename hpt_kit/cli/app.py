@@ -30,14 +30,26 @@ def _root(
 
 
 def _register() -> None:
-    from hpt_kit.cli import bench, data, evaluate, experiment, hub, inspect, listing, scaffold, training
+    from hpt_kit.cli import (
+        bench,
+        data,
+        evaluate,
+        experiment,
+        hub,
+        importing,
+        inspect,
+        listing,
+        scaffold,
+        training,
+    )
 
-    for module in (listing, scaffold, data, training, evaluate, inspect, hub, bench, experiment):
+    for module in (listing, scaffold, data, importing, training, evaluate, inspect, hub, bench, experiment):
         module.register(app)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, reported in one line without a traceback."""
+    from hpt_kit.core.importer import ImportSourceError
     from hpt_kit.core.recipe import RecipeError
     from hpt_kit.core.registry import UnknownNameError
     from hpt_kit.core.spec import SpecError
@@ -58,6 +70,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         CheckpointError,
         EncoderWeightsError,
         ComponentError,
+        ImportSourceError,
         FileExistsError,
     )
 

@@ -80,14 +80,15 @@ def convert(
 
         stream = with_language(embodiment.name, stream, instructions_for(language, registry), notes)
     if image_encoder:
-        spec, stream = _with_image_features(embodiment, stream, image_encoder, image_encoder_weights, image_encoder_resize)
+        spec, stream = image_features(embodiment, stream, image_encoder, image_encoder_weights, image_encoder_resize)
     return write_dataset(path, spec, stream, notes=notes, overwrite=overwrite, on_episode=on_episode)
 
 
-def _with_image_features(
-    embodiment: Embodiment, episodes: Iterable[Episode], arch: str, weights: str | None, resize: int
+def image_features(
+    embodiment: EmbodimentData, episodes: Iterable[Episode], arch: str, weights: str | None, resize: int
 ) -> tuple[EmbodimentData, Iterator[Episode]]:
-    """The stored spec and episodes when frames are encoded at conversion (see :func:`convert`)."""
+    """The stored spec and episodes when frames are encoded at conversion or import (see
+    :func:`convert`): every frame through a frozen ResNet once, the features stored beside them."""
     import torch
 
     from hpt_kit.core.spec import spec_from_dict

@@ -93,11 +93,14 @@ def write_dataset(
     notes: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     on_episode: Any = None,
+    final_spec: Any = None,
 ) -> Path:
     """Validate and write ``episodes`` of embodiment ``spec`` to ``path``, atomically.
 
     ``notes`` is read after the episodes are exhausted, so a plugin can fill it while converting.
-    ``on_episode(i, steps)`` is called after each episode (progress bars).
+    ``on_episode(i, steps)`` is called after each episode (progress bars). ``final_spec(stats,
+    lengths)``, if given, returns the spec to store, from what only the whole data tells (an imported
+    dataset's action bounds and longest episode).
     """
     from hpt_kit.core.version import __version__
 
@@ -148,7 +151,7 @@ def write_dataset(
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "embodiment": spec.name,
-                "spec": spec.to_dict(),
+                "spec": (final_spec(stats.result(), np.diff(ends, prepend=0)) if final_spec else spec).to_dict(),
                 "stats": stats.result(),
                 "num_episodes": len(ends),
                 "num_steps": total,

@@ -49,14 +49,34 @@ def resolve_location(location: str | Path, what: str = "file or directory") -> P
 
 def download(location: str) -> Path:
     """The local snapshot folder of ``hf://OWNER/REPO[@REVISION]`` (downloaded or from the cache)."""
+    loc = parse_hf(location)
+    # Only the files a kit checkpoint or a published trunk consists of: nothing else is fetched.
+    return _snapshot(location, repo_id=loc.repo_id, revision=loc.revision, allow_patterns=HUB_FILES)
+
+
+def _snapshot(location: str, **kwargs) -> Path:
+    """``huggingface_hub.snapshot_download`` with its failures as one-line errors naming ``location``."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    loc = parse_hf(location)
     try:
-        # Only the files a kit checkpoint or a published trunk consists of: nothing else is fetched.
-        return Path(snapshot_download(repo_id=loc.repo_id, revision=loc.revision, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(**kwargs))
     except LocalEntryNotFoundError as exc:
         raise HubError(f"{location}: not in the local cache and the Hub is unreachable or offline ({exc})") from None
     except HfHubHTTPError as exc:
         raise HubError(f"{location}: {exc}") from None
+
+
+HF_DATASET_PATTERN = re.compile(r"^hf://datasets/(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
+
+
+def resolve_dataset_location(location: str | Path) -> Path:
+    """A local path for a dataset source: ``hf://datasets/OWNER/NAME[@REVISION]`` is downloaded whole
+    (or found in the cache; offline, only the cache), a local path is checked."""
+    text = str(location)
+    if not text.startswith("hf://"):
+        return resolve_location(text, "dataset file or folder")
+    m = HF_DATASET_PATTERN.match(text)
+    if not m:
+        raise HubError(f"{text!r}: expected hf://datasets/OWNER/NAME or hf://datasets/OWNER/NAME@REVISION")
+    return _snapshot(text, repo_id=m["repo"], revision=m["rev"], repo_type="dataset")

@@ -1,0 +1,152 @@
+"""``hpt-kit import``: a dataset in another format (LeRobot, robomimic, RLDS, ...) into a kit dataset,
+through the importer plugin for that format."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def import_command(
+    format: Annotated[str, typer.Argument(metavar="FORMAT", help="The source's format: an importer (see `hpt-kit list`).")],
+    source: Annotated[str, typer.Argument(help="A local folder or file, or hf://datasets/OWNER/NAME[@REVISION].")],
+    name: Annotated[str | None, typer.Option(help="The imported embodiment's name (default: from the source's name).")] = None,
+    state: Annotated[list[str] | None, typer.Option("--state", metavar="KEY", help="A state key; repeat to concatenate several, in order.")] = None,
+    action: Annotated[str | None, typer.Option(metavar="KEY", help="The action key.")] = None,
+    view: Annotated[list[str] | None, typer.Option("--view", metavar="KEY", help="A camera view key; repeatable.")] = None,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Import no camera views.")] = False,
+    image_size: Annotated[int, typer.Option(min=0, metavar="N", help="Scale frames to N x N (0: as stored).")] = 0,
+    episodes: Annotated[int, typer.Option(min=0, help="Import the first N episodes (0: all).")] = 0,
+    option: Annotated[list[str] | None, typer.Option("--option", metavar="KEY=VALUE", help="An importer option, e.g. filter_key=train.")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip unreadable or invalid episodes (noted in the dataset) instead of stopping.")] = False,
+    text_encoder: Annotated[str, typer.Option(help="Text encoder for task instructions; none drops them.")] = "hash-ngram",
+    image_encoder: Annotated[str | None, typer.Option(metavar="ARCH", help="Also store frozen ResNet features (as convert).")] = None,
+    image_encoder_weights: Annotated[str, typer.Option(metavar="WEIGHTS", help="imagenet, none or a weights file.")] = "imagenet",
+    out: Annotated[Path | None, typer.Option(help="Dataset folder (default: $HPT_KIT_DATA/NAME.zarr).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset (only once the new one is complete).")] = False,
+    describe: Annotated[bool, typer.Option(help="Only show what the source holds and the keys to choose from.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Import a robot dataset in another format as a data-only embodiment, usable in recipes."""
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.data.importing import ImportOptions, import_dataset, resolve_source
+
+    registry = load_registry(embodiments=False)
+    importer = registry.importer(format)
+    if describe:
+        info = importer.describe(resolve_source(source))
+        _print_description(info, source, as_json)
+        return
+    opts = ImportOptions(
+        name=name,
+        state=tuple(state) if state else None,
+        action=action,
+        views=() if no_images else (tuple(view) if view else None),
+        episodes=episodes,
+        image_size=image_size,
+        options=_options(option or []),
+        skip_bad=skip_bad,
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        image_encoder_weights=image_encoder_weights,
+    )
+    with _import_progress(f"import {format}") as on_episode:
+        path = import_dataset(importer, source, out, opts, registry, overwrite, on_episode)
+    _print_result(path, as_json)
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        out[key] = value
+    return out
+
+
+class _import_progress:
+    """A rich bar over the source's episodes with steps/s and the ETA (the total is known only once
+    the importer has described the source, so the bar starts open-ended)."""
+
+    def __init__(self, label: str):
+        from hpt_kit.cli.output import make_progress
+
+        self._progress = make_progress()
+        self._label = label
+
+    def __enter__(self):
+        self._progress.__enter__()
+        task = self._progress.add_task(self._label, total=None, info="")
+        start, steps = time.perf_counter(), [0]
+
+        def on_episode(i: int, n: int) -> None:
+            steps[0] += n
+            rate = steps[0] / max(time.perf_counter() - start, 1e-9)
+            self._progress.update(task, completed=i + 1, info=f"{steps[0]} steps, {rate:.0f} steps/s")
+
+        return on_episode
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.__exit__(*exc)
+
+
+def _print_description(info: Any, source: str, as_json: bool) -> None:
+    from rich.table import Table
+
+    from hpt_kit.cli.output import stdout_console
+
+    roles = {k: "state" for k in info.default_state} | {info.default_action: "action"} | {k: "view" for k in info.default_views}
+    if as_json:
+        doc = asdict(info) | {"location": source, "defaults": roles}
+        typer.echo(json.dumps(doc, default=str))
+        return
+    console = stdout_console()
+    console.print(
+        f"{info.format} dataset {source}: {info.episodes} episodes, {info.steps or '?'} steps, "
+        f"{info.fps or '?'} Hz, robot {info.robot or '?'}, {len(info.tasks)} task(s)",
+        highlight=False,
+        markup=False,
+    )
+    table = Table("key", "kind", "shape", "dtype", "fps", "default use")
+    for f in info.features:
+        table.add_row(f.key, f.kind, str(tuple(f.shape)), f.dtype, f"{f.fps:g}" if f.fps else "", roles.get(f.key, ""))
+    console.print(table)
+    for task in info.tasks[:10]:
+        console.print(f"  task: {task}", highlight=False, markup=False)
+    console.print("choose with --state KEY (repeatable), --action KEY, --view KEY (repeatable) or --no-images", markup=False)
+
+
+def _print_result(path: Path, as_json: bool) -> None:
+    from hpt_kit.data.store import Dataset
+
+    ds = Dataset(path)
+    spec = ds.spec
+    summary = {
+        "embodiment": ds.name,
+        "path": str(path),
+        "episodes": ds.num_episodes,
+        "steps": ds.num_steps,
+        "state_dim": spec.observation.state_dim,
+        "action_dim": spec.action.dim,
+        "views": list(spec.observation.image.views) if spec.observation.image else [],
+        "control_hz": spec.action.control_hz,
+        "notes": ds.notes,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"wrote {ds.num_episodes} episodes ({ds.num_steps} steps) of imported embodiment {ds.name} to {path}")
+    typer.echo(f"  state {summary['state_dim']}, action {summary['action_dim']}, views {summary['views']}, {summary['control_hz']:g} Hz")
+    skipped = ds.notes.get("skipped_episodes") or []
+    for s in skipped:
+        typer.echo(f"  skipped episode {s['episode']}: {s['reason']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_command)
