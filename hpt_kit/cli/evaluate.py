@@ -1,4 +1,5 @@
-"""``hpt-kit eval``: roll a trained policy out in its embodiment's environment."""
+"""``hpt-kit eval``: roll a trained policy out in its embodiment's environment, or, for an embodiment
+with no simulator (an imported dataset), measure its action error on the run's held-out episodes."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def eval_command(
     registry = load_registry()
     model = HPT.from_checkpoint(ckpt, registry)
     name = embodiment or next(iter(model.specs))
+    if name not in registry.embodiments:  # no simulator (an imported dataset): offline metrics
+        if video is not None or expert:
+            raise typer.BadParameter(f"embodiment {name!r} has no simulator: no videos, no expert", param_hint="--expert/--video")
+        _offline(ckpt, model, name, as_json)
+        return
     ensemble = settings.temporal_ensemble
     policy = Policy(model, name, settings.execute_steps, ensemble=ensemble or None)
     emb = registry.embodiment(name)
@@ -94,6 +100,34 @@ def _rollouts(emb: Embodiment, policy: Policy, settings: EvalSection, video: Pat
         out["expert_success_rate"] = ex.success_rate
         out["expert_mean_return"] = _mean(ex.returns)
     return out
+
+
+def _offline(ckpt: Any, model: Any, name: str, as_json: bool) -> None:
+    """An embodiment without a simulator: action error on the run's held-out episodes."""
+    from hpt_kit.train.offline import held_out, offline_metrics
+
+    if name not in model.specs:
+        known = ", ".join(model.specs)
+        raise typer.BadParameter(f"the checkpoint has no embodiment {name!r}; it has {known}", param_hint="--embodiment")
+    ds, val = held_out(ckpt.description, name, model.specs[name])
+    metrics = offline_metrics(model, name, val)
+    out = {"embodiment": name, "checkpoint": str(ckpt.path), "step": ckpt.step, "mode": "offline", "dataset": str(ds.path),
+           "held_out_episodes": int(len(set(val.start.tolist()))), **metrics}
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    from hpt_kit.cli.output import stdout_console
+
+    console = stdout_console()
+    console.print(
+        f"{name} has no simulator (a data-only embodiment): offline metrics on {out['held_out_episodes']} held-out "
+        f"episodes of {ds.path} ({out['windows']} windows), not a success rate",
+        highlight=False, markup=False, soft_wrap=True,
+    )
+    console.print(f"validation loss {out['val_loss']:.5f}", highlight=False)
+    dims = ", ".join(f"{v:.4g}" for v in out["action_mae"])
+    first = ", ".join(f"{v:.4g}" for v in out["first_action_mae"])
+    console.print(f"action error per dimension (mean absolute, robot units): chunk [{dims}], first step [{first}]", highlight=False, markup=False)
 
 
 def _mean(values: tuple[float, ...]) -> float | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,51 +11,71 @@ import typer
 def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show installed embodiments (with their plugin's distribution and version), stems, heads, text
-    encoders and plugin errors."""
+    """Show installed embodiments (with their plugin's distribution and version), imported datasets
+    (data-only embodiments), stems, heads, text encoders, importers and plugin errors."""
     from hpt_kit.core.registry import load_registry
 
     registry = load_registry()
-    rows = []
-    for name, reg in sorted(registry.embodiments.items()):
-        e = reg.embodiment
-        rows.append(
-            {
-                "name": name,
-                "plugin": reg.plugin.name,
-                "distribution": reg.plugin.distribution,
-                "version": reg.plugin.version,
-                "modalities": list(e.observation.field_shapes()),
-                "stems": [s.modality for s in e.stems],
-                "state_dim": e.observation.state_dim,
-                "action_dim": e.action.dim,
-                "observation_horizon": e.observation_horizon,
-                "action_horizon": e.action_horizon,
-                "head": e.head.kind,
-                "description": e.description,
-            }
-        )
+    rows = [_row(reg.embodiment, reg.plugin.name, reg.plugin.distribution, reg.plugin.version) for _, reg in sorted(registry.embodiments.items())]
+    rows += _imported_rows(set(registry.embodiments))
     errors = [{"plugin": x.plugin, "item": x.item, "reason": x.reason} for x in registry.errors]
     if as_json:
-        plugins = [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in registry.plugins]
-        out = {
-            "embodiments": rows,
-            "plugins": plugins,
-            "stems": sorted(registry.stems),
-            "heads": sorted(registry.heads),
-            "text_encoders": [
-                {
-                    "name": n,
-                    "plugin": t.plugin.name,
-                    "distribution": t.plugin.distribution,
-                    "version": t.plugin.version,
-                }
-                for n, t in sorted(registry.text_encoders.items())
-            ],
-            "errors": errors,
-        }
-        typer.echo(json.dumps(out))
+        typer.echo(json.dumps(_as_json(registry, rows, errors)))
         return
+    _print(registry, rows)
+
+
+def _row(e, plugin: str, distribution: str, version: str, data_only: bool = False, path: str = "") -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "plugin": plugin,
+        "distribution": distribution,
+        "version": version,
+        "data_only": data_only,
+        "path": path,
+        "modalities": list(e.observation.field_shapes()),
+        "stems": [s.modality for s in e.stems],
+        "state_dim": e.observation.state_dim,
+        "action_dim": e.action.dim,
+        "observation_horizon": e.observation_horizon,
+        "action_horizon": e.action_horizon,
+        "head": e.head.kind,
+        "description": e.description,
+    }
+
+
+def _imported_rows(registered: set[str]) -> list[dict[str, Any]]:
+    """Imported datasets in the dataset root: embodiments with data and no simulator (no rollout)."""
+    from hpt_kit.data.importing import IMPORT_NOTE, imported_datasets
+
+    rows = []
+    for ds in imported_datasets():
+        if ds.name in registered:
+            continue
+        fmt = ds.notes[IMPORT_NOTE].get("format", "?")
+        rows.append(_row(ds.spec, f"imported ({fmt})", "data only", ds.notes.get("kit_version", ""), True, str(ds.path)))
+    return rows
+
+
+def _as_json(registry, rows: list[dict[str, Any]], errors: list[dict[str, Any]]) -> dict[str, Any]:
+    def owned(table) -> list[dict[str, str]]:
+        return [
+            {"name": n, "plugin": t.plugin.name, "distribution": t.plugin.distribution, "version": t.plugin.version}
+            for n, t in sorted(table.items())
+        ]
+
+    return {
+        "embodiments": rows,
+        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in registry.plugins],
+        "stems": sorted(registry.stems),
+        "heads": sorted(registry.heads),
+        "text_encoders": owned(registry.text_encoders),
+        "importers": owned(registry.importers),
+        "errors": errors,
+    }
+
+
+def _print(registry, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     from hpt_kit.cli.output import stdout_console
@@ -67,7 +87,7 @@ def list_command(
     for r in rows:
         table.add_row(
             r["name"],
-            r["distribution"],
+            r["distribution"] + (f" ({r['plugin']}, no rollout)" if r["data_only"] else ""),
             r["version"],
             ", ".join(r["modalities"]),
             str(r["state_dim"]),
@@ -76,11 +96,14 @@ def list_command(
             r["head"],
         )
     console.print(table)
-    console.print(f"stems: {', '.join(sorted(registry.stems))}    heads: {', '.join(sorted(registry.heads))}")
+    console.print(f"stems: {', '.join(sorted(registry.stems))}    heads: {', '.join(sorted(registry.heads))}", markup=False)
     encoders = [f"{n} ({t.plugin.distribution})" for n, t in sorted(registry.text_encoders.items())]
-    console.print(f"text encoders: {', '.join(encoders) or 'none'}")
+    console.print(f"text encoders: {', '.join(encoders) or 'none'}", markup=False)
+    importers = [f"{n} ({t.plugin.distribution})" for n, t in sorted(registry.importers.items())]
+    console.print(f"importers: {', '.join(importers) or 'none'}", markup=False)
     for x in registry.errors:
-        console.print(f"[red]plugin error[/red] {x}", highlight=False)
+        console.print("[red]plugin error[/red] ", end="")
+        console.print(str(x), highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

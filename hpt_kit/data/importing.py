@@ -317,3 +317,21 @@ def _import_note(info: SourceInfo, selection: Selection, opts: ImportOptions) ->
 def is_imported(notes: Mapping[str, Any]) -> bool:
     """Whether a dataset's notes mark it as imported (data-only, no simulator)."""
     return isinstance(notes.get(IMPORT_NOTE), Mapping)
+
+
+def imported_datasets(root: Path | None = None) -> list[Any]:
+    """The imported datasets in ``root`` (default: the dataset root), as opened ``Dataset``s; folders
+    that are not datasets are passed over."""
+    from hpt_kit.data.convert import dataset_root
+    from hpt_kit.data.store import Dataset, DatasetError
+
+    root = Path(root) if root is not None else dataset_root()
+    found = []
+    for path in sorted(root.glob("*.zarr")) if root.is_dir() else []:
+        try:
+            ds = Dataset(path)
+        except DatasetError:
+            continue
+        if is_imported(ds.notes):
+            found.append(ds)
+    return found
