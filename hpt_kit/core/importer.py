@@ -61,10 +61,15 @@ class SourceInfo:
     extra: Mapping[str, Any] = field(default_factory=dict)  # format facts: version, env_args, filter keys
 
     def feature(self, key: str) -> Feature:
-        for f in self.features:
-            if f.key == key:
-                return f
+        """The feature ``key`` names: its full key, or an unambiguous tail of it after a '/' or '.'
+        ("robot0_eef_pos" for "obs/robot0_eef_pos", "observation/state" for "steps/observation/state")."""
+        exact = [f for f in self.features if f.key == key]
+        tails = [f for f in self.features if f.key.endswith((f"/{key}", f".{key}"))]
+        if exact or len(tails) == 1:
+            return (exact or tails)[0]
         known = ", ".join(f.key for f in self.features) or "none"
+        if tails:
+            raise ImportSourceError(f"{self.location}: key {key!r} could be {', '.join(f.key for f in tails)}; give the full key")
         raise ImportSourceError(f"{self.location}: no key {key!r}; the keys it has: {known}")
 
 

@@ -89,9 +89,9 @@ def default_name(info: SourceInfo) -> str:
 
 def selection_for(info: SourceInfo, opts: ImportOptions) -> Selection:
     """The keys to read: the user's, else the importer's defaults; each checked against the source."""
-    state = opts.state if opts.state else info.default_state
-    action = opts.action or info.default_action
-    views = opts.views if opts.views is not None else info.default_views
+    state = [info.feature(k).key for k in opts.state] if opts.state else info.default_state
+    action = info.feature(opts.action).key if opts.action else info.default_action
+    views = [info.feature(k).key for k in opts.views] if opts.views is not None else info.default_views
     if not state:
         raise ImportSourceError(f"{info.location}: no state keys chosen and none by default; pass --state KEY")
     if not action:

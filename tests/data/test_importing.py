@@ -121,7 +121,8 @@ def test_a_bad_episode_stops_the_import_naming_it_or_is_skipped_and_noted(tmp_pa
 
 
 def test_first_episodes_no_language_and_views_of_different_sizes(tmp_path, registry):
-    opts = ImportOptions(name="arm", episodes=2, text_encoder="none")
+    opts = ImportOptions(name="arm", episodes=2, text_encoder="none", views=("front",), state=("pos",))
     ds = Dataset(import_dataset(ListImporter(), str(tmp_path), tmp_path / "a.zarr", opts, registry))
     assert ds.num_episodes == 2 and ds.spec.observation.language is None
+    assert ds.notes["import"]["views"] == ["cam.front"]  # "front" names it: an unambiguous tail
     assert (ds.spec.observation.image.height, ds.spec.observation.image.width) == (12, 16)  # as stored
