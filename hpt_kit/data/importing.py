@@ -80,7 +80,8 @@ def resolve_source(location: str) -> Path:
 
 def default_name(info: SourceInfo) -> str:
     """An embodiment name from the source's folder or file name (lowercase, '-' separated)."""
-    stem = Path(info.location.rstrip("/").split("@")[0]).name
+    where = Path(info.location.rstrip("/").split("@")[0])
+    stem = where.parent.name if re.fullmatch(r"v?\d+(\.\d+)*", where.name) else where.name  # a version folder
     stem = re.sub(r"\.(hdf5|h5)$", "", stem)
     words = re.findall(r"[a-z0-9]+", stem.lower())
     name = "-".join(words) or info.format
@@ -110,7 +111,7 @@ def _check_kind(info: SourceInfo, feature: Feature, kind: str) -> None:
             f"{info.location}: key {feature.key!r} holds {feature.kind} data ({feature.dtype}, shape {feature.shape}); "
             f"a {'state or action key' if kind == VECTOR else 'camera view'} must be {kind} data"
         )
-    if kind == VECTOR and not re.match(r"^(float|int|uint|bool)", feature.dtype):
+    if kind == VECTOR and not re.match(r"^(float|int|uint|bool|bfloat)", feature.dtype):
         raise ImportSourceError(
             f"{info.location}: key {feature.key!r} has dtype {feature.dtype}, which is not numeric; "
             "state and action keys must hold numbers"

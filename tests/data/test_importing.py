@@ -126,3 +126,7 @@ def test_first_episodes_no_language_and_views_of_different_sizes(tmp_path, regis
     assert ds.num_episodes == 2 and ds.spec.observation.language is None
     assert ds.notes["import"]["views"] == ["cam.front"]  # "front" names it: an unambiguous tail
     assert (ds.spec.observation.image.height, ds.spec.observation.image.width) == (12, 16)  # as stored
+    version = tmp_path / "bridge" / "1.0.0"
+    version.mkdir(parents=True)
+    ds = Dataset(import_dataset(ListImporter(), str(version), tmp_path / "b.zarr", ImportOptions(views=()), registry))
+    assert ds.name == "bridge"  # a TFDS version folder is named by its dataset
