@@ -132,6 +132,15 @@ class Policy:
 
         Images are uint8 (views, H, W, 3). A policy trained on precomputed ``image_features`` takes
         either those or the raw ``image``, which it encodes itself."""
+        chunk = self._predict()[0].cpu().numpy() if self.observe(observation) else None
+        return self.take(chunk)
+
+    @torch.inference_mode()
+    def observe(self, observation: Mapping[str, np.ndarray]) -> bool:
+        """The first half of :meth:`act`: push the observation into the history; whether this step
+        needs a new chunk (always with ensembling; when the queue is empty otherwise). A caller that
+        batches many robots' predictions (the policy server) predicts from :attr:`history` and hands
+        the chunk to :meth:`take`."""
         for f in self._fields:
             hist = self._history[f]
             if f == IMAGE_FEATURES and f not in observation and self._encoder_spec is not None:
@@ -150,13 +159,22 @@ class Policy:
                 hist[:, :-1] = hist[:, 1:].clone()
                 hist[:, -1] = x
         self._steps += 1
+        return self.ensemble is not None or len(self._queue) == 0
+
+    def take(self, chunk: np.ndarray | None) -> np.ndarray:
+        """The second half of :meth:`act`: this step's action, from ``chunk`` (K, A) in the robot's
+        units when :meth:`observe` asked for one, else from the queue."""
         if self.ensemble is not None:
-            return self._ensembled(self._predict()[0].cpu().numpy())
-        if len(self._queue) == 0:
-            chunk = self._predict()  # (1, K, A)
-            self._queue = chunk[0, : self.execute_steps].cpu().numpy()
+            return self._ensembled(chunk)
+        if chunk is not None:
+            self._queue = chunk[: self.execute_steps]
         action, self._queue = self._queue[0], self._queue[1:]
         return action
+
+    @property
+    def history(self) -> dict[str, torch.Tensor]:
+        """The network's input for this step: each stem's field, (1, H, ...)."""
+        return self._history
 
     def _predict(self) -> torch.Tensor:
         """The network's chunk for the current history, (1, K, A)."""
