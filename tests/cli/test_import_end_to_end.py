@@ -70,3 +70,36 @@ def test_import_pretrain_with_a_simulator_transfer_onto_imported_info_and_offlin
     assert all(np.isfinite(report["action_mae"])) and report["val_loss"] > 0
     refused = hpt("eval", xfer, "--expert", check=False)
     assert refused.returncode != 0 and "has no simulator" in refused.stderr
+
+
+def _fixture_writer(path: str, function: str):
+    """A writer from an importer plugin's own test fixtures (they write each format with its real
+    library), loaded by file path: plugin test folders are not packages."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"fixtures_{function}", ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, function)
+
+
+def test_one_recipe_pretrains_on_a_simulator_and_a_dataset_of_each_format(tmp_path, data_root):
+    write_lerobot = _fixture_writer("plugins/lerobot/tests/lerobot_fixtures.py", "write_lerobot")
+    write_rlds = _fixture_writer("plugins/rlds/tests/rlds_fixtures.py", "write_rlds")
+    sources = {
+        "lerobot": write_lerobot(tmp_path / "lr", episodes=6, steps=10, frame_size=(24, 32), cameras=("front",)),
+        "rlds": write_rlds(tmp_path / "rl", episodes=6, steps=10, frame_size=(24, 32), cameras=("image",)),
+        "robomimic": tmp_path / "rm.hdf5",
+    }
+    write_robomimic(sources["robomimic"], demos=6, steps=10, seed=2)
+    recipe = (ROOT / "recipes" / "smoke.toml").read_text().replace("steps = 40", "steps = 10")
+    for fmt, source in sources.items():
+        hpt("import", fmt, source, "--name", f"from-{fmt}", "--image-size", 16)
+        recipe += f'\n[[datasets]]\nembodiment = "from-{fmt}"\nweight = 0.5\n'
+        if fmt != "robomimic":  # frames through the resnet stem; no download here: its seeded initialisation
+            recipe += 'stem_options = { image = { weights = "none" } }\n'
+    (tmp_path / "all.toml").write_text(recipe)
+    hpt("pretrain", tmp_path / "all.toml", "--out", tmp_path / "pre")
+    last = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert set(last["val_loss"]) == {"mujoco-arm3", "from-lerobot", "from-rlds", "from-robomimic"}
+    assert all(np.isfinite(v) for v in last["val_loss"].values())
