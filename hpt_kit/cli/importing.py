@@ -55,8 +55,8 @@ def import_command(
         image_encoder=image_encoder,
         image_encoder_weights=image_encoder_weights,
     )
-    with _import_progress(f"import {format}") as on_episode:
-        path = import_dataset(importer, source, out, opts, registry, overwrite, on_episode)
+    with _import_progress(f"import {format}") as (on_start, on_episode):
+        path = import_dataset(importer, source, out, opts, registry, overwrite, on_episode, on_start)
     _print_result(path, as_json)
 
 
@@ -71,8 +71,8 @@ def _options(pairs: list[str]) -> dict[str, str]:
 
 
 class _import_progress:
-    """A rich bar over the source's episodes with steps/s and the ETA (the total is known only once
-    the importer has described the source, so the bar starts open-ended)."""
+    """A rich bar over the source's episodes with steps/s and the ETA; yields ``(on_start,
+    on_episode)`` (the total is known once the importer has described the source)."""
 
     def __init__(self, label: str):
         from hpt_kit.cli.output import make_progress
@@ -90,7 +90,10 @@ class _import_progress:
             rate = steps[0] / max(time.perf_counter() - start, 1e-9)
             self._progress.update(task, completed=i + 1, info=f"{steps[0]} steps, {rate:.0f} steps/s")
 
-        return on_episode
+        def on_start(total: int) -> None:
+            self._progress.update(task, total=total)
+
+        return on_start, on_episode
 
     def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)

@@ -255,9 +255,11 @@ def import_dataset(
     registry: Any = None,
     overwrite: bool = False,
     on_episode: Callable[[int, int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> Path:
     """Import the source at ``location`` (a path or ``hf://datasets/...``) into a dataset at ``out``
-    (default ``$HPT_KIT_DATA/NAME.zarr``). Nothing is left behind if it fails."""
+    (default ``$HPT_KIT_DATA/NAME.zarr``). Nothing is left behind if it fails. ``on_start(episodes)``
+    and ``on_episode(i, steps)`` report progress."""
     path = resolve_source(location)
     info = dataclasses.replace(importer.describe(path), location=location)
     selection = selection_for(info, opts)
@@ -267,6 +269,8 @@ def import_dataset(
     language, instructions = _language(info, opts, registry)
     spec = infer_spec(info, selection, name, language)
     notes: dict[str, Any] = {IMPORT_NOTE: _import_note(info, selection, opts)}
+    if on_start is not None:
+        on_start(min(opts.episodes, info.episodes) if opts.episodes else info.episodes)
     stream: Iterator[Episode] = kit_episodes(importer.episodes(path, selection), info, selection, spec, opts, notes)
     if instructions is not None:
         from hpt_kit.core.language import with_language

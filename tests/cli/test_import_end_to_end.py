@@ -3,6 +3,7 @@ with h5py in robomimic's layout) -> import -> pre-training mixed with a simulato
 transfer onto another imported dataset -> info -> eval (offline metrics: no simulator behind it)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -103,3 +104,19 @@ def test_one_recipe_pretrains_on_a_simulator_and_a_dataset_of_each_format(tmp_pa
     last = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()][-1]
     assert set(last["val_loss"]) == {"mujoco-arm3", "from-lerobot", "from-rlds", "from-robomimic"}
     assert all(np.isfinite(v) for v in last["val_loss"].values())
+
+
+def test_a_dataset_on_the_hub_imports_from_the_cache_offline(tmp_path, data_root):
+    from tests.weights.test_hub import cache_repo
+
+    write_lerobot = _fixture_writer("plugins/lerobot/tests/lerobot_fixtures.py", "write_lerobot")
+    source = write_lerobot(tmp_path / "src", episodes=3, steps=8, frame_size=(24, 32), cameras=("front",))
+    hub = tmp_path / "hub"
+    cache_repo(hub, "alice/toy-lerobot", source, ref="v1", kind="datasets")
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    described = json.loads(hpt("import", "lerobot", "hf://datasets/alice/toy-lerobot@v1", "--describe", "--json", env=env).stdout)
+    assert described["episodes"] == 3 and described["location"] == "hf://datasets/alice/toy-lerobot@v1"
+    out = json.loads(hpt("import", "lerobot", "hf://datasets/alice/toy-lerobot@v1", "--name", "toy", "--json", env=env).stdout)
+    assert out["episodes"] == 3 and out["notes"]["import"]["source"] == "hf://datasets/alice/toy-lerobot@v1"
+    missing = hpt("import", "lerobot", "hf://datasets/alice/nothing", env=env, check=False)
+    assert missing.returncode == 1 and "hf://datasets/alice/nothing: not in the local cache" in missing.stderr

@@ -22,11 +22,12 @@ from tests.weights.test_published import publish_reference
 pytestmark = pytest.mark.slow
 
 
-def cache_repo(hub, repo_id, files, ref="main"):
-    """Lay ``files`` out as a cached snapshot of ``repo_id`` with ``ref`` pointing at it."""
+def cache_repo(hub, repo_id, files, ref="main", kind="models"):
+    """Lay ``files`` out as a cached snapshot of ``repo_id`` (a model or, ``kind="datasets"``, a
+    dataset repository) with ``ref`` pointing at it, as huggingface_hub's cache keeps them."""
     owner, name = repo_id.split("/")
     commit = hashlib.sha1(f"{repo_id}@{ref}".encode()).hexdigest()
-    base = hub / f"models--{owner}--{name}"
+    base = hub / f"{kind}--{owner}--{name}"
     shutil.copytree(files, base / "snapshots" / commit)
     (base / "refs").mkdir(parents=True, exist_ok=True)
     (base / "refs" / ref).write_text(commit)

@@ -1,0 +1,284 @@
+"""One embodiment's prediction as an ONNX graph, run by ONNX Runtime.
+
+At batch 1 on a CPU, ``HPT.predict`` is bound by the interpreter and the per-operator dispatch of
+eager PyTorch, not by arithmetic: the small preset is a few hundred small kernels. ONNX Runtime runs
+the same graph from C++ with its own fusions (attention, layer norm, GELU), which is what
+``Policy(backend="onnx")`` and the policy server use, and what a robot without Python torch deploys.
+
+The graph is exactly ``HPT.predict(embodiment, history)``: raw observation history in, normalisation,
+stems, trunk, head, un-normalisation, action chunk in the robot's units out. Its inputs are the
+embodiment's stem fields, each (batch, H, *step_shape) (``image`` uint8, everything else float32);
+its output ``action`` is (batch, K, A) float32. The batch axis is dynamic, so a server can batch
+robots. Text and image encoders that turn instructions and raw frames into ``language`` and
+``image_features`` are not in the graph; they stay with the caller (``Policy`` runs them in torch).
+
+The file describes itself: ONNX metadata properties (readable by ONNX Runtime in any language, as
+``InferenceSession.get_modelmeta().custom_metadata_map``) hold, under ``hpt_kit.*`` keys, the format
+and its version, the embodiment, its spec as JSON, the input fields, the kit version and whatever
+the exporter adds (the CLI: the checkpoint and its digest). One file to ship, no sidecar to lose.
+
+This module imports torch (it exports, and ``hpt_kit.policy`` imports it anyway); a host without
+torch runs the file with ``onnxruntime`` alone, the metadata above telling it the embodiment and the
+inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpt_kit.core.spec import IMAGE, EmbodimentData, spec_from_dict, spec_to_dict
+from hpt_kit.core.version import __version__
+from hpt_kit.models.hpt import HPT, ComponentError
+
+FORMAT = "hpt-kit-onnx"
+FORMAT_VERSION = 1
+OUTPUT = "action"
+OPSET = 17  # LayerNormalization is a single op from 17; ONNX Runtime >= 1.17 runs up to 20
+PARITY = 1e-3  # largest |onnx - torch| / action span accepted after export (seen: ~1e-7)
+INSTALL = "the onnx backend needs onnxruntime and onnx: pip install 'hpt-kit[serve]'"
+
+
+class ExportError(ComponentError):
+    """A network whose prediction cannot become a deterministic ONNX graph; the message names the
+    head kind. A :class:`ComponentError` so that the command line reports it in one line."""
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError(INSTALL) from exc
+    return onnxruntime
+
+
+def graph_fields(spec: EmbodimentData) -> list[str]:
+    """The graph's inputs: the fields the stems read, in stem order (the order of ``HPT.tokens``)."""
+    return list(dict.fromkeys(s.modality for s in spec.stems))
+
+
+def example_inputs(spec: EmbodimentData, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of the graph's shapes and dtypes. Batch 2 by default: a tracing exporter may
+    treat a size-1 axis as constant, and the batch axis must stay dynamic."""
+    rng = np.random.default_rng(seed)
+    shapes = spec.observation.field_shapes()
+    out = {}
+    for f in graph_fields(spec):
+        shape = (batch, spec.observation_horizon, *shapes[f])
+        out[f] = rng.integers(0, 256, shape, dtype=np.uint8) if f == IMAGE else rng.normal(size=shape).astype(np.float32)
+    return out
+
+
+def export_onnx(model: HPT, embodiment: str, path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``model.predict(embodiment, ·)`` to ``path`` (atomically: a temporary sibling, then a
+    rename), with the ``hpt_kit.*`` metadata plus ``metadata``. The exported graph is run once and
+    compared with torch; a head that samples at prediction, or a graph that does not reproduce torch,
+    is an :class:`ExportError` naming the head kind."""
+    spec = model.specs[embodiment]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = {k: torch.from_numpy(v) for k, v in example_inputs(spec).items()}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            reference = _deterministic_prediction(model, embodiment, example)
+            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+            try:
+                _torch_export(model, embodiment, example, tmp)
+                _write_metadata(tmp, _metadata(model, embodiment, metadata))
+                _check_parity(tmp, spec, {k: v.numpy() for k, v in example.items()}, reference.numpy())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    finally:
+        model.train(was_training)
+    return path
+
+
+class PredictGraph(nn.Module):
+    """``HPT.predict`` for one embodiment with the history fields as positional inputs, the form an
+    exporter traces."""
+
+    def __init__(self, model: HPT, embodiment: str, fields: list[str]):
+        super().__init__()
+        self.model = model
+        self.embodiment = embodiment
+        self.fields = fields
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(self.embodiment, dict(zip(self.fields, inputs)))  # (B, K, A)
+
+
+def _torch_export(model: HPT, embodiment: str, example: Mapping[str, torch.Tensor], path: Path) -> None:
+    """The TorchScript-based (legacy) exporter, ``dynamo=False``. Both exporters of torch 2.14 export
+    every built-in stem and head here with the same numbers; this one is chosen because it needs no
+    ``onnxscript`` (the dynamo exporter's dependency), exports in about a second where the dynamo one
+    takes 5-25 s (the diffusion head's unrolled sampling loop: 24 s), and keeps the batch axis dynamic
+    through ``dynamic_axes``. It is deprecated upstream: torch is pinned in constraints.txt, and moving
+    to ``dynamo=True`` means passing ``dynamic_shapes`` instead (the example is already batch 2, which
+    ``torch.export`` needs so as not to specialise the batch size)."""
+    fields = list(example)
+    graph = PredictGraph(model, embodiment, fields).eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        torch.onnx.export(
+            graph,
+            tuple(example.values()),
+            str(path),
+            input_names=fields,
+            output_names=[OUTPUT],
+            dynamic_axes={name: {0: "batch"} for name in [*fields, OUTPUT]},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _deterministic_prediction(model: HPT, embodiment: str, example: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The torch prediction on ``example``, refused if a second call differs: a head that samples at
+    prediction has no single graph to export (ONNX random ops would draw other numbers)."""
+    first = model.predict(embodiment, example)
+    if not torch.equal(first, model.predict(embodiment, example)):
+        kind = model.specs[embodiment].head.kind
+        raise ExportError(
+            f"head {kind!r} of embodiment {embodiment!r} samples at prediction (two calls on the same "
+            "observation differ), so it has no deterministic ONNX graph; use backend='torch'"
+        )
+    return first
+
+
+def _metadata(model: HPT, embodiment: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    spec = model.specs[embodiment]
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "embodiment": embodiment,
+        "spec": json.dumps(spec_to_dict(spec), sort_keys=True),
+        "inputs": json.dumps(graph_fields(spec)),
+        "output": OUTPUT,
+        "kit_version": __version__,
+        "trunk": model.trunk_config.preset or "",
+        **(extra or {}),
+    }
+    return {f"hpt_kit.{k}": str(v) for k, v in meta.items()}
+
+
+def _write_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(INSTALL) from exc
+    proto = onnx.load(str(path), load_external_data=False)  # a graph over 2 GB keeps its data files
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = (
+        f"hpt-kit {metadata['hpt_kit.embodiment']}: raw observation history -> action chunk "
+        f"(batch, K, A) in the robot's units; inputs {metadata['hpt_kit.inputs']}"
+    )
+    onnx.save(proto, str(path))
+
+
+def _check_parity(path: Path, spec: EmbodimentData, example: Mapping[str, np.ndarray], reference: np.ndarray) -> None:
+    """The exported graph must give torch's chunk, in normalised units (per action span)."""
+    got = OnnxPredictor.load(path, threads=1)(example)
+    span = np.maximum(np.subtract(spec.action.high, spec.action.low), 1e-6).astype(np.float32)
+    error = float(np.abs((got - reference) / span).max()) if got.shape == reference.shape else float("inf")
+    if not error <= PARITY:
+        raise ExportError(
+            f"the ONNX graph of head {spec.head.kind!r} (embodiment {spec.name!r}) does not reproduce "
+            f"torch's prediction (largest difference {error:.3g} of the action range, shapes "
+            f"{got.shape} vs {reference.shape}); use backend='torch'"
+        )
+
+
+class OnnxPredictor:
+    """``predictor(history) -> (B, K, A)`` actions in the robot's units, through ONNX Runtime.
+
+    ``OnnxPredictor(model, embodiment)`` exports the network's graph first (to ``path``, or to a
+    temporary file removed once the session has read it); ``OnnxPredictor.load(path)`` opens an
+    exported file without a torch model. ``threads``: ONNX Runtime's intra-op threads (default 1,
+    see :func:`session_options`).
+    """
+
+    def __init__(self, model: HPT, embodiment: str, path: str | Path | None = None, threads: int | None = None):
+        if path is not None:
+            self._open(export_onnx(model, embodiment, path), threads)
+            return
+        with tempfile.TemporaryDirectory(prefix="hpt-onnx-") as tmp:
+            self._open(export_onnx(model, embodiment, Path(tmp) / f"{embodiment}.onnx"), threads)
+        self.path = None  # the session holds the graph; the file is gone
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int | None = None) -> OnnxPredictor:
+        """An exported file, its embodiment and spec read from its metadata."""
+        predictor = cls.__new__(cls)
+        predictor._open(Path(path), threads)
+        return predictor
+
+    def _open(self, path: Path, threads: int | None) -> None:
+        ort = _ort()
+        if not path.is_file():
+            raise FileNotFoundError(f"no such ONNX file: {path}")
+        self.path: Path | None = path
+        self._session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if meta.get("hpt_kit.format") != FORMAT:
+            raise ExportError(f"{path} is not an hpt-kit ONNX export (no 'hpt_kit.format' = {FORMAT!r} metadata)")
+        if int(meta.get("hpt_kit.format_version", "0")) > FORMAT_VERSION:
+            raise ExportError(f"{path} is format version {meta['hpt_kit.format_version']}; this kit reads up to {FORMAT_VERSION}")
+        self.metadata: dict[str, str] = dict(meta)
+        self.embodiment: str = meta["hpt_kit.embodiment"]
+        self.spec: EmbodimentData = spec_from_dict(json.loads(meta["hpt_kit.spec"]))
+        self.inputs: dict[str, np.dtype] = {i.name: _dtype(i.type) for i in self._session.get_inputs()}
+
+    def __call__(self, history: Mapping[str, Any]) -> np.ndarray:
+        """``history``: each input field (B, H, ...) as numpy arrays or CPU torch tensors (shared, not
+        copied, when already of the graph's dtype). Returns (B, K, A) float32."""
+        feeds = {}
+        for name, dtype in self.inputs.items():
+            if name not in history:
+                raise KeyError(f"the {self.embodiment!r} graph needs {name!r}; it takes {', '.join(self.inputs)}")
+            x = history[name]
+            x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            if x.dtype != dtype and (dtype == np.uint8 or x.dtype == np.uint8):
+                raise TypeError(f"input {name!r} must be {dtype}, got {x.dtype}")
+            feeds[name] = np.ascontiguousarray(x, dtype=dtype)
+        return self._session.run([OUTPUT], feeds)[0]
+
+
+def session_options(threads: int | None = None):
+    """All graph optimisations, one sequential executor, ``threads`` intra-op threads (default 1).
+
+    One thread because at batch 1 the policy's operators are too small to split: a second thread
+    mostly waits on the first, and on a small CPU it competes with the simulator and the caller.
+    Threads do not spin waiting for work, for the same reason. Batched serving may pass more."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def _dtype(onnx_type: str) -> np.dtype:
+    """ONNX Runtime's input type name (``tensor(float)``, ``tensor(uint8)``) as a numpy dtype."""
+    known = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
+    if onnx_type not in known:
+        raise ExportError(f"unexpected ONNX input type {onnx_type}; hpt-kit graphs take {', '.join(known)}")
+    return np.dtype(known[onnx_type])
