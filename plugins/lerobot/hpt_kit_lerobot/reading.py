@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +36,8 @@ class EpisodeReader:
         self.vector_keys = tuple(dict.fromkeys(k for k in vectors_ if k))
         self.videos = tuple(k for k in selection.views if self.src.features[k]["dtype"] == VIDEO)
         self.images = tuple(k for k in selection.views if k not in self.videos)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.videos)), thread_name_prefix="lerobot-video")
 
     def episodes(self) -> Iterator[SourceEpisode]:
-        with self._pool:
-            yield from self._episodes()
-
-    def _episodes(self) -> Iterator[SourceEpisode]:
         for n, ref in enumerate(self.src.episode_refs()):
             if self.selection.episodes and n >= self.selection.episodes:
                 return
@@ -66,17 +60,11 @@ class EpisodeReader:
             arrays[key] = image_frames(table.column(key), self.src.root, self.selection.image_size, f"{where}, {key!r}")
         if self.videos:
             times = self._timestamps(table, ref)
-
-            def decode(key: str) -> np.ndarray:
-                return video_frames(
+            for key in self.videos:
+                arrays[key] = video_frames(
                     ref.videos[key], times, self.src.camera_fps(key), self.selection.image_size,
                     f"camera {key!r}, episode {ref.index}",
                 )
-
-            # One thread per camera: PyAV decodes and scales without the interpreter lock, so two
-            # cameras keep two cores busy where one decoder's own threads left one idle.
-            frames = list(self._pool.map(decode, self.videos))
-            arrays.update(zip(self.videos, frames))
         return arrays
 
     def _timestamps(self, table, ref: EpisodeRef) -> np.ndarray:
