@@ -40,10 +40,11 @@ def _register() -> None:
         inspect,
         listing,
         scaffold,
+        serve,
         training,
     )
 
-    for module in (listing, scaffold, data, importing, training, evaluate, inspect, hub, bench, experiment):
+    for module in (listing, scaffold, data, importing, training, evaluate, serve, inspect, hub, bench, experiment):
         module.register(app)
 
 
@@ -56,6 +57,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from hpt_kit.data.store import DatasetError
     from hpt_kit.models.hpt import ComponentError
     from hpt_kit.models.vision import EncoderWeightsError
+    from hpt_kit.serve.fleet import ServeError
     from hpt_kit.weights.checkpoint import CheckpointError
     from hpt_kit.weights.hub import HubError
     from hpt_kit.weights.published import PublishedFormatError
@@ -71,6 +73,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         EncoderWeightsError,
         ComponentError,
         ImportSourceError,
+        ServeError,
         FileExistsError,
     )
 

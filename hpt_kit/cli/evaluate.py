@@ -42,9 +42,18 @@ def eval_command(
     ] = None,
     video: Annotated[Path | None, typer.Option(help="Folder for rollout videos.")] = None,
     expert: Annotated[bool, typer.Option("--expert", help="Also roll out the scripted expert, for scale.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Act through a policy server (ws://HOST:PORT) instead of in-process; RUN_DIR may then be the URL."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
+    if server is not None or location.startswith(("ws://", "wss://")):
+        if execute_steps is not None or temporal_ensemble is not None:
+            raise typer.BadParameter("the server decides chunk execution; drop it here", param_hint="--execute-steps")
+        _eval_server(location, server or location, embodiment, episodes, seed, video, expert, as_json)
+        return
     from hpt_kit.core.registry import load_registry
     from hpt_kit.models.hpt import HPT
     from hpt_kit.policy import Policy
@@ -100,6 +109,40 @@ def _rollouts(emb: Embodiment, policy: Policy, settings: EvalSection, video: Pat
         out["expert_success_rate"] = ex.success_rate
         out["expert_mean_return"] = _mean(ex.returns)
     return out
+
+
+def _eval_server(
+    location: str, url: str, embodiment: str | None, episodes: int | None, seed: int | None,
+    video: Path | None, expert: bool, as_json: bool,
+) -> None:
+    """The rollouts with a :class:`~hpt_kit.client.PolicyClient` as the controller: the policy acts
+    in the server's process, the simulator runs here."""
+    from hpt_kit.client import PolicyClient
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
+
+    description = {} if location == url else resolve_checkpoint(location).description
+    settings, sources = eval_settings(description, episodes, seed, None, None)
+    with PolicyClient(url, embodiment) as client:
+        emb = load_registry().embodiment(client.embodiment)
+        if expert and emb.expert_rollout is None:
+            raise typer.BadParameter(f"embodiment {client.embodiment!r} has no scripted expert", param_hint="--expert")
+        served = client.metadata["embodiments"][client.embodiment]
+        out = {
+            "embodiment": client.embodiment,
+            "server": url,
+            "checkpoint": served["checkpoint"],
+            "episodes": settings.episodes,
+            "seed": settings.seed,
+            "execute_steps": served["execute_steps"],
+            "temporal_ensemble": served["temporal_ensemble"] or 0.0,
+            "settings_from": sources,
+            **_rollouts(emb, client, settings, video, expert),
+        }
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    _print_table(out, url)
 
 
 def _offline(ckpt: Any, model: Any, name: str, as_json: bool) -> None:

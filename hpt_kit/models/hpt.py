@@ -168,8 +168,25 @@ class HPT(nn.Module):
         all token sequences through the trunk in one pass (padded and masked where their lengths
         differ), then each head on its slice. Equals the sample-weighted mean of the per-embodiment
         losses."""
-        names = list(batches)
-        tokens = [self.tokens(n, batches[n]) for n in names]  # (B_i, L_i, D) each
+        parts = self.encode_mixed(batches)
+        total = sum(len(batches[n][ACTION]) for n in parts)
+        loss = next(iter(parts.values())).new_zeros(())
+        for name, features in parts.items():
+            target = self.normalizers[name].action(batches[name][ACTION])
+            loss = loss + self.heads[name].loss(features, target) * (features.shape[0] / total)
+        return loss
+
+    def predict_mixed(self, observations: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """:meth:`predict` for several embodiments' batches with one trunk pass (the policy server's
+        batch across robots): ``{name: (B_i, K_i, A_i)}`` in each robot's units."""
+        parts = self.encode_mixed(observations)
+        return {n: self.normalizers[n].unaction(self.heads[n].predict(f)) for n, f in parts.items()}
+
+    def encode_mixed(self, observations: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Each embodiment's trunk tokens, (B_i, L_i, D), from one trunk pass over all of them: token
+        sequences of different lengths are padded and the padding masked out of attention."""
+        names = list(observations)
+        tokens = [self.tokens(n, observations[n]) for n in names]  # (B_i, L_i, D) each
         sizes = [t.shape[0] for t in tokens]
         lengths = [t.shape[1] for t in tokens]
         longest = max(lengths)
@@ -180,12 +197,7 @@ class HPT(nn.Module):
                 [torch.arange(longest, device=t.device).expand(b, longest) >= n for t, b, n in zip(tokens, sizes, lengths)]
             )  # (sum B_i, L), True = padding
         features = self.trunk(torch.cat(tokens), key_padding_mask=mask)  # (sum B_i, L, D)
-        total = sum(sizes)
-        loss = features.new_zeros(())
-        for name, part, n in zip(names, features.split(sizes), lengths):
-            target = self.normalizers[name].action(batches[name][ACTION])
-            loss = loss + self.heads[name].loss(part[:, :n], target) * (part.shape[0] / total)
-        return loss
+        return {n: part[:, :length] for n, part, length in zip(names, features.split(sizes), lengths)}
 
     def predict(self, embodiment: str, observation: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw observations -> action chunk in the robot's units, (B, action_horizon, action_dim)."""

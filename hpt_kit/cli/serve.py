@@ -1,0 +1,50 @@
+"""``hpt-kit serve``: every embodiment of one or more checkpoints behind one websocket server."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+
+def serve_command(
+    checkpoints: Annotated[list[str], typer.Argument(metavar="CHECKPOINT...", help="Run directories, checkpoints or hf:// locations sharing one trunk.")],
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens it to the network (set a token).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one, printed).")] = 8765,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    token: Annotated[str | None, typer.Option(help="Require this token from every client (default: $HPT_KIT_TOKEN).")] = None,
+    batching: Annotated[bool, typer.Option(help="Batch concurrent robots' predictions through one trunk pass.")] = True,
+    batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long a batch waits for more robots.")] = 0.5,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most predictions in one batch.")] = 64,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds after which a silent robot's state is dropped.")] = 300.0,
+    max_message_mb: Annotated[float, typer.Option(min=0.01, help="Largest message accepted, in MiB.")] = 16.0,
+) -> None:
+    """Serve trained policies to robots over the network: reset(robot, embodiment), act(robot, observation)."""
+    import asyncio
+
+    from hpt_kit.cli.output import console
+    from hpt_kit.client import TOKEN_ENV
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.serve.fleet import Fleet
+    from hpt_kit.serve.server import PolicyServer, ServerConfig
+
+    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        console.print(f"warning: serving on {host} without a token: anyone who reaches the port can drive the policy", markup=False)
+    fleet = Fleet.load(checkpoints, load_registry(embodiments=False), device)
+    config = ServerConfig(
+        host, port, token, batching, batch_window_ms, max_batch, idle_timeout, int(max_message_mb * 2**20)
+    )
+    server = PolicyServer(fleet, config)
+
+    def ready(bound: int) -> None:
+        names = ", ".join(fleet.served)
+        auth = "token required" if token else "no token"
+        console.print(f"serving {names} on ws://{host}:{bound} ({auth}); stop with Ctrl-C or SIGTERM", markup=False)
+
+    asyncio.run(server.run(ready))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

@@ -1,0 +1,1 @@
+"""The policy server: one process, one shared trunk, many robots of different embodiments."""

@@ -1,0 +1,165 @@
+"""What the policy server serves, without the network: one network holding the shared trunk once and
+every served embodiment's stems, heads and normalisers; one closed-loop :class:`Policy` per robot
+(history, queued chunk, temporal ensembling, exactly as in-process); observation checks that name
+the field; and batched prediction across robots and embodiments through one trunk pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpt_kit.core.recipe import EvalSection, parse_table
+from hpt_kit.core.registry import Registry
+from hpt_kit.core.spec import IMAGE, IMAGE_FEATURES, INSTRUCTION, LANGUAGE, EmbodimentData
+from hpt_kit.core.version import __version__
+from hpt_kit.models.hpt import HPT
+from hpt_kit.policy import Policy
+from hpt_kit.weights.checkpoint import Checkpoint, resolve_checkpoint
+from hpt_kit.weights.tensors import load_strict, tensor_digest
+
+PER_EMBODIMENT = ("stems.", "heads.", "normalizers.")
+
+
+class ServeError(ValueError):
+    """A request or a set of checkpoints the server refuses; the message names the field or file."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """One served embodiment: its spec and the chunk execution its run planned (``[eval]``)."""
+
+    spec: EmbodimentData
+    execute_steps: int
+    ensemble: float | None
+    checkpoint: str
+
+
+class Fleet:
+    def __init__(self, model: HPT, served: Mapping[str, Served], trunk_sha256: str, device: torch.device):
+        self.model = model.to(device).eval()
+        self.served = dict(served)
+        self.trunk_sha256 = trunk_sha256
+        self.device = device
+
+    @classmethod
+    def load(cls, locations: Sequence[str], registry: Registry, device: str = "cpu") -> Fleet:
+        """Every embodiment of the checkpoints at ``locations``, on one trunk. Checkpoints whose
+        trunks differ (a fine-tuned trunk) cannot share it and are refused, as is an embodiment
+        name two checkpoints both hold."""
+        ckpts = [resolve_checkpoint(loc) for loc in locations]
+        tensors = [c.tensors() for c in ckpts]
+        digests = [tensor_digest({k: v for k, v in t.items() if k.startswith("trunk.")}) for t in tensors]
+        if len(set(digests)) > 1:
+            listed = "; ".join(f"{c.path}: trunk sha256 {d[:12]}" for c, d in zip(ckpts, digests))
+            raise ServeError(f"these checkpoints have different trunks and cannot share one server: {listed}")
+        served, specs, stats, merged = {}, {}, {}, {k: v for k, v in tensors[0].items() if k.startswith("trunk.")}
+        for ckpt, own in zip(ckpts, tensors):
+            for name, spec in ckpt.specs.items():
+                if name in served:
+                    raise ServeError(f"embodiment {name!r} is in both {served[name].checkpoint} and {ckpt.path}")
+                served[name] = _served(ckpt, name, spec)
+                specs[name], stats[name] = spec, ckpt.stats[name]
+                merged.update({k: v for k, v in own.items() if k.startswith(tuple(p + name + "." for p in PER_EMBODIMENT))})
+        model = HPT(ckpts[0].trunk_config, specs, stats, registry, pretrained=False)
+        load_strict(model, merged, ", ".join(str(c.path) for c in ckpts))
+        return cls(model, served, digests[0], torch.device(device))
+
+    def metadata(self) -> dict[str, Any]:
+        """What a client needs to drive its robot: each embodiment's spec, action bounds, control
+        rate, the observation fields with shapes and dtypes, and the trunk and kit versions."""
+        return {
+            "kit_version": __version__,
+            "trunk": {**self.model.trunk_config.to_dict(), "sha256": self.trunk_sha256},
+            "embodiments": {
+                name: {
+                    "spec": s.spec.to_dict(),
+                    "action_low": list(s.spec.action.low),
+                    "action_high": list(s.spec.action.high),
+                    "control_hz": s.spec.action.control_hz,
+                    "observation": {f: {"shape": list(shape), "dtype": dtype} for f, (shape, dtype) in self.fields(name).items()},
+                    "execute_steps": s.execute_steps,
+                    "temporal_ensemble": s.ensemble,
+                    "checkpoint": s.checkpoint,
+                }
+                for name, s in self.served.items()
+            },
+        }
+
+    def policy(self, embodiment: str) -> Policy:
+        """A new robot's closed-loop state on the shared network."""
+        if embodiment not in self.served:
+            raise ServeError(f"embodiment: unknown {embodiment!r}; served: {', '.join(self.served)}")
+        s = self.served[embodiment]
+        return Policy(self.model, embodiment, s.execute_steps, s.ensemble, device=self.device)
+
+    def fields(self, embodiment: str) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The observation fields a robot sends each step, with their shapes and dtypes."""
+        spec = self.served[embodiment].spec
+        shapes = spec.observation.field_shapes()
+        out = {}
+        for stem in spec.stems:
+            field = stem.modality
+            if field == IMAGE_FEATURES and spec.observation.image is not None and spec.observation.image_features.encoder:
+                field = IMAGE  # the server encodes frames itself, as Policy does
+            if field == LANGUAGE and spec.observation.language.encoder:
+                out[INSTRUCTION] = ((), "str")
+                continue
+            out[field] = (shapes[field], "uint8" if field == IMAGE else "float32")
+        return out
+
+    def check(self, embodiment: str, observation: Any) -> dict[str, Any]:
+        """The observation as the policy takes it, or a ServeError naming the field."""
+        if not isinstance(observation, Mapping):
+            raise ServeError(f"observation: a map of fields, got {type(observation).__name__}")
+        out: dict[str, Any] = {}
+        for field, (shape, dtype) in self.fields(embodiment).items():
+            if field not in observation:
+                raise ServeError(f"observation.{field}: missing ({embodiment} needs {', '.join(self.fields(embodiment))})")
+            out[field] = _checked(field, observation[field], shape, dtype)
+        return out
+
+    @torch.inference_mode()
+    def predict(self, requests: Sequence[tuple[str, Mapping[str, torch.Tensor]]]) -> list[np.ndarray]:
+        """Chunks (K, A) for many robots' histories at once: grouped by embodiment, stems and heads
+        per embodiment, one trunk pass for all."""
+        groups: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(requests):
+            groups.setdefault(name, []).append(i)
+        batches = {n: {f: torch.cat([requests[i][1][f] for i in idx]) for f in requests[idx[0]][1]} for n, idx in groups.items()}
+        chunks = self.model.predict_mixed(batches)
+        out: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for name, idx in groups.items():
+            for row, i in enumerate(idx):
+                out[i] = chunks[name][row].cpu().numpy()
+        return out
+
+
+def _served(ckpt: Checkpoint, name: str, spec: EmbodimentData) -> Served:
+    planned = parse_table(EvalSection, ckpt.description.get("recipe", {}).get("eval", {}), f"{ckpt.path}: recipe eval")
+    ensemble = planned.temporal_ensemble or None
+    return Served(spec, 0 if ensemble else planned.execute_steps, ensemble, str(ckpt.path))
+
+
+def _checked(field: str, value: Any, shape: tuple[int, ...], dtype: str) -> Any:
+    if dtype == "str":
+        if not isinstance(value, str):
+            raise ServeError(f"observation.{field}: a string, got {type(value).__name__}")
+        return value
+    if not isinstance(value, np.ndarray):
+        raise ServeError(f"observation.{field}: an array, got {type(value).__name__}")
+    if tuple(value.shape) != tuple(shape):
+        raise ServeError(f"observation.{field}: shape {tuple(value.shape)}, expected {tuple(shape)}")
+    if dtype == "uint8" and value.dtype != np.uint8:
+        raise ServeError(f"observation.{field}: dtype {value.dtype}, expected uint8 frames")
+    if dtype != "uint8":
+        if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+            raise ServeError(f"observation.{field}: dtype {value.dtype} is not numeric")
+        bad = np.flatnonzero(~np.isfinite(value.astype(np.float64)))
+        if len(bad):
+            raise ServeError(f"observation.{field}: non-finite value at index {int(bad[0])}")
+        value = value.astype(np.float32)
+    return value

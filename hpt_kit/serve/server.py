@@ -1,0 +1,223 @@
+"""``hpt-kit serve``: the fleet behind a websocket, msgpack messages (``hpt_kit.core.wire``).
+
+Why websockets + msgpack: one long-lived connection per robot (no per-request handshake at control
+rate), binary frames that carry numpy arrays as raw bytes, a small pure-Python client, and the
+pattern robot-policy servers commonly use. Each connection is served by its own coroutine, so a slow
+or vanished client holds up nobody; predictions run in a worker thread, one at a time, so the event
+loop keeps accepting requests while the network computes.
+
+Dynamic batching: the first robot that needs a new chunk opens a window of ``batch_window_ms``;
+every chunk asked for until it closes (or until ``max_batch``) goes through one trunk pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpt_kit.core.wire import PROTOCOL, WireError, decode, encode
+from hpt_kit.serve.fleet import Fleet, ServeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"  # localhost unless the user opens it to a network
+    port: int = 8765
+    token: str | None = None  # required from every connection when set (Authorization: Bearer ...)
+    batching: bool = True
+    batch_window_ms: float = 0.5
+    max_batch: int = 64
+    idle_timeout_s: float = 300.0  # a robot silent this long loses its closed-loop state
+    max_message_bytes: int = 16 * 2**20
+
+
+@dataclass
+class Session:
+    embodiment: str
+    policy: Any
+    seen: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    errors: int = 0
+    actions: int = 0
+    predictions: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    refused_connections: int = 0
+
+    def as_dict(self, sessions: int) -> dict[str, Any]:
+        mean = self.predictions / self.batches if self.batches else 0.0
+        return {**self.__dict__, "mean_batch": mean, "sessions": sessions}
+
+
+class Batcher:
+    """Collects chunk requests for ``window`` seconds (or ``max_batch`` of them) and predicts them
+    together, one batch at a time in a worker thread."""
+
+    def __init__(self, fleet: Fleet, stats: Stats, window: float, max_batch: int):
+        self.fleet, self.stats, self.window, self.max_batch = fleet, stats, window, max_batch
+        self._pending: list[tuple[str, Any, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._compute = asyncio.Lock()
+
+    async def predict(self, embodiment: str, history: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((embodiment, history, future))  # unchanged until answered: the robot waits
+        if len(self._pending) >= self.max_batch or self.window <= 0:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if batch:
+            asyncio.get_running_loop().create_task(self._run(batch))
+
+    async def _run(self, batch: list[tuple[str, Any, asyncio.Future]]) -> None:
+        async with self._compute:
+            try:
+                chunks = await asyncio.to_thread(self.fleet.predict, [(e, h) for e, h, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every waiting robot gets the error, the server lives
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        self.stats.batches += 1
+        self.stats.predictions += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for (*_, future), chunk in zip(batch, chunks):
+            if not future.done():  # a client that vanished leaves its future cancelled
+                future.set_result(chunk)
+
+
+class PolicyServer:
+    def __init__(self, fleet: Fleet, config: ServerConfig = ServerConfig()):
+        self.fleet, self.config = fleet, config
+        self.sessions: dict[str, Session] = {}
+        self.stats = Stats()
+        self._batcher: Batcher | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, ready: Callable[[int], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT or :meth:`stop`; ``ready(port)`` once listening."""
+        from websockets.asyncio.server import serve
+
+        loop = self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        window = self.config.batch_window_ms / 1e3 if self.config.batching else 0.0
+        self._batcher = Batcher(self.fleet, self.stats, window, self.config.max_batch if self.config.batching else 1)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+                pass
+        async with serve(
+            self._connection, self.config.host, self.config.port,
+            max_size=self.config.max_message_bytes, process_request=self._authorise,
+        ) as server:
+            reaper = loop.create_task(self._reap())
+            if ready is not None:
+                ready(server.sockets[0].getsockname()[1])
+            await self._stop.wait()
+            reaper.cancel()
+        log.info("server stopped: %s", self.stats.as_dict(len(self.sessions)))
+
+    def stop(self) -> None:
+        """Stop serving; safe to call from any thread."""
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def _authorise(self, connection: Any, request: Any) -> Any:
+        if self.config.token is None:
+            return None
+        given = request.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.config.token}".encode()):
+            return None
+        self.stats.refused_connections += 1
+        return connection.respond(401, "a valid token is required (Authorization: Bearer TOKEN)\n")
+
+    async def _connection(self, connection: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for payload in connection:
+                reply = await self.handle(payload)
+                await connection.send(encode(reply))
+        except ConnectionClosed:  # a client that went away mid-request: its robot's state stays until idle
+            return
+
+    async def handle(self, payload: bytes | str) -> dict[str, Any]:
+        """One request -> its reply; a bad request gets an error reply and harms nobody else."""
+        self.stats.requests += 1
+        ident = None
+        try:
+            message = decode(payload)
+            ident = message.get("id")
+            result = await self._dispatch(message)
+            return {"id": ident, "ok": True, "result": result}
+        except (WireError, ServeError) as exc:
+            self.stats.errors += 1
+            return {"id": ident, "ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - never let one robot's request take the server down
+            self.stats.errors += 1
+            log.exception("request failed")
+            return {"id": ident, "ok": False, "error": f"internal error ({type(exc).__name__}: {exc})"}
+
+    async def _dispatch(self, message: dict[str, Any]) -> Any:
+        op = message.get("op")
+        if op == "metadata":
+            return {**self.fleet.metadata(), "protocol": PROTOCOL, "batching": self.config.batching}
+        if op == "stats":
+            return self.stats.as_dict(len(self.sessions))
+        if op not in ("reset", "act"):
+            raise ServeError(f"op: unknown {op!r}; known: metadata, reset, act, stats")
+        robot = message.get("robot")
+        if not isinstance(robot, str) or not robot:
+            raise ServeError("robot: a non-empty string naming the robot is required")
+        if op == "reset":
+            embodiment = message.get("embodiment")
+            if not isinstance(embodiment, str):
+                raise ServeError("embodiment: a string is required")
+            self.sessions[robot] = Session(embodiment, self.fleet.policy(embodiment), time.monotonic())
+            return {"robot": robot, "embodiment": embodiment}
+        return {"action": await self._act(robot, message.get("observation"))}
+
+    async def _act(self, robot: str, observation: Any) -> Any:
+        session = self.sessions.get(robot)
+        if session is None:
+            raise ServeError(f"robot: unknown {robot!r} (reset it first, naming its embodiment)")
+        observation = self.fleet.check(session.embodiment, observation)
+        async with session.lock:  # one step at a time per robot, whatever its connections do
+            session.seen = time.monotonic()
+            needs = session.policy.observe(observation)
+            chunk = await self._batcher.predict(session.embodiment, session.policy.history) if needs else None
+            action = session.policy.take(chunk)
+        self.stats.actions += 1
+        return action
+
+    async def _reap(self) -> None:
+        """Forget robots silent for longer than the idle timeout."""
+        period = max(0.05, self.config.idle_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            cutoff = time.monotonic() - self.config.idle_timeout_s
+            for robot in [r for r, s in self.sessions.items() if s.seen < cutoff and not s.lock.locked()]:
+                del self.sessions[robot]
+                log.info("robot %s idle for %.0f s: state dropped", robot, self.config.idle_timeout_s)
