@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+class Backend(StrEnum):
+    torch = "torch"
+    onnx = "onnx"
+    both = "both"
 
 
 def bench_command(
@@ -23,6 +30,9 @@ def bench_command(
         list[str] | None, typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler; default all.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    backend: Annotated[
+        Backend, typer.Option(help="act(): the torch backend (eager, or compiled with --compile), the onnx one (ONNX Runtime, CPU), or both.")
+    ] = Backend.torch,
 ) -> None:
     """Measure matmul peak, training throughput and MFU, act() latency, mixed-embodiment steps and sampler speed."""
     from hpt_kit.cli.output import console
@@ -31,6 +41,12 @@ def bench_command(
     unknown = sorted(set(part or ()) - set(PARTS))
     if unknown:
         raise typer.BadParameter(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}", param_hint="--part")
+    backends = ("torch", "onnx") if backend is Backend.both else (backend.value,)
+    if "onnx" in backends and "act" in (part or PARTS):
+        from hpt_kit.train.step import pick_device
+
+        if pick_device(device).type != "cpu":
+            raise typer.BadParameter(f"the onnx backend runs on the CPU; pass --device cpu (this is {device})", param_hint="--backend")
 
     result = run(
         presets=tuple(preset or ("small", "base")),
@@ -43,6 +59,7 @@ def bench_command(
         device=device,
         compile=compile,
         parts=tuple(part or PARTS),
+        backends=backends,
         on_progress=lambda msg: console.print(f"[dim]bench: {msg}[/dim]", highlight=False),
     )
     if as_json:
@@ -65,14 +82,16 @@ def bench_command(
         out.print(table)
     if result["act"]:
         table = Table(title="Policy.act() at batch 1")
-        for col in ("preset", "p50 ms", "p99 ms", "MFLOP/call", "floor ms", "matmuls ms"):
+        for col in ("preset", "backend", "p50 ms", "p99 ms", "speed-up", "MFLOP/call", "floor ms", "matmuls ms"):
             table.add_column(col, justify="right")
         for r in result["act"]:  # floor: the call's FLOPs at the measured matmul peak
             floor = r["flops_per_call"] / (result["mfu_peak_gflops"] * 1e6)
             table.add_row(
                 r["preset"],
+                r["backend"] + (" (compiled)" if r["compiled"] else ""),
                 f"{r['p50_ms']:.2f}",
                 f"{r['p99_ms']:.2f}",
+                f"{r['speedup']:.2f}x" if "speedup" in r else "",  # over the torch backend's p50
                 f"{r['flops_per_call'] / 1e6:.0f}",
                 f"{floor:.2f}",
                 f"{r['matmul_ms']:.2f}",  # the call's matrix products alone, replayed at their shapes

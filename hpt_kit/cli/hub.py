@@ -37,9 +37,21 @@ def push_command(
 
 def export_command(
     location: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT", help="Kit checkpoint to export.")],
-    out: Annotated[Path, typer.Argument(help="New folder for config.yaml + trunk.pth.")],
+    out: Annotated[Path, typer.Argument(help="New folder for config.yaml + trunk.pth (with --onnx: folder for EMBODIMENT.onnx files).")],
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Export each embodiment's whole prediction (observations -> actions) as OUT/EMBODIMENT.onnx for ONNX Runtime.")
+    ] = False,
+    embodiment: Annotated[
+        list[str] | None, typer.Option(help="With --onnx: the embodiment(s) to export (repeatable; default all of the checkpoint's).")
+    ] = None,
 ) -> None:
-    """Export a checkpoint's trunk in the published HPT format (config.yaml + trunk.pth)."""
+    """Export a checkpoint's trunk in the published HPT format (config.yaml + trunk.pth), or with
+    --onnx its embodiments' policies as ONNX graphs that run without Python torch."""
+    if onnx:
+        _export_onnx(location, out, embodiment or [])
+        return
+    if embodiment:
+        raise typer.BadParameter("--embodiment chooses what --onnx exports; the trunk export has none", param_hint="--embodiment")
     from hpt_kit.weights.checkpoint import resolve_checkpoint
     from hpt_kit.weights.published import write_published
     from hpt_kit.weights.trunks import resolve_trunk
@@ -51,6 +63,30 @@ def export_command(
         horizons = {"observation_horizon": spec.observation_horizon, "action_horizon": spec.action_horizon}
     write_published(out, source.config, source.tensors, **horizons, extra={"source": str(source.path), "sha256": source.digest})
     typer.echo(f"exported the {source.config.preset} trunk of {source.path} to {out} (sha256 {source.digest})")
+
+
+def _export_onnx(location: str, out: Path, names: list[str]) -> None:
+    """OUT/<embodiment>.onnx for each chosen embodiment; an existing file is never replaced, and all
+    are checked before any is written."""
+    from hpt_kit.core.registry import UnknownNameError, load_registry
+    from hpt_kit.models.hpt import HPT
+    from hpt_kit.policy.onnx import export_onnx
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
+    from hpt_kit.weights.tensors import tensor_digest
+
+    ckpt = resolve_checkpoint(location)
+    model = HPT.from_checkpoint(ckpt, load_registry(embodiments=False))
+    unknown = [n for n in names if n not in model.specs]
+    if unknown:
+        raise UnknownNameError(f"the checkpoint has no embodiment {unknown[0]!r}; it has: {', '.join(model.specs)}")
+    targets = {n: out / f"{n}.onnx" for n in names or model.specs}
+    existing = [str(p) for p in targets.values() if p.exists()]
+    if existing:
+        raise FileExistsError(f"{', '.join(existing)} already exists")
+    source = {"source": str(ckpt.path), "sha256": tensor_digest(model.state_dict())}
+    for name, path in targets.items():
+        export_onnx(model, name, path, metadata=source)
+        typer.echo(f"exported the {name} policy of {ckpt.path} to {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -185,14 +185,17 @@ def count_train_flops(record: dict[str, Any], device: torch.device, peak: float)
     record["mfu"] = record["samples_per_s"] * flops / (peak * 1e9)
 
 
-def bench_act(preset: str, device: torch.device, calls: int, compile: bool = False) -> dict[str, Any]:
+def bench_act(preset: str, device: torch.device, calls: int, compile: bool = False, backend: str = "torch") -> dict[str, Any]:
+    """``Policy.act()`` latency at batch 1, a prediction every call, on the ``torch`` (eager or
+    compiled) or ``onnx`` backend."""
     from hpt_kit.policy import Policy
 
     torch.manual_seed(0)
     if compile:
         torch._dynamo.reset()
+    compile = compile and backend == "torch"  # the onnx backend has ONNX Runtime's own optimisations
     model = standard_model(preset)
-    policy = Policy(model, "bench", execute_steps=1, device=device, compile=compile)  # predict every call
+    policy = Policy(model, "bench", execute_steps=1, device=device, compile=compile, backend=backend)  # predict every call
     rng = np.random.default_rng(0)
     obs = {
         "state": rng.normal(size=STATE_DIM).astype(np.float32),
@@ -207,11 +210,21 @@ def bench_act(preset: str, device: torch.device, calls: int, compile: bool = Fal
         times.append((time.perf_counter() - t) * 1e3)
     return {
         "preset": preset,
+        "backend": backend,
         "p50_ms": float(np.percentile(times, 50)),
         "p99_ms": float(np.percentile(times, 99)),
         "calls": calls,
         "compiled": compile,
     }
+
+
+def add_speedups(records: list[dict[str, Any]]) -> None:
+    """``speedup``: the torch backend's p50 over each record's, per preset (1.0 for torch itself),
+    where this run measured torch for that preset."""
+    torch_p50 = {r["preset"]: r["p50_ms"] for r in records if r["backend"] == "torch"}
+    for r in records:
+        if r["preset"] in torch_p50:
+            r["speedup"] = torch_p50[r["preset"]] / r["p50_ms"]
 
 
 def act_flops(model: HPT, device: torch.device) -> float:
@@ -369,8 +382,12 @@ def run(
     compile: bool = False,
     parts: Sequence[str] = PARTS,
     on_progress: Callable[[str], None] | None = None,
+    backends: Sequence[str] = ("torch",),
 ) -> dict[str, Any]:
+    """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``; onnx on the CPU only)."""
     dev = pick_device(device)
+    if "onnx" in backends and "act" in parts and dev.type != "cpu":
+        raise ValueError(f"the onnx backend runs on the CPU; measure it with device 'cpu', not {dev}")
     say = on_progress or (lambda msg: None)
     say("matmul peak")
     result: dict[str, Any] = {"device": device_name(dev), "torch": torch.__version__, "compiled": compile}
@@ -388,19 +405,23 @@ def run(
                 result["train"].append(bench_train(preset, b, frozen, dev, steps, compile))
     result["act"] = []
     for preset in presets if "act" in parts else ():
-        say(f"act {preset}")
-        result["act"].append(bench_act(preset, dev, act_calls, compile))
+        for backend in backends:
+            say(f"act {preset} ({backend})")
+            result["act"].append(bench_act(preset, dev, act_calls, compile, backend))
+    add_speedups(result["act"])
     if "mixed" in parts:
         say("mixed-embodiment step")
         result["mixed"] = bench_mixed(presets[0], dev, max(batches[0], 2), steps)
     say("model FLOPs")
     for record in result["train"]:
         count_train_flops(record, dev, peak)
+    floors: dict[str, tuple[float, float, int]] = {}  # per preset: the same network whatever the backend
     for record in result["act"]:
-        torch.manual_seed(0)
-        model = standard_model(record["preset"]).to(dev)
-        record["flops_per_call"] = act_flops(model, dev)
-        record["matmul_ms"], record["matmul_calls"] = act_matmul_ms(model, dev)
+        if record["preset"] not in floors:
+            torch.manual_seed(0)
+            model = standard_model(record["preset"]).to(dev)
+            floors[record["preset"]] = (act_flops(model, dev), *act_matmul_ms(model, dev))
+        record["flops_per_call"], record["matmul_ms"], record["matmul_calls"] = floors[record["preset"]]
     if "sampler" in parts:
         say(f"sampler ({store_gb:g} GB store)")
         result["sampler"] = bench_sampler(store_gb, sampler_batches, store=store)

@@ -12,6 +12,11 @@ into one action per step, in one of two ways:
   the older predictions count more, which smooths the motion; m = 0 averages them equally. A good
   first value is m = 0.01 (ACT's).
 
+The network runs on one of two backends: ``torch`` (eager, or ``torch.compile`` with
+``compile=True``) or ``onnx``, the prediction exported once to an ONNX graph and run by ONNX Runtime
+on the CPU (``hpt_kit/policy/onnx.py``), about 1.5x faster at batch 1, where eager PyTorch is bound
+by per-operator overhead. Either way the encoders of instructions and raw frames run in torch.
+
 An embodiment whose language spec names a text encoder is told its task in words: the runner passes
 ``observation["instruction"]`` (a string) and the policy encodes it with that encoder, each distinct
 instruction once, exactly as conversion encoded the training data.
@@ -32,6 +37,23 @@ from hpt_kit.models.hpt import HPT
 from hpt_kit.models.vision import ResNetEncoder, encode_frames, frozen_encoder
 
 _DTYPES = {IMAGE: torch.uint8}  # history buffers hold what the stems take; everything else float32
+BACKENDS = ("torch", "onnx")
+
+
+def _check_backend(backend: str, compile: bool, device: torch.device) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if backend == "onnx" and compile:
+        raise ValueError("compile=True is for the torch backend; the onnx backend has ONNX Runtime's own optimisations")
+    if backend == "onnx" and device.type != "cpu":
+        raise ValueError(f"the onnx backend runs on the CPU (ONNX Runtime's CPU provider), not {device}; use device='cpu'")
+
+
+def _onnx_predictor(model: HPT, embodiment: str):
+    """Imported here: onnxruntime is an optional dependency (``hpt-kit[serve]``)."""
+    from hpt_kit.policy.onnx import OnnxPredictor
+
+    return OnnxPredictor(model, embodiment)
 
 
 class Policy:
@@ -44,14 +66,18 @@ class Policy:
         device: str | torch.device = "cpu",
         compile: bool = False,
         registry: Registry | None = None,
+        backend: str = "torch",
     ):
         """``execute_steps``: open-loop steps per chunk (0 = the whole chunk). ``ensemble``: None for
         open loop, or the m >= 0 of temporal ensembling, which replans every step (so it cannot be
         combined with ``execute_steps``). ``compile``: run the prediction through ``torch.compile``
         (fused kernels for the fixed batch-1 shapes; the first call compiles, tens of seconds).
-        ``registry`` resolves the text encoder a language spec names (default: the installed ones)."""
+        ``registry`` resolves the text encoder a language spec names (default: the installed ones).
+        ``backend``: ``"torch"`` or ``"onnx"`` (CPU only; the graph is exported here, from the
+        weights as they are now, in about a second; needs ``hpt-kit[serve]``)."""
         if embodiment not in model.specs:
             raise UnknownNameError(f"the model has no embodiment {embodiment!r}; it has: {', '.join(model.specs)}")
+        _check_backend(backend, compile, torch.device(device))
         if ensemble is not None:
             if not (math.isfinite(ensemble) and ensemble >= 0):
                 raise ValueError(f"temporal ensembling needs a finite m >= 0, got {ensemble}")
@@ -69,6 +95,8 @@ class Policy:
         # On a GPU, compiled predictions replay as one CUDA graph (the history buffers are static).
         mode = "reduce-overhead" if self.device.type == "cuda" else None
         self._compiled = torch.compile(model.predict, dynamic=False, mode=mode) if compile else None
+        self.backend = backend
+        self._onnx = _onnx_predictor(self.model, embodiment) if backend == "onnx" else None
         obs = self.spec.observation
         shapes = obs.field_shapes()
         H, A = self.spec.observation_horizon, self.spec.action.dim
@@ -106,6 +134,7 @@ class Policy:
         device: str | torch.device = "cpu",
         compile: bool = False,
         registry: Registry | None = None,
+        backend: str = "torch",
     ) -> Policy:
         """A policy from a checkpoint folder, run directory or ``hf://`` location; ``embodiment``
         defaults to the checkpoint's first. The other arguments are the constructor's; ``registry``
@@ -114,7 +143,9 @@ class Policy:
 
         model = HPT.from_checkpoint(resolve_checkpoint(location), registry or load_registry(embodiments=False))
         name = embodiment or next(iter(model.specs))
-        return cls(model, name, execute_steps, ensemble, device=device, compile=compile, registry=registry)
+        return cls(
+            model, name, execute_steps, ensemble, device=device, compile=compile, registry=registry, backend=backend
+        )
 
     @property
     def needs_images(self) -> bool:
@@ -177,7 +208,10 @@ class Policy:
         return self._history
 
     def _predict(self) -> torch.Tensor:
-        """The network's chunk for the current history, (1, K, A)."""
+        """The network's chunk for the current history, (1, K, A), from the chosen backend (the ONNX
+        graph reads the CPU history buffers without a copy; its array is wrapped, not copied)."""
+        if self._onnx is not None:
+            return torch.from_numpy(self._onnx(self._history))
         return (self._compiled or self.model.predict)(self.embodiment, self._history)
 
     def _observed(self, observation: Mapping[str, np.ndarray], field: str) -> np.ndarray:

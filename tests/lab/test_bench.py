@@ -41,6 +41,14 @@ def test_bench_measures_only_the_parts_asked_for():
     assert bad.returncode == 2 and "unknown part(s) nope" in bad.stderr
 
 
+def test_bench_times_act_on_both_backends():
+    out = subprocess.run([HPT_KIT, "bench", "--part", "act", "--preset", "tiny", "--act-calls", "3", "--backend", "both", "--json"],
+                         capture_output=True, text=True, check=True)
+    eager, onnx = json.loads(out.stdout)["act"]
+    assert (eager["backend"], onnx["backend"]) == ("torch", "onnx") and eager["speedup"] == 1.0
+    assert onnx["speedup"] == eager["p50_ms"] / onnx["p50_ms"] and onnx["flops_per_call"] == eager["flops_per_call"]
+
+
 def test_flops_counted_on_small_batches_equal_the_count_at_the_timed_batch():
     import torch
 
