@@ -42,7 +42,9 @@ class PolicyClient:
 
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._connection = connect(url, additional_headers=headers, max_size=max_message_bytes, open_timeout=timeout)
+        self._connection = connect(
+            url, additional_headers=headers, max_size=max_message_bytes, open_timeout=timeout, compression=None
+        )  # no per-message deflate: it costs more time than it saves on a robot's network
         self._ws = self._connection.__enter__()  # websockets asks for its context manager: held until close()
         self._timeout = timeout
         self._ids = itertools.count()

@@ -27,7 +27,7 @@ def bench_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="Run training steps and act() through torch.compile.")] = False,
     part: Annotated[
-        list[str] | None, typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler; default all.")
+        list[str] | None, typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler, serve; default all.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     backend: Annotated[
@@ -101,10 +101,27 @@ def bench_command(
         m = result["mixed"]
         out.print(f"mixed batch of {m['embodiments']} embodiments ({m['preset']}, {m['batch']} samples): one step "
                   f"{m['mixed_step_ms']:.1f} ms vs one step per embodiment {m['separate_steps_ms']:.1f} ms ({m['speedup']:.2f}x)")
+    if "serve" in result:
+        _print_serve(out, result["serve"])
     if "sampler" in result:
         s = result["sampler"]
         out.print(f"sampler: {s['samples_per_s']:.0f} samples/s (batches of {s['batch']}) from a {s['store_gb']:.2f} GB store, "
                   f"peak RSS {s['peak_rss_mb']:.0f} MB, each step read reused {s['reuse']:.1f}x")
+
+
+def _print_serve(out, s: dict) -> None:
+    from rich.table import Table
+
+    one = s["one_client"]
+    out.print(f"policy server ({s['preset']}, loopback): one robot p50 {one['p50_ms']:.2f} ms, p99 {one['p99_ms']:.2f} ms "
+              f"(in-process act {s['in_process_p50_ms']:.2f} ms: +{s['round_trip_overhead_ms']:.2f} ms), {one['actions_per_s']:.0f} actions/s")
+    table = Table(title="policy server, robots over two embodiments")
+    for col in ("robots", "batching", "actions/s", "x one robot", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right")
+    for r in s["concurrent"]:
+        table.add_row(str(r["clients"]), "on" if r["batching"] else "off", f"{r['actions_per_s']:.0f}",
+                      f"{r['throughput_vs_one_client']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,7 @@ from hpt_kit.models.hpt import HPT
 from hpt_kit.train.step import compile_mode, make_optimizer, optimizer_step, pick_device
 
 STATE_DIM, VIEWS, TOKENS, CHANNELS, CHUNK, ACTION_DIM = 39, 1, 49, 512, 4, 4
-PARTS = ("train", "act", "mixed", "sampler")  # what a run measures; the matmul peak always
+PARTS = ("train", "act", "mixed", "sampler", "serve")  # what a run measures; the matmul peak always
 
 
 def standard_spec(name: str = "bench") -> EmbodimentData:
@@ -425,4 +425,11 @@ def run(
     if "sampler" in parts:
         say(f"sampler ({store_gb:g} GB store)")
         result["sampler"] = bench_sampler(store_gb, sampler_batches, store=store)
+    if "serve" in parts:
+        from hpt_kit.lab.bench_serve import bench_serve
+
+        say(f"policy server ({presets[0]}, loopback)")
+        same = [r["p50_ms"] for r in result["act"] if r["preset"] == presets[0] and r["backend"] == "torch" and not r["compiled"]]
+        in_process = same[0] if same else bench_act(presets[0], dev, act_calls)["p50_ms"]
+        result["serve"] = bench_serve(presets[0], dev, in_process)
     return result

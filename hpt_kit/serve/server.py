@@ -3,11 +3,15 @@
 Why websockets + msgpack: one long-lived connection per robot (no per-request handshake at control
 rate), binary frames that carry numpy arrays as raw bytes, a small pure-Python client, and the
 pattern robot-policy servers commonly use. Each connection is served by its own coroutine, so a slow
-or vanished client holds up nobody; predictions run in a worker thread, one at a time, so the event
-loop keeps accepting requests while the network computes.
+or vanished client holds up nobody. Predictions run in the event loop's own thread, one batch at a
+time: torch's intra-op thread pool belongs to the thread that calls it, and on a small CPU a second
+calling thread (measured: a worker thread per prediction) made every prediction 2-3x slower as the
+two pools fought for the cores. Requests that arrive during a prediction wait in their sockets and
+form the next batch.
 
 Dynamic batching: the first robot that needs a new chunk opens a window of ``batch_window_ms``;
-every chunk asked for until it closes (or until ``max_batch``) goes through one trunk pass.
+every chunk asked for until it closes (or until ``max_batch``, or until every robot inside a request
+is waiting for one) goes through one trunk pass.
 """
 
 from __future__ import annotations
@@ -64,18 +68,19 @@ class Stats:
 
 class Batcher:
     """Collects chunk requests for ``window`` seconds (or ``max_batch`` of them) and predicts them
-    together, one batch at a time in a worker thread."""
+    together, one batch at a time."""
 
-    def __init__(self, fleet: Fleet, stats: Stats, window: float, max_batch: int):
+    def __init__(self, fleet: Fleet, stats: Stats, window: float, max_batch: int, in_flight: Callable[[], int] = lambda: 0):
         self.fleet, self.stats, self.window, self.max_batch = fleet, stats, window, max_batch
+        self.in_flight = in_flight  # robots inside a request now: when all of them wait, waiting longer gains nothing
         self._pending: list[tuple[str, Any, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._compute = asyncio.Lock()
+
 
     async def predict(self, embodiment: str, history: Any) -> Any:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((embodiment, history, future))  # unchanged until answered: the robot waits
-        if len(self._pending) >= self.max_batch or self.window <= 0:
+        if len(self._pending) >= min(self.max_batch, max(1, self.in_flight())) or self.window <= 0:
             self._flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
@@ -90,14 +95,13 @@ class Batcher:
             asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch: list[tuple[str, Any, asyncio.Future]]) -> None:
-        async with self._compute:
-            try:
-                chunks = await asyncio.to_thread(self.fleet.predict, [(e, h) for e, h, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every waiting robot gets the error, the server lives
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
+        try:
+            chunks = self.fleet.predict([(e, h) for e, h, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - every waiting robot gets the error, the server lives
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
         self.stats.batches += 1
         self.stats.predictions += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
@@ -114,6 +118,7 @@ class PolicyServer:
         self._batcher: Batcher | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight = 0
 
     async def run(self, ready: Callable[[int], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT or :meth:`stop`; ``ready(port)`` once listening."""
@@ -122,7 +127,8 @@ class PolicyServer:
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         window = self.config.batch_window_ms / 1e3 if self.config.batching else 0.0
-        self._batcher = Batcher(self.fleet, self.stats, window, self.config.max_batch if self.config.batching else 1)
+        max_batch = self.config.max_batch if self.config.batching else 1
+        self._batcher = Batcher(self.fleet, self.stats, window, max_batch, lambda: self._in_flight)
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self._stop.set)
@@ -131,6 +137,7 @@ class PolicyServer:
         async with serve(
             self._connection, self.config.host, self.config.port,
             max_size=self.config.max_message_bytes, process_request=self._authorise,
+            compression=None,  # deflate of 100 KB observations cost ~10 ms a round trip; loopback and LANs need none
         ) as server:
             reaper = loop.create_task(self._reap())
             if ready is not None:
@@ -206,8 +213,12 @@ class PolicyServer:
         observation = self.fleet.check(session.embodiment, observation)
         async with session.lock:  # one step at a time per robot, whatever its connections do
             session.seen = time.monotonic()
-            needs = session.policy.observe(observation)
-            chunk = await self._batcher.predict(session.embodiment, session.policy.history) if needs else None
+            self._in_flight += 1
+            try:
+                needs = session.policy.observe(observation)
+                chunk = await self._batcher.predict(session.embodiment, session.policy.history) if needs else None
+            finally:
+                self._in_flight -= 1
             action = session.policy.take(chunk)
         self.stats.actions += 1
         return action

@@ -1,0 +1,87 @@
+"""``hpt-kit bench --part serve``: the policy server over loopback on the bench's standard model (two
+embodiments of the standard shape, a prediction every step).
+
+The server runs in a process of its own, as ``hpt-kit serve`` does; the robots run in another
+(``hpt_kit.lab.serve_load``), one thread and one connection each. On a 2-core machine they do compete for the cores:
+the figures are what one small machine does with the server and its clients together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+NAMES = ("bench-a", "bench-b")
+
+
+@contextmanager
+def serving(preset: str, device: str, batching: bool) -> Iterator[str]:
+    """A server process of its own (``python -m hpt_kit.lab.bench_serve``): no thread of this
+    process (the act part's torch and ONNX Runtime pools) competes with it."""
+    cmd = [sys.executable, "-m", "hpt_kit.lab.bench_serve", preset, device, "on" if batching else "off"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("port "):
+            raise RuntimeError(f"the bench server did not start: {proc.stderr.read()[-2000:]}")
+        yield f"ws://127.0.0.1:{int(line.split()[1])}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def load(url: str, embodiments: tuple[str, ...], clients: int, steps: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "hpt_kit.lab.serve_load", url, "--clients", str(clients), "--steps", str(steps)]
+    for name in embodiments:
+        cmd += ["--embodiment", name]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"serve load generator failed: {out.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(out.stdout)
+    if "errors" in result:
+        raise RuntimeError(f"serve load: {result['errors']}")
+    return result
+
+
+def bench_serve(preset: str, device: torch.device, in_process_p50_ms: float, steps: int = 200) -> dict[str, Any]:
+    """Round trips for one robot (against ``in_process_p50_ms``, ``Policy.act`` on the same model),
+    and throughput and p99 for 8 and 32 robots over two embodiments, batching on and off."""
+    out: dict[str, Any] = {"preset": preset, "in_process_p50_ms": in_process_p50_ms, "concurrent": []}
+    for batching in (True, False):
+        with serving(preset, str(device), batching) as url:
+            if batching:
+                out["one_client"] = load(url, NAMES[:1], 1, steps)
+            for clients in (8, 32):
+                record = load(url, NAMES, clients, max(20, steps * 4 // clients))
+                out["concurrent"].append({**record, "batching": batching})
+    one = out["one_client"]
+    out["round_trip_overhead_ms"] = one["p50_ms"] - in_process_p50_ms
+    for r in out["concurrent"]:
+        r["throughput_vs_one_client"] = r["actions_per_s"] / one["actions_per_s"]
+    return out
+
+
+def main() -> None:
+    """The bench's server: the standard model's two embodiments, a prediction every step."""
+    from hpt_kit.lab.bench import standard_model
+    from hpt_kit.serve.fleet import Fleet, Served
+    from hpt_kit.serve.server import PolicyServer, ServerConfig
+
+    preset, device, batching = sys.argv[1], sys.argv[2], sys.argv[3] == "on"
+    torch.manual_seed(0)
+    model = standard_model(preset, NAMES)
+    fleet = Fleet(model, {n: Served(model.specs[n], 1, None, "bench") for n in NAMES}, "bench", torch.device(device))
+    server = PolicyServer(fleet, ServerConfig(port=0, batching=batching))
+    asyncio.run(server.run(lambda port: print(f"port {port}", flush=True)))
+
+
+if __name__ == "__main__":
+    main()
