@@ -19,6 +19,7 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(min=1, help="Most predictions in one batch.")] = 64,
     idle_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds after which a silent robot's state is dropped.")] = 300.0,
     max_message_mb: Annotated[float, typer.Option(min=0.01, help="Largest message accepted, in MiB.")] = 16.0,
+    backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, CPU; one pass per embodiment in a batch).")] = "torch",
 ) -> None:
     """Serve trained policies to robots over the network: reset(robot, embodiment), act(robot, observation)."""
     import asyncio
@@ -32,7 +33,7 @@ def serve_command(
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         console.print(f"warning: serving on {host} without a token: anyone who reaches the port can drive the policy", markup=False)
-    fleet = Fleet.load(checkpoints, load_registry(embodiments=False), device)
+    fleet = Fleet.load(checkpoints, load_registry(embodiments=False), device, backend)
     config = ServerConfig(
         host, port, token, batching, batch_window_ms, max_batch, idle_timeout, int(max_message_mb * 2**20)
     )

@@ -39,14 +39,28 @@ class Served:
 
 
 class Fleet:
-    def __init__(self, model: HPT, served: Mapping[str, Served], trunk_sha256: str, device: torch.device):
+    def __init__(
+        self, model: HPT, served: Mapping[str, Served], trunk_sha256: str, device: torch.device, backend: str = "torch"
+    ):
+        """``backend="onnx"``: each embodiment's predictions through its ONNX Runtime graph (one pass
+        per embodiment in a batch, rather than one trunk pass for all); CPU only."""
         self.model = model.to(device).eval()
         self.served = dict(served)
         self.trunk_sha256 = trunk_sha256
         self.device = device
+        self.backend = backend
+        self._onnx: dict[str, Any] = {}
+        if backend == "onnx":
+            from hpt_kit.policy.onnx import OnnxPredictor
+
+            if device.type != "cpu":
+                raise ServeError(f"backend: onnx runs on the CPU, not {device}")
+            self._onnx = {name: OnnxPredictor(self.model, name) for name in self.served}
+        elif backend != "torch":
+            raise ServeError(f"backend: torch or onnx, not {backend!r}")
 
     @classmethod
-    def load(cls, locations: Sequence[str], registry: Registry, device: str = "cpu") -> Fleet:
+    def load(cls, locations: Sequence[str], registry: Registry, device: str = "cpu", backend: str = "torch") -> Fleet:
         """Every embodiment of the checkpoints at ``locations``, on one trunk. Checkpoints whose
         trunks differ (a fine-tuned trunk) cannot share it and are refused, as is an embodiment
         name two checkpoints both hold."""
@@ -66,13 +80,14 @@ class Fleet:
                 merged.update({k: v for k, v in own.items() if k.startswith(tuple(p + name + "." for p in PER_EMBODIMENT))})
         model = HPT(ckpts[0].trunk_config, specs, stats, registry, pretrained=False)
         load_strict(model, merged, ", ".join(str(c.path) for c in ckpts))
-        return cls(model, served, digests[0], torch.device(device))
+        return cls(model, served, digests[0], torch.device(device), backend)
 
     def metadata(self) -> dict[str, Any]:
         """What a client needs to drive its robot: each embodiment's spec, action bounds, control
         rate, the observation fields with shapes and dtypes, and the trunk and kit versions."""
         return {
             "kit_version": __version__,
+            "backend": self.backend,
             "trunk": {**self.model.trunk_config.to_dict(), "sha256": self.trunk_sha256},
             "embodiments": {
                 name: {
@@ -130,7 +145,10 @@ class Fleet:
         for i, (name, _) in enumerate(requests):
             groups.setdefault(name, []).append(i)
         batches = {n: {f: torch.cat([requests[i][1][f] for i in idx]) for f in requests[idx[0]][1]} for n, idx in groups.items()}
-        chunks = self.model.predict_mixed(batches)
+        if self._onnx:
+            chunks = {n: torch.from_numpy(self._onnx[n](batch)) for n, batch in batches.items()}
+        else:
+            chunks = self.model.predict_mixed(batches)
         out: list[np.ndarray] = [np.empty(0)] * len(requests)
         for name, idx in groups.items():
             for row, i in enumerate(idx):

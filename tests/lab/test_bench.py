@@ -29,6 +29,10 @@ def test_bench_json_has_every_field(tmp_path):
     assert result["mixed"]["mixed_step_ms"] > 0 and result["mixed"]["separate_steps_ms"] > 0
     s = result["sampler"]
     assert s["samples_per_s"] > 0 and s["peak_rss_mb"] > 0 and s["store_gb"] >= 0.004
+    served = result["serve"]
+    assert served["preset"] == "tiny" and served["one_client"]["p50_ms"] > 0 and served["in_process_p50_ms"] > 0
+    assert {(r["clients"], r["batching"]) for r in served["concurrent"]} == {(8, True), (32, True), (8, False), (32, False)}
+    assert all(r["actions_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["embodiments"] == 2 for r in served["concurrent"])
 
 
 def test_bench_measures_only_the_parts_asked_for():

@@ -224,3 +224,13 @@ def test_checkpoints_with_different_trunks_are_refused(runs):
         Fleet.load([str(runs["both"]), str(runs["other"])], load_registry(embodiments=False))
     with pytest.raises(ServeError, match="'mujoco-arm3' is in both"):
         Fleet.load([str(runs["both"]), str(runs["both"])], load_registry(embodiments=False))
+
+
+def test_the_onnx_backend_serves_the_same_actions(runs, fleet):
+    onnx = Fleet.load([str(runs["both"])], load_registry(embodiments=False), backend="onnx")
+    dim = fleet.served["mujoco-arm4"].spec.observation.state_dim
+    with serving(fleet) as (_, torch_url), serving(onnx) as (_, onnx_url):
+        with PolicyClient(torch_url, "mujoco-arm4") as a, PolicyClient(onnx_url, "mujoco-arm4") as b:
+            assert b.metadata["backend"] == "onnx"
+            for state in _sequence(dim, 8, seed=4):
+                np.testing.assert_allclose(b.act({"state": state}), a.act({"state": state}), atol=1e-5)
