@@ -140,12 +140,22 @@ def _lookup(table: dict[str, Callable[..., Any]], kind: str, what: str) -> Calla
     return table[kind]
 
 
-class EmbodimentRegistrar:
-    """Handed to ``hpt_register_embodiments``; validates what one plugin adds."""
+class _Registrar:
+    """What every registrar shares: the registry it fills, the plugin it is scoped to, and errors
+    recorded against that plugin (and the item) instead of raised."""
 
     def __init__(self, registry: Registry, plugin: PluginInfo):
         self._registry = registry
         self._plugin = plugin
+
+    def _error(self, reason: str, item: object) -> None:
+        err = PluginError(self._plugin.name, reason, item if isinstance(item, str) else None)
+        log.warning("%s", err)
+        self._registry.errors.append(err)
+
+
+class EmbodimentRegistrar(_Registrar):
+    """Handed to ``hpt_register_embodiments``; validates what one plugin adds."""
 
     def add(self, embodiment: Embodiment) -> None:
         name = getattr(embodiment, "name", None)
@@ -161,11 +171,6 @@ class EmbodimentRegistrar:
             )
             return
         self._registry.embodiments[embodiment.name] = RegisteredEmbodiment(embodiment, self._plugin)
-
-    def _error(self, reason: str, item: str | None) -> None:
-        err = PluginError(self._plugin.name, reason, item if isinstance(item, str) else None)
-        log.warning("%s", err)
-        self._registry.errors.append(err)
 
 
 class ComponentRegistrar:
@@ -189,13 +194,9 @@ class ComponentRegistrar:
         self._registry.errors.append(PluginError(self._plugin.name, reason, str(name)))
 
 
-class TextEncoderRegistrar:
+class TextEncoderRegistrar(_Registrar):
     """Handed to ``hpt_register_text_encoders``; names go into specs, so they follow embodiment names'
     rules."""
-
-    def __init__(self, registry: Registry, plugin: PluginInfo):
-        self._registry = registry
-        self._plugin = plugin
 
     def add(self, name: str, builder: Callable[[], Any]) -> None:
         taken = self._registry.text_encoders.get(name) if isinstance(name, str) else None
@@ -208,17 +209,11 @@ class TextEncoderRegistrar:
         else:
             self._registry.text_encoders[name] = RegisteredTextEncoder(builder, self._plugin)
             return
-        err = PluginError(self._plugin.name, reason, str(name))
-        log.warning("%s", err)
-        self._registry.errors.append(err)
+        self._error(reason, str(name))
 
 
-class ImporterRegistrar:
+class ImporterRegistrar(_Registrar):
     """Handed to ``hpt_register_importers``; format names follow embodiment names' rules."""
-
-    def __init__(self, registry: Registry, plugin: PluginInfo):
-        self._registry = registry
-        self._plugin = plugin
 
     def add(self, importer: Any) -> None:
         name = getattr(importer, "name", None)
@@ -233,9 +228,7 @@ class ImporterRegistrar:
         else:
             self._registry.importers[name] = RegisteredImporter(importer, self._plugin)
             return
-        err = PluginError(self._plugin.name, reason, str(name))
-        log.warning("%s", err)
-        self._registry.errors.append(err)
+        self._error(reason, str(name))
 
 
 def _disabled() -> set[str]:
