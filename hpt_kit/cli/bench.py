@@ -65,6 +65,11 @@ def bench_command(
     if as_json:
         typer.echo(json.dumps(result))
         return
+    _print(result)
+
+
+def _print(result: dict) -> None:
+    """The human-readable report: one table or line per part measured."""
     from rich.table import Table
 
     from hpt_kit.cli.output import stdout_console
