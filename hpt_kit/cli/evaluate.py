@@ -192,10 +192,10 @@ def eval_settings(
     decides (a run's own plan for its evaluation), otherwise the section's defaults. The chunk mode
     is one setting: giving either of its options replaces the recipe's execute_steps and ensemble.
     """
-    from hpt_kit.core.recipe import EvalSection, parse_table
+    from hpt_kit.core.recipe import EvalSection, planned_eval
 
     stored = description.get("recipe", {}).get("eval", {})
-    planned = parse_table(EvalSection, stored, "checkpoint recipe: eval")
+    planned = planned_eval(description, "checkpoint recipe: eval")
     if execute_steps and temporal_ensemble:
         raise typer.BadParameter(
             "choose --execute-steps or --temporal-ensemble, not both", param_hint="--temporal-ensemble"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -202,6 +202,11 @@ def read_toml(path: str | Path, what: str = "recipe") -> dict[str, Any]:
     """A TOML file as a dict, or a RecipeError naming the file."""
     with _as_recipe_error():
         return config.read_toml(path, what)
+
+
+def planned_eval(description: Mapping[str, Any], where: str) -> EvalSection:
+    """The ``[eval]`` section a checkpoint's run recorded (its defaults when it recorded none)."""
+    return parse_table(EvalSection, dict(description.get("recipe", {}).get("eval", {})), where)
 
 
 def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:

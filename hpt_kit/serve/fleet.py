@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpt_kit.core.recipe import EvalSection, parse_table
+from hpt_kit.core.recipe import planned_eval
 from hpt_kit.core.registry import Registry
 from hpt_kit.core.spec import IMAGE, IMAGE_FEATURES, INSTRUCTION, LANGUAGE, EmbodimentData
 from hpt_kit.core.version import __version__
@@ -49,6 +49,7 @@ class Fleet:
         self.trunk_sha256 = trunk_sha256
         self.device = device
         self.backend = backend
+        self._fields = {name: _fields(s.spec) for name, s in self.served.items()}  # read on every request
         self._onnx: dict[str, Any] = {}
         if backend == "onnx":
             from hpt_kit.policy.onnx import OnnxPredictor
@@ -113,18 +114,7 @@ class Fleet:
 
     def fields(self, embodiment: str) -> dict[str, tuple[tuple[int, ...], str]]:
         """The observation fields a robot sends each step, with their shapes and dtypes."""
-        spec = self.served[embodiment].spec
-        shapes = spec.observation.field_shapes()
-        out = {}
-        for stem in spec.stems:
-            field = stem.modality
-            if field == IMAGE_FEATURES and spec.observation.image is not None and spec.observation.image_features.encoder:
-                field = IMAGE  # the server encodes frames itself, as Policy does
-            if field == LANGUAGE and spec.observation.language.encoder:
-                out[INSTRUCTION] = ((), "str")
-                continue
-            out[field] = (shapes[field], "uint8" if field == IMAGE else "float32")
-        return out
+        return self._fields[embodiment]
 
     def check(self, embodiment: str, observation: Any) -> dict[str, Any]:
         """The observation as the policy takes it, or a ServeError naming the field."""
@@ -156,8 +146,22 @@ class Fleet:
         return out
 
 
+def _fields(spec: EmbodimentData) -> dict[str, tuple[tuple[int, ...], str]]:
+    shapes = spec.observation.field_shapes()
+    out = {}
+    for stem in spec.stems:
+        field = stem.modality
+        if field == IMAGE_FEATURES and spec.observation.image is not None and spec.observation.image_features.encoder:
+            field = IMAGE  # the server encodes frames itself, as Policy does
+        if field == LANGUAGE and spec.observation.language.encoder:
+            out[INSTRUCTION] = ((), "str")
+            continue
+        out[field] = (shapes[field], "uint8" if field == IMAGE else "float32")
+    return out
+
+
 def _served(ckpt: Checkpoint, name: str, spec: EmbodimentData) -> Served:
-    planned = parse_table(EvalSection, ckpt.description.get("recipe", {}).get("eval", {}), f"{ckpt.path}: recipe eval")
+    planned = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")
     ensemble = planned.temporal_ensemble or None
     return Served(spec, 0 if ensemble else planned.execute_steps, ensemble, str(ckpt.path))
 
@@ -176,7 +180,7 @@ def _checked(field: str, value: Any, shape: tuple[int, ...], dtype: str) -> Any:
     if dtype != "uint8":
         if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
             raise ServeError(f"observation.{field}: dtype {value.dtype} is not numeric")
-        bad = np.flatnonzero(~np.isfinite(value.astype(np.float64)))
+        bad = np.flatnonzero(~np.isfinite(value))
         if len(bad):
             raise ServeError(f"observation.{field}: non-finite value at index {int(bad[0])}")
         value = value.astype(np.float32)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpt_kit.core.recipe import parse_recipe
 from hpt_kit.data.sampler import make_samplers
 from hpt_kit.data.store import Dataset
 from hpt_kit.train.step import to_torch
@@ -23,22 +24,21 @@ from hpt_kit.train.step import to_torch
 
 def held_out(description: Mapping[str, Any], name: str, spec: Any, dataset: Path | None = None):
     """The validation sampler of ``name``'s run: its dataset (or ``dataset``), split as in training."""
-    recipe = description.get("recipe", {})
-    entries = [d for d in recipe.get("datasets", []) if d.get("embodiment") == name]
+    recipe = parse_recipe(dict(description.get("recipe", {})), "checkpoint recipe")
+    entries = [d for d in recipe.datasets if d.embodiment == name]
     stored = description["embodiments"][name].get("dataset", {}).get("path")
     path = Path(dataset) if dataset is not None else Path(stored) if stored else None
     if path is None:
         raise ValueError(f"the checkpoint does not say which dataset {name!r} trained on; pass --data")
-    train = recipe.get("train", {})
     ds = Dataset(path)
     _, val = make_samplers(
         ds,
         spec.observation_horizon,
         spec.action_horizon,
         [s.modality for s in spec.stems],
-        float(train.get("val_fraction", 0.1)),
-        int(recipe.get("run", {}).get("seed", 0)),
-        (entries[0].get("max_episodes") or None) if entries else None,
+        recipe.train.val_fraction,
+        recipe.run.seed,
+        (entries[0].max_episodes or None) if entries else None,
     )
     if val is None:
         raise ValueError(f"{path}: the run held out no episodes (train.val_fraction = 0): nothing to evaluate on")

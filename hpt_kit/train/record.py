@@ -46,7 +46,8 @@ class RunRecord:
     counts: dict[str, int]
     on_log: Callable[[dict[str, Any]], None] | None = None
     _file: TextIO | None = None
-    _window: list[float] = field(default_factory=lambda: [time.perf_counter(), 0.0])
+    _window_start: float = field(default_factory=time.perf_counter)  # since the last logged step
+    _window_samples: int = 0
 
     @classmethod
     def open(
@@ -74,7 +75,7 @@ class RunRecord:
 
     def samples(self, count: int) -> None:
         """Count samples trained since the last logged step (for ``samples_per_s``)."""
-        self._window[1] += count
+        self._window_samples += count
 
     def train_step(self, step: int, drawn: Mapping[str, int], loss: torch.Tensor, lr: float, grad_norm: torch.Tensor | None) -> float:
         """Log a training step: the loss averaged over ranks, the learning rate, throughput since the
@@ -88,12 +89,12 @@ class RunRecord:
             **({"samples": dict(drawn)} if mixed else {}),
             "loss": value,
             "lr": lr,
-            "samples_per_s": self._window[1] / max(now - self._window[0], 1e-9),
+            "samples_per_s": self._window_samples / max(now - self._window_start, 1e-9),
         }
         if grad_norm is not None:  # a DTensor when sharded
             entry["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         self.emit(entry)
-        self._window[:] = [now, 0.0]
+        self._window_start, self._window_samples = now, 0
         return value
 
     def checkpoint(self, step: int, model: HPT, state: RunState, sharded: bool, val_loss: Mapping[str, float]) -> None:
