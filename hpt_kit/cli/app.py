@@ -15,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, markup=False)  # messages carry user text: never markup
 _state = {"debug": False}
 
 
@@ -51,6 +51,7 @@ def _register() -> None:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, reported in one line without a traceback."""
     from hpt_kit.core.importer import ImportSourceError
+    from hpt_kit.core.lock import LockError
     from hpt_kit.core.recipe import RecipeError
     from hpt_kit.core.registry import UnknownNameError
     from hpt_kit.core.spec import SpecError
@@ -58,6 +59,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from hpt_kit.models.hpt import ComponentError
     from hpt_kit.models.vision import EncoderWeightsError
     from hpt_kit.serve.fleet import ServeError
+    from hpt_kit.train.loop import TrainingError
     from hpt_kit.weights.checkpoint import CheckpointError
     from hpt_kit.weights.hub import HubError
     from hpt_kit.weights.published import PublishedFormatError
@@ -75,16 +77,43 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         ImportSourceError,
         ServeError,
         FileExistsError,
+        LockError,
+        TrainingError,
     )
 
 
+def _signals() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual and is remembered, so that an error it causes on its
+    way out (a plugin half imported, a reader cut off) still ends as "interrupted", exit 130. SIGTERM
+    unwinds the same way (cleanup runs, locks are released) and exits 143."""
+    import signal
+
+    def on_int(signum, frame):
+        _state["interrupted"] = 130
+        raise KeyboardInterrupt
+
+    def on_term(signum, frame):
+        _state["interrupted"] = 143
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_int)
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def _interrupted() -> None:
+    code = int(_state.get("interrupted") or 130)
+    err_console.print("interrupted" if code == 130 else "terminated")
+    sys.exit(code)
+
+
 def main() -> None:
+    _signals()
     _register()
     try:
         code = app(standalone_mode=False)  # returns the exit code of typer.Exit / Ctrl-C instead of raising
         if isinstance(code, int) and code:
             if code == 130:
-                err_console.print("interrupted")
+                _interrupted()
             sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -92,17 +121,22 @@ def main() -> None:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         import click
 
+        if _state.get("interrupted"):
+            _interrupted()  # the error is the interruption's doing
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
         if _state["debug"]:
             raise
         known = isinstance(exc, _expected_errors())
+        if isinstance(exc, OSError) and exc.filename is not None:
+            known, exc = True, f"{exc.filename}: {exc.strerror or exc}"
         prefix = "error" if known else f"error ({type(exc).__name__})"
-        err_console.print(f"[red]{prefix}:[/red] {exc}", highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        err_console.print(Text.assemble((f"{prefix}:", "red"), " ", str(exc)), highlight=False, soft_wrap=True)
         sys.exit(1 if known else 2)

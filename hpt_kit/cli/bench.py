@@ -60,7 +60,7 @@ def bench_command(
         compile=compile,
         parts=tuple(part or PARTS),
         backends=backends,
-        on_progress=lambda msg: console.print(f"[dim]bench: {msg}[/dim]", highlight=False),
+        on_progress=lambda msg: console.print(f"bench: {msg}", style="dim", highlight=False),
     )
     if as_json:
         typer.echo(json.dumps(result))

@@ -19,6 +19,8 @@ def transfer_experiment(
     seeds: Annotated[int | None, typer.Option(min=1, help="Use seeds 0..N-1 instead of the file's.")] = None,
 ) -> None:
     """Pre-train on a mixture, then train held-out embodiments from scratch, on the frozen trunk and fine-tuned."""
+    from rich.text import Text
+
     from hpt_kit.cli.output import console, stdout_console
     from hpt_kit.lab.experiment import load_experiment, run_experiment
 
@@ -26,7 +28,7 @@ def transfer_experiment(
     if seeds is not None:
         section = dataclasses.replace(section, seeds=tuple(range(seeds)))
     result = run_experiment(
-        section, out, scale, on_stage=lambda msg: console.print(f"[bold]experiment:[/bold] {msg}", highlight=False)
+        section, out, scale, on_stage=lambda msg: console.print(Text.assemble(("experiment:", "bold"), f" {msg}"), highlight=False)
     )
     from rich.markdown import Markdown
 

@@ -17,6 +17,17 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
+def _check_loads(ckpt, tensors) -> None:
+    """The weights fit the network the description builds, exactly as eval and transfer load them:
+    a missing, unexpected or mis-shaped tensor is an error naming the file and the keys."""
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.models.hpt import HPT
+    from hpt_kit.weights.tensors import load_strict
+
+    model = HPT(ckpt.trunk_config, ckpt.specs, ckpt.stats, load_registry(embodiments=False, importers=False), pretrained=False)
+    load_strict(model, tensors, str(ckpt.weights_path))
+
+
 def info_command(
     location: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="Checkpoint, run directory or hf://.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -33,6 +44,7 @@ def info_command(
         return
     ckpt = resolve_checkpoint(path)
     tensors = ckpt.tensors()
+    _check_loads(ckpt, tensors)
     parts: dict[str, int] = {}
     for key, t in tensors.items():
         top = key.split(".")[0]
@@ -61,11 +73,12 @@ def info_command(
         typer.echo(json.dumps(out))
         return
     from rich.table import Table
+    from rich.text import Text
 
     from hpt_kit.cli.output import stdout_console
 
     console = stdout_console()
-    console.print(f"[bold]{ckpt.path}[/bold]  {d['format']} v{d['format_version']}  step {ckpt.step}  mode {d.get('mode')}")
+    console.print(Text.assemble((str(ckpt.path), "bold"), f"  {d['format']} v{d['format_version']}  step {ckpt.step}  mode {d.get('mode')}"))
     t = d["trunk"]
     console.print(f"trunk: preset {t['preset']}, width {t['embed_dim']}, {t['num_blocks']} blocks, {t['num_heads']} heads")
     table = Table(title="parameters")
@@ -77,8 +90,8 @@ def info_command(
     for name, e in d["embodiments"].items():
         spec, stats = e["spec"], e["stats"]
         console.print(
-            f"[bold]{name}[/bold]: state {spec['observation']['state_dim']}, action {spec['action']['dim']}, "
-            f"horizons {spec['observation_horizon']}/{spec['head']['action_horizon']}, head {spec['head']['kind']}",
+            Text.assemble((name, "bold"), f": state {spec['observation']['state_dim']}, action {spec['action']['dim']}, "
+            f"horizons {spec['observation_horizon']}/{spec['head']['action_horizon']}, head {spec['head']['kind']}"),
             highlight=False,
         )
         console.print(f"  action min {_fmt(stats['action']['min'])} max {_fmt(stats['action']['max'])}", highlight=False)
@@ -106,11 +119,13 @@ def _published_info(path, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(out))
         return
+    from rich.text import Text
+
     from hpt_kit.cli.output import stdout_console
 
     console = stdout_console()
     t = out["trunk"]
-    console.print(f"[bold]{pub.path}[/bold]  {FORMAT} (config.yaml + trunk.pth)")
+    console.print(Text.assemble((str(pub.path), "bold"), f"  {FORMAT} (config.yaml + trunk.pth)"))
     console.print(
         f"trunk: preset {t['preset']}, width {t['embed_dim']}, {t['num_blocks']} blocks, {t['num_heads']} heads, "
         f"{out['parameters']['trunk']:,} parameters"

@@ -102,7 +102,7 @@ def _print(registry, rows: list[dict[str, Any]]) -> None:
     importers = [f"{n} ({t.plugin.distribution})" for n, t in sorted(registry.importers.items())]
     console.print(f"importers: {', '.join(importers) or 'none'}", markup=False)
     for x in registry.errors:
-        console.print("[red]plugin error[/red] ", end="")
+        console.print("plugin error ", style="red", end="")
         console.print(str(x), highlight=False, markup=False)
 
 

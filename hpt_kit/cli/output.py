@@ -1,5 +1,9 @@
 """Console output: tables on stdout, progress on stderr.
 
+Every console is made with ``markup=False``: paths, names and error messages are user text and are
+never read as rich markup (``runs/a[x]/b`` prints as it is); styling is given as a ``style`` or as
+:class:`rich.text.Text` spans.
+
 On a terminal progress is a live rich bar; when stderr is a file or a pipe (CI, logs) every training
 log record becomes one plain line instead, so the log shows the run as it goes.
 """
@@ -21,20 +25,20 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
 
 
 def stdout_console() -> Console:
     """Tables for stdout; wide enough to stay readable when piped or logged (no terminal width)."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return Console(markup=False) if sys.stdout.isatty() else Console(width=160, markup=False)
 
 
 def make_progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

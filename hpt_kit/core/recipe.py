@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +72,8 @@ class DatasetEntry:
     image_encoder_resize: int = 0  # resize frames to N x N before the encoder; 0 = as rendered
 
     def __post_init__(self) -> None:
-        if not self.weight > 0:
-            raise ValueError(f"weight must be > 0, got {self.weight}")
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"weight must be a finite number > 0, got {self.weight}")
         if self.episodes < 1 or self.max_episodes < 0:
             raise ValueError("episodes must be >= 1 and max_episodes >= 0")
         if self.observation_horizon < 0 or self.action_horizon < 0:
@@ -126,8 +128,23 @@ class TrainSection:
     stream_memory_mb: float = 512.0
     stream_blocks: int = 8
     stream_refresh: int = 4
+    # Steps whose loss or gradient is not finite are not applied. 0: the first one stops the run with
+    # an error naming the step and embodiment (the last checkpoint is the last good state); N > 0:
+    # up to N such steps are skipped (each logged) before the run stops.
+    skip_nonfinite: int = 0
 
     def __post_init__(self) -> None:
+        for key in ("lr", "weight_decay", "min_lr_ratio", "grad_clip"):
+            if not math.isfinite(getattr(self, key)):
+                raise ValueError(f"{key}: must be a finite number, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError(f"weight_decay and grad_clip must be >= 0 (grad_clip 0 = off), got {self.weight_decay} and {self.grad_clip}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        if self.warmup_steps < 0 or self.skip_nonfinite < 0 or self.val_batches < 1:
+            raise ValueError("warmup_steps and skip_nonfinite must be >= 0, val_batches >= 1")
         if not self.stream_memory_mb > 0 or self.stream_blocks < 1 or self.stream_refresh < 0:
             raise ValueError("stream_memory_mb must be > 0, stream_blocks >= 1 and stream_refresh >= 0")
         if self.mix not in MIX:
@@ -235,3 +252,49 @@ def load_recipe(path: str | Path) -> Recipe:
 def recipe_to_toml(recipe: Recipe) -> str:
     """The resolved recipe as TOML (written into every run directory)."""
     return to_toml(recipe.to_dict())
+
+
+# What a resumed run may change: how long it runs (the cosine schedule stretches to the new
+# train.steps), how it logs, validates, checkpoints, evaluates and streams, where it runs, and where
+# an unchanged dataset lives. Anything else (the trunk, the datasets and their options, the seed and
+# split, the optimiser and batch settings, transfer) would leave the checkpoint's model or data
+# disagreeing with the recipe, so resuming refuses it and names the keys.
+RESUMABLE_CHANGES = (
+    "run.name", "run.out",
+    "train.steps", "train.log_every", "train.val_every", "train.val_batches", "train.checkpoint_every",
+    "train.keep_checkpoints", "train.device", "train.compile", "train.parallel", "train.skip_nonfinite",
+    "train.stream", "train.stream_memory_mb", "train.stream_blocks", "train.stream_refresh",
+    "eval.*",
+    "datasets[].episodes", "datasets[].convert", "datasets[].path",
+)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    if isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: list(value) if isinstance(value, tuple) else value}
+
+
+def _resumable(key: str) -> bool:
+    general = re.sub(r"\[\d+\]", "[]", key)
+    return any(general == p or (p.endswith(".*") and general.startswith(p[:-1])) for p in RESUMABLE_CHANGES)
+
+
+def changed_settings(saved: Mapping[str, Any], recipe: Recipe) -> tuple[list[str], list[str]]:
+    """The keys whose values differ between a checkpoint's recipe and ``recipe``: (refused, allowed).
+    A key the saved recipe lacks (written by an older kit) counts as its default."""
+    try:
+        old = parse_recipe(dict(saved), "<checkpoint>").to_dict()
+    except RecipeError:
+        old = dict(saved)
+    before, after = _flatten(old), _flatten(recipe.to_dict())
+    differ = sorted(k for k in before.keys() | after.keys() if before.get(k, None) != after.get(k, None))
+    return [k for k in differ if not _resumable(k)], [k for k in differ if _resumable(k)]

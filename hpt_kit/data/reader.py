@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from hpt_kit.data.store import Dataset, DatasetError
+
 SHM = Path("/dev/shm")
 
 
@@ -83,7 +85,7 @@ class StretchReader:
     def request(self, buffer: int, start: int, stop: int) -> None:
         assert not self._pending, "one request at a time"
         if self._failed:
-            raise RuntimeError(self._failed)
+            raise DatasetError(self._failed)
         assert 0 <= stop - start <= self.rows
         try:
             self._proc.stdin.write(f"{buffer} {start} {stop}\n".encode())
@@ -99,7 +101,7 @@ class StretchReader:
     def wait(self) -> None:
         """Wait for the request in flight; a failed read raises here, naming the dataset."""
         if self._failed:
-            raise RuntimeError(self._failed)
+            raise DatasetError(self._failed)
         if not self._pending:
             return
         reply = self._proc.stdout.readline().decode().rstrip("\n")  # an interruption here leaves it pending
@@ -107,9 +109,9 @@ class StretchReader:
         if not reply:
             self._failed = f"{self.path}: the reading process died (exit code {self._proc.wait()})"
         elif reply != "ok":
-            self._failed = f"{self.path}: reading a stretch failed: {reply}"
+            self._failed = f"{self.path}: reading a stretch failed: {reply.removeprefix(f'{self.path}: ')}"
         if self._failed:
-            raise RuntimeError(self._failed)
+            raise DatasetError(self._failed)
 
     def views(self, buffer: int, rows: int) -> dict[str, np.ndarray]:
         """The first ``rows`` rows of every field in ``buffer`` (plain arrays over the shared memory)."""
@@ -154,8 +156,6 @@ def _shutdown(proc: subprocess.Popen, directory: Path) -> None:
 
 def _serve(path: str, layout: list[dict[str, Any]]) -> None:
     """The reading process: one line ``buffer start stop`` in, one line ``ok`` or the error out."""
-    from hpt_kit.data.store import Dataset
-
     # Ctrl-C or a SIGTERM sent to the whole process group is the training process's to handle; this
     # process ends when its input does, which is also when the training process has gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -177,7 +177,8 @@ def _serve(path: str, layout: list[dict[str, Any]]) -> None:
             for field, array in arrays.items():
                 maps[buffer][field][: stop - start] = array[start:stop]
         except Exception as exc:  # noqa: BLE001 - reported to the training process, which raises it
-            reply = f"array {field!r}, steps {start}..{stop - 1}: {exc!r}".replace("\n", " ")
+            detail = str(exc) if isinstance(exc, DatasetError) else f"array {field!r}, steps {start}..{stop - 1}: {exc!r}"
+            reply = detail.replace("\n", " ")
         sys.stdout.write(reply + "\n")
         sys.stdout.flush()
 

@@ -10,15 +10,25 @@ Layout::
         language        (T, tokens, C) float32
         episode_ends    (N,) int64                  exclusive end index of every episode
     attributes: format, format_version, embodiment, spec, stats, num_episodes, num_steps, notes,
-                kit_version, created
+                kit_version, created, checksums
 
 Writes go to a hidden temporary folder beside the target and are renamed into place only when every
-episode was validated and written: an interrupted or failed conversion leaves no half dataset.
+episode was validated and written: an interrupted or failed conversion leaves no half dataset. A
+writer holds the path's lock (``.NAME.zarr.lock``) throughout, so two conversions to one path never
+race; if a replacement was cut between its two renames, the next writer or reader puts the complete
+dataset back in place.
+
+Integrity (``checksums = "crc32c"``): every chunk of every array ends with a CRC-32C of its
+compressed bytes (zarr's ``crc32c`` codec), checked whenever the chunk is read, and every chunk is
+written even when it holds only zeros, so a dataset whose chunk files are not all present is refused
+when it is opened instead of reading the missing ones as zeros. Datasets written before carry no
+``checksums`` attribute and are read as they are.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import os
 import shutil
@@ -29,7 +39,9 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from hpt_kit.core.lock import LockError, dataset_lock
 from hpt_kit.core.spec import (
     ACTION,
     EPISODE_DTYPES,
@@ -47,6 +59,9 @@ FORMAT_VERSION = 1
 EPISODE_ENDS = "episode_ends"
 CHUNK_BYTES = 1 << 20  # ~1 MiB per chunk along time: small enough to read windows, big enough to compress
 FLUSH_ROWS = 4096  # buffered steps per append
+CHECKSUMS = "crc32c"
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -102,69 +117,83 @@ def write_dataset(
     lengths)``, if given, returns the spec to store, from what only the whole data tells (an imported
     dataset's action bounds and longest episode).
     """
+    path = Path(path)
+    with dataset_lock(path):
+        recover(path, locked=True)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite to replace it")
+        if path.exists():
+            Dataset(path, verify=False)  # only a dataset is ever replaced: anything else raises DatasetError, untouched
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            _write(tmp, spec, episodes, notes, on_episode, final_spec)
+            _replace(tmp, path)
+        except OSError as exc:  # a full disk: say where, leave nothing behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DatasetError(f"{path}: cannot write the dataset ({exc.strerror or exc}); nothing was changed") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return path
+
+
+def _write(tmp: Path, spec: Any, episodes: Iterable[Mapping[str, Any]], notes, on_episode, final_spec) -> None:
     from hpt_kit.core.version import __version__
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite to replace it")
-    if path.exists():
-        Dataset(path)  # only a dataset is ever replaced: anything else raises DatasetError, untouched
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     shapes = episode_field_shapes(spec)
-    try:
-        root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
-        arrays = {}
-        for fname, step_shape in shapes.items():
-            dtype = np.dtype(EPISODE_DTYPES.get(fname, np.float32))
-            arrays[fname] = root.create_array(
-                fname,
-                shape=(0, *step_shape),
-                chunks=(_chunk_rows(step_shape, dtype.itemsize), *step_shape),
-                dtype=dtype,
-            )
-        stats = RunningStats(spec.observation.state_dim, spec.action.dim)
-        buffers: dict[str, list[np.ndarray]] = {f: [] for f in shapes}
-        buffered = 0
-        ends: list[int] = []
-        total = 0
-        for i, raw in enumerate(episodes):
-            ep = validate_episode(spec, i, raw)
-            stats.update(ep)
-            steps = len(ep[ACTION])
-            total += steps
-            ends.append(total)
-            for f in shapes:
-                buffers[f].append(ep[f])
-            buffered += steps
-            if buffered >= FLUSH_ROWS:
-                _flush(arrays, buffers)
-                buffered = 0
-            if on_episode is not None:
-                on_episode(i, steps)
-        _flush(arrays, buffers)
-        if not ends:
-            raise SpecError(f"embodiment {spec.name!r}: conversion produced no episodes")
-        root.create_array(EPISODE_ENDS, data=np.asarray(ends, dtype=np.int64))
-        root.attrs.update(
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "embodiment": spec.name,
-                "spec": (final_spec(stats.result(), np.diff(ends, prepend=0)) if final_spec else spec).to_dict(),
-                "stats": stats.result(),
-                "num_episodes": len(ends),
-                "num_steps": total,
-                "notes": _jsonable(dict(notes or {})),
-                "kit_version": __version__,
-                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            }
+    root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
+    arrays = {}
+    for fname, step_shape in shapes.items():
+        dtype = np.dtype(EPISODE_DTYPES.get(fname, np.float32))
+        arrays[fname] = root.create_array(
+            fname,
+            shape=(0, *step_shape),
+            chunks=(_chunk_rows(step_shape, dtype.itemsize), *step_shape),
+            dtype=dtype,
+            compressors=(ZstdCodec(level=0), Crc32cCodec()),
+            config={"write_empty_chunks": True},  # every chunk on disk: a missing file is damage
         )
-        _replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    stats = RunningStats(spec.observation.state_dim, spec.action.dim)
+    buffers: dict[str, list[np.ndarray]] = {f: [] for f in shapes}
+    buffered = 0
+    ends: list[int] = []
+    total = 0
+    for i, raw in enumerate(episodes):
+        ep = validate_episode(spec, i, raw)
+        stats.update(ep)
+        steps = len(ep[ACTION])
+        total += steps
+        ends.append(total)
+        for f in shapes:
+            buffers[f].append(ep[f])
+        buffered += steps
+        if buffered >= FLUSH_ROWS:
+            _flush(arrays, buffers)
+            buffered = 0
+        if on_episode is not None:
+            on_episode(i, steps)
+    _flush(arrays, buffers)
+    if not ends:
+        raise SpecError(f"embodiment {spec.name!r}: conversion produced no episodes")
+    root.create_array(
+        EPISODE_ENDS, data=np.asarray(ends, dtype=np.int64), compressors=(ZstdCodec(level=0), Crc32cCodec())
+    )
+    root.attrs.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "embodiment": spec.name,
+            "spec": (final_spec(stats.result(), np.diff(ends, prepend=0)) if final_spec else spec).to_dict(),
+            "stats": stats.result(),
+            "num_episodes": len(ends),
+            "num_steps": total,
+            "notes": _jsonable(dict(notes or {})),
+            "kit_version": __version__,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "checksums": CHECKSUMS,
+        }
+    )
 
 
 def _flush(arrays: Mapping[str, Any], buffers: dict[str, list[np.ndarray]]) -> None:
@@ -175,7 +204,8 @@ def _flush(arrays: Mapping[str, Any], buffers: dict[str, list[np.ndarray]]) -> N
 
 
 def _replace(tmp: Path, path: Path) -> None:
-    """Move the finished ``tmp`` to ``path``; an existing ``path`` is removed only after the move."""
+    """Move the finished ``tmp`` to ``path``; an existing ``path`` is removed only after the move.
+    Between the two renames ``path`` is missing: :func:`recover` finishes the move after a crash."""
     if not path.exists():
         os.replace(tmp, path)
         return
@@ -183,6 +213,49 @@ def _replace(tmp: Path, path: Path) -> None:
     os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(path: str | Path, locked: bool = False) -> list[str]:
+    """Finish or undo what an interrupted write left beside ``path``; returns one line per change.
+
+    A replacement cut between its renames leaves ``path`` missing, the previous dataset under
+    ``.NAME.old-*`` and the new, complete one under ``.NAME.tmp-*``: the complete new one is moved in
+    (the old one if the new one does not open). Temporary folders of writers that are gone are
+    removed. Takes the path's lock unless the caller holds it; a live writer's files are left alone.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
+    tmps = sorted(path.parent.glob(f".{path.name}.tmp-*"))
+    if not olds and not tmps:
+        return []
+    if not locked:
+        try:
+            with dataset_lock(path):
+                return recover(path, locked=True)
+        except LockError:
+            return []  # a writer is at work; it finishes or recovers itself
+    changes: list[str] = []
+    if not path.exists() and olds:
+        complete = [t for t in tmps if _opens(t)]
+        chosen = complete[-1] if complete else olds[-1]
+        os.replace(chosen, path)
+        changes.append(f"{path}: restored from {chosen.name}, left by a replacement that was interrupted")
+    for leftover in [*path.parent.glob(f".{path.name}.old-*"), *path.parent.glob(f".{path.name}.tmp-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+        changes.append(f"{path}: removed {leftover.name}, left by an interrupted write")
+    for change in changes:
+        log.warning("%s", change)
+    return changes
+
+
+def _opens(path: Path) -> bool:
+    try:
+        Dataset(path, recovering=False)
+    except DatasetError:
+        return False
+    return True
 
 
 def _jsonable(value: Any) -> Any:
@@ -200,10 +273,16 @@ def _jsonable(value: Any) -> Any:
 
 
 class Dataset:
-    """A converted dataset opened for reading. Arrays are read lazily, per field."""
+    """A converted dataset opened for reading. Arrays are read lazily, per field; a chunk that fails
+    its checksum or cannot be decoded is a :class:`DatasetError` naming the file, array and steps.
 
-    def __init__(self, path: str | Path):
+    ``verify``: check that every chunk file is present (datasets with checksums); ``recovering``:
+    first put back a dataset left between the renames of an interrupted replacement."""
+
+    def __init__(self, path: str | Path, verify: bool = True, recovering: bool = True):
         self.path = Path(path)
+        if recovering and not self.path.exists():
+            recover(self.path)
         if not self.path.exists():
             raise DatasetError(f"{self.path}: no such dataset (convert it with `hpt-kit convert`)")
         try:
@@ -232,7 +311,11 @@ class Dataset:
         for key in (*episode_field_shapes(self.spec), EPISODE_ENDS):
             if key not in self._root:
                 raise DatasetError(f"{self.path}: array {key!r} is missing")
-        self.episode_ends = np.asarray(self._root[EPISODE_ENDS][:], dtype=np.int64)
+        self.checksums = attrs.get("checksums")
+        if verify and self.checksums:
+            for key in (*episode_field_shapes(self.spec), EPISODE_ENDS):
+                self._check_chunks(key)
+        self.episode_ends = np.asarray(self.array(EPISODE_ENDS)[:], dtype=np.int64)
         if len(self.episode_ends) != attrs["num_episodes"] or (
             len(self.episode_ends) and int(self.episode_ends[-1]) != attrs["num_steps"]
         ):
@@ -253,17 +336,77 @@ class Dataset:
     def fields(self) -> list[str]:
         return list(episode_field_shapes(self.spec))
 
+    def _check_chunks(self, field: str) -> None:
+        """Every chunk of ``field`` is on disk (the writer writes empty chunks too)."""
+        array = self._root[field]
+        grid = [math.ceil(n / c) for n, c in zip(array.shape, array.chunks)]
+        base = self.path / field / "c"
+        for index in np.ndindex(*grid):
+            chunk = base.joinpath(*map(str, index))
+            if not chunk.is_file():
+                rows = array.chunks[0]
+                raise DatasetError(
+                    f"{self.path}: array {field!r} chunk {'/'.join(map(str, index))} (steps {index[0] * rows}.."
+                    f"{min(array.shape[0], (index[0] + 1) * rows) - 1}) is missing: the dataset is damaged; convert or import it again"
+                )
+
     def array(self, field: str) -> Any:
-        """The lazy zarr array of one field."""
+        """The lazy array of one field: a zarr array whose reads name the dataset when they fail."""
         if field not in self._root:
             raise DatasetError(f"{self.path}: array {field!r} is missing")
-        return self._root[field]
+        return CheckedArray(self._root[field], self.path, field)
 
     def load(self, field: str) -> np.ndarray:
-        return np.asarray(self.array(field)[:])
+        """One field whole, in memory; a float field holding NaN or Inf is refused, naming the
+        episode and step (conversion never writes one, so the file was changed since)."""
+        data = np.asarray(self.array(field)[:])
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            self._nonfinite(field, data)
+        return data
+
+    def _nonfinite(self, field: str, data: np.ndarray) -> None:
+        row = int(np.flatnonzero(~np.isfinite(data.reshape(len(data), -1)).all(axis=1))[0])
+        episode = int(np.searchsorted(self.episode_ends, row, side="right"))
+        step = row - int(self.episode_starts[episode])
+        raise DatasetError(
+            f"{self.path}: array {field!r} holds a non-finite value at episode {episode}, step {step} (row {row}); "
+            "the dataset was changed after it was written; convert or import it again"
+        )
 
     def episode(self, index: int) -> Episode:
         if not 0 <= index < self.num_episodes:
             raise IndexError(f"{self.path}: episode {index} out of range (0..{self.num_episodes - 1})")
         start, end = int(self.episode_starts[index]), int(self.episode_ends[index])
         return {f: np.asarray(self.array(f)[start:end]) for f in self.fields()}
+
+
+class CheckedArray:
+    """A zarr array whose failed reads (a checksum mismatch, a chunk that does not decode) raise
+    :class:`DatasetError` naming the dataset, the array and the rows asked for. Everything else is
+    the zarr array's."""
+
+    def __init__(self, array: Any, path: Path, field: str):
+        self._array, self._path, self._field = array, path, field
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self._array[key]
+        except Exception as exc:  # noqa: BLE001 - zarr and its codecs raise many types for damaged chunks
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DatasetError(
+                f"{self._path}: array {self._field!r}, rows {_describe_key(key)}: cannot be read ({type(exc).__name__}: {first}); "
+                "the dataset is damaged; convert or import it again"
+            ) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._array, name)
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+
+def _describe_key(key: Any) -> str:
+    first = key[0] if isinstance(key, tuple) else key
+    if isinstance(first, slice):
+        return f"{first.start or 0}..{'end' if first.stop is None else first.stop - 1}"
+    return str(first)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from hpt_kit.core.lock import run_lock
 from hpt_kit.core.recipe import Recipe, RecipeError
 from hpt_kit.core.registry import Registry
 from hpt_kit.train import distributed
@@ -26,6 +27,7 @@ from hpt_kit.train.setup import (
     OnConvert,
     build_model,
     build_samplers,
+    check_same_data,
     checkpoint_to_resume,
     mixture_weights,
     open_datasets_on_ranks,
@@ -36,7 +38,12 @@ from hpt_kit.train.state import RunState
 from hpt_kit.train.step import draw, lr_at, make_optimizer, optimizer_step, pick_device, sample, validate
 from hpt_kit.weights.checkpoint import latest_checkpoint, load_training_state
 
-__all__ = ["TrainResult", "lr_at", "train"]
+__all__ = ["TrainResult", "TrainingError", "lr_at", "train"]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss or gradient); the message names the step and the
+    embodiment, and the run directory keeps its last good checkpoint."""
 
 
 @dataclass
@@ -60,7 +67,9 @@ def train(
 
     Under ``torchrun`` every rank runs this: episodes are sharded by rank, each rank draws
     ``batch_size / world`` samples per step, gradients are averaged by DistributedDataParallel, and
-    rank 0 alone converts datasets and writes metrics and checkpoints.
+    rank 0 alone converts datasets and writes metrics and checkpoints. Rank 0 holds the run
+    directory's lock for the whole run: a second run on the same directory is refused, naming the
+    holder.
     """
     world, device = distributed.setup(pick_device(recipe.train.device))
     try:
@@ -76,10 +85,17 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     if cfg.batch_size % world.size:
         raise RecipeError(f"{recipe.source}: train.batch_size {cfg.batch_size} is not divisible by {world.size} processes")
     local_batch = cfg.batch_size // world.size
-    resumed = checkpoint_to_resume(run_dir, resume, cfg.steps)
+    # The run directory: locked, repaired after a crash and checked against the recipe by rank 0 first.
+    if world.is_main:
+        cleanup.enter_context(run_lock(run_dir))
+        resumed = checkpoint_to_resume(run_dir, resume, recipe, repair=True)
+    distributed.barrier(world)
+    if not world.is_main:
+        resumed = checkpoint_to_resume(run_dir, resume, recipe, repair=False)
 
     # Data: rank 0 converts missing datasets; every rank opens them and takes its shard of episodes.
     datasets = open_datasets_on_ranks(recipe, registry, world, on_convert)
+    check_same_data(resumed, datasets)
     specs = run_specs(recipe, datasets)
     train_s, val_s = build_samplers(recipe, datasets, specs, world, cleanup)
     names, weights = mixture_weights(recipe)
@@ -113,7 +129,10 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
         drawn = draw(names, weights, local_batch, mixed, state.mix_rng)
         batches = sample(drawn, train_s, cfg.history_mask, state.data_rng, device)
         lr = lr_at(step, cfg)
-        loss, grad_norm = optimizer_step(par.net, batches, state.optimizer, par.trainable, lr, cfg.grad_clip, device, cfg.compile)
+        loss, grad_norm, applied = optimizer_step(par.net, batches, state.optimizer, par.trainable, lr, cfg.grad_clip, device, cfg.compile)
+        if not applied:  # a non-finite loss or gradient: skipped, or the run stops at its last checkpoint
+            state.skipped += 1
+            _nonfinite(step + 1, drawn, loss, grad_norm, state.skipped, cfg.skip_nonfinite, record, run_dir)
         state.step = done = step + 1
         record.samples(cfg.batch_size)
         # Log, validate, checkpoint on schedule (and always at the end).
@@ -127,3 +146,18 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     final = latest_checkpoint(run_dir)
     assert final is not None  # the last step always checkpoints; a finished run resumes at it
     return TrainResult(run_dir, cfg.steps, final, val_loss, last_loss)
+
+
+def _nonfinite(step: int, drawn, loss: torch.Tensor, grad_norm: torch.Tensor, skipped: int, allowed: int, record: RunRecord, run_dir: Path) -> None:
+    """Log a step that was not applied; past ``train.skip_nonfinite`` such steps, stop the run."""
+    which = ", ".join(drawn)
+    values = f"loss {float(loss.detach()):.4g}, gradient norm {float(getattr(grad_norm, 'full_tensor', lambda: grad_norm)()):.4g}"
+    record.emit({"step": step, "event": "skipped", "reason": "non-finite", "embodiment": which, "skipped": skipped})
+    if skipped > allowed:
+        last = latest_checkpoint(run_dir)
+        keep = f"; the last good checkpoint is {last}" if last is not None else "; no checkpoint was written"
+        hint = f" (after {allowed} skipped; train.skip_nonfinite = {allowed})" if allowed else " (train.skip_nonfinite = 0)"
+        raise TrainingError(
+            f"step {step}: non-finite {values} on embodiment {which}{hint}{keep}; "
+            "check that dataset for NaN/Inf or lower train.lr"
+        )

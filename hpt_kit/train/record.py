@@ -4,6 +4,7 @@ each checkpoint carries. Only rank 0 writes; the other ranks' records are no-ops
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -19,17 +20,48 @@ from hpt_kit.models.hpt import HPT
 from hpt_kit.train import distributed
 from hpt_kit.train.state import RunState
 from hpt_kit.weights.checkpoint import describe, save_run_checkpoint
+from hpt_kit.weights.tensors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` whole: a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``. A last line cut short (a crash or a full disk mid-write) is
+    dropped with a warning; a damaged line before it is an error naming the file and the line."""
+    lines = path.read_text(errors="replace").split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if all(not rest.strip() for rest in lines[number:]):
+                log.warning("%s: dropped its last line, cut short by an interrupted write (%d characters)", path, len(line))
+                continue
+            raise CheckpointError(f"{path}: line {number} is not JSON ({exc.msg}); remove or repair that line") from None
+    return records
 
 
 def open_metrics(path: Path, start: int) -> TextIO:
     """``metrics.jsonl`` for appending from step ``start``: on resume, records an interrupted run
-    logged after its last checkpoint are dropped, so no step appears twice."""
+    logged after its last checkpoint are dropped, so no step appears twice, and a torn last line is
+    repaired."""
     if start == 0 or not path.exists():
         return open(path, "w" if start == 0 else "a")
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= start]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= start]
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return open(path, "a")
 
 
@@ -61,15 +93,18 @@ class RunRecord:
         record = cls(run_dir, recipe, world, info, extra, counts, on_log)
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "recipe.toml").write_text(recipe_to_toml(recipe))
+            write_atomic(run_dir / "recipe.toml", recipe_to_toml(recipe))
             record._file = open_metrics(run_dir / "metrics.jsonl", start)
         return record
 
     def emit(self, record: dict[str, Any]) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise CheckpointError(f"{self.run_dir / 'metrics.jsonl'}: cannot write it ({exc.strerror or exc})") from None
         if self.on_log:
             self.on_log(record)
 

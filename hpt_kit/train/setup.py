@@ -15,17 +15,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpt_kit.core.lock import LockError, dataset_lock
 from hpt_kit.core.presets import TrunkConfig, trunk_config
-from hpt_kit.core.recipe import DatasetEntry, Recipe, RecipeError
+from hpt_kit.core.recipe import DatasetEntry, Recipe, RecipeError, changed_settings
 from hpt_kit.core.registry import Registry
 from hpt_kit.core.spec import EmbodimentData
 from hpt_kit.data.convert import convert, default_dataset_path
 from hpt_kit.data.sampler import SequenceSampler, make_samplers
-from hpt_kit.data.store import Dataset
+from hpt_kit.data.store import Dataset, recover
 from hpt_kit.data.stream import BlockSampler, Streaming
 from hpt_kit.models.hpt import HPT
 from hpt_kit.train import distributed
-from hpt_kit.weights.checkpoint import Checkpoint, latest_checkpoint, read_checkpoint
+from hpt_kit.weights.checkpoint import (
+    Checkpoint,
+    latest_checkpoint,
+    read_checkpoint,
+    repair_run,
+    step_folders,
+)
 from hpt_kit.weights.tensors import CheckpointError, load_strict, tensor_digest
 
 log = logging.getLogger(__name__)
@@ -33,20 +40,53 @@ log = logging.getLogger(__name__)
 OnConvert = Callable[[str, int], Callable[[int, int], None] | None]
 
 
-def checkpoint_to_resume(run_dir: Path, resume: bool, steps: int) -> Checkpoint | None:
-    """The run's latest checkpoint when resuming; an error when a new run would overwrite one."""
-    latest = latest_checkpoint(run_dir)
+def checkpoint_to_resume(run_dir: Path, resume: bool, recipe: Recipe, repair: bool = True) -> Checkpoint | None:
+    """The run's latest complete checkpoint when resuming; an error when a new run would overwrite
+    one, or when the recipe changed in a way the checkpoint cannot follow (the keys named).
+
+    ``repair`` (the process holding the run's lock): first undo what an interrupted run left, each
+    change logged as a warning (:func:`hpt_kit.weights.checkpoint.repair_run`)."""
     if not resume:
-        if latest is not None:
+        if step_folders(run_dir):
             raise CheckpointError(f"{run_dir}: already holds checkpoints; pass --resume to continue or choose another --out")
         return None
+    if repair:
+        for change in repair_run(run_dir):
+            log.warning("%s: %s", run_dir, change)
+    latest = latest_checkpoint(run_dir)
     if latest is None:
         log.info("--resume: %s has no checkpoint yet, starting from step 0", run_dir)
         return None
     resumed = read_checkpoint(latest)
-    if resumed.step > steps:
-        raise CheckpointError(f"{run_dir}: its latest checkpoint is at step {resumed.step}, past train.steps = {steps}")
+    if resumed.step > recipe.train.steps:
+        raise CheckpointError(f"{run_dir}: its latest checkpoint is at step {resumed.step}, past train.steps = {recipe.train.steps}")
+    refused, allowed = changed_settings(resumed.description.get("recipe", {}), recipe)
+    if refused:
+        raise RecipeError(
+            f"{recipe.source}: cannot resume {run_dir}: the recipe changed {', '.join(refused)} since its "
+            f"checkpoint at step {resumed.step}, which would change the model or its data; start a new run "
+            "(another --out) or restore those settings"
+        )
+    if allowed:
+        log.info("--resume: %s continues with changed %s", run_dir, ", ".join(allowed))
     return resumed
+
+
+def check_same_data(resumed: Checkpoint | None, datasets: Mapping[str, Dataset]) -> None:
+    """A resumed run must see the datasets it was trained on: the same episodes and steps."""
+    if resumed is None:
+        return
+    for name, ds in datasets.items():
+        was = resumed.description["embodiments"].get(name, {}).get("dataset", {})
+        if not was:
+            continue
+        now = {"num_episodes": ds.num_episodes, "num_steps": ds.num_steps}
+        if any(was.get(k) is not None and was[k] != v for k, v in now.items()):
+            raise CheckpointError(
+                f"{ds.path}: holds {ds.num_episodes} episodes ({ds.num_steps} steps), but the run resumed from "
+                f"{resumed.path} trained {name} on {was.get('num_episodes')} ({was.get('num_steps')} steps) "
+                f"from {was.get('path')}; give the same dataset or start a new run"
+            )
 
 
 def open_datasets_on_ranks(recipe: Recipe, registry: Registry, world: distributed.World, on_convert: OnConvert | None) -> dict[str, Dataset]:
@@ -63,8 +103,16 @@ def open_datasets(recipe: Recipe, registry: Registry, on_convert: OnConvert | No
     for i, entry in enumerate(recipe.datasets):
         where = f"{recipe.source}: datasets[{i}]"
         path = Path(entry.path) if entry.path else default_dataset_path(entry.embodiment)
+        recover(path)  # a dataset left between the renames of an interrupted replacement
         if not path.exists():
-            _convert_missing(recipe, entry, path, registry, on_convert, where)
+            try:
+                _convert_missing(recipe, entry, path, registry, on_convert, where)
+            except LockError:  # another run is converting it: use its result once it is done
+                log.warning("%s is being converted by another process; waiting for it", path)
+                with dataset_lock(path, wait=float("inf")):
+                    pass
+                if not path.exists():
+                    _convert_missing(recipe, entry, path, registry, on_convert, where)
         ds = Dataset(path)
         if ds.name != entry.embodiment:
             raise RecipeError(f"{where}.path: {path} holds embodiment {ds.name!r}, not {entry.embodiment!r}")

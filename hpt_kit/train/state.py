@@ -31,6 +31,7 @@ class RunState:
     mix_rng: np.random.Generator
     data_rng: np.random.Generator
     samplers: Mapping[str, Any]
+    skipped: int = 0  # steps not applied because their gradient was not finite
 
     @classmethod
     def fresh(cls, seed: int, world: distributed.World, optimizer: torch.optim.Optimizer, samplers: Mapping[str, Any]) -> RunState:
@@ -52,6 +53,7 @@ class RunState:
             "streams": json.dumps(streams),
             "torch_rng": torch.get_rng_state(),
             "step": self.step,
+            "skipped": self.skipped,
         }
 
     def restore(self, saved: Mapping[str, Any], world: distributed.World, model: torch.nn.Module, sharded: bool, seed: int, where: str) -> None:
@@ -61,6 +63,7 @@ class RunState:
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{where}: cannot restore the optimiser state: {exc}") from None
         self.step = int(saved["step"])
+        self.skipped = int(saved.get("skipped", 0))
         self.mix_rng.bit_generator.state = json.loads(saved["mix_rng"])
         data_states = json.loads(saved["data_rng"])
         if len(data_states) == world.size:

@@ -88,9 +88,12 @@ def optimizer_step(
     grad_clip: float,
     device: torch.device,
     compiled: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One AdamW step on the loss of one embodiment's batch, or of several at once (the mixed loss,
-    one trunk pass). Returns the loss and the gradient norm before clipping (``None`` unclipped)."""
+    one trunk pass). Returns the loss, the gradient norm before clipping and whether the step was
+    applied: a step whose gradient norm is not finite (a NaN or infinite loss gives one) is not, so
+    the weights never take in a non-finite value. The norm is the same on every rank (gradients are
+    averaged before it), so every rank makes the same choice."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     if compiled:
@@ -103,9 +106,21 @@ def optimizer_step(
             loss = net(None, batches)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else None
+    if grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if not finite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        return loss, grad_norm, False
     optimizer.step()
-    return loss, grad_norm
+    return loss, grad_norm, True
+
+
+def finite(value: torch.Tensor) -> bool:
+    """Whether a scalar (a DTensor when sharded) is finite: one device-to-host read."""
+    whole = value.full_tensor() if hasattr(value, "full_tensor") else value
+    return bool(torch.isfinite(whole).item())
 
 
 @torch.no_grad()

@@ -2,13 +2,19 @@
 
 A run directory keeps ``checkpoints/step_NNNNNNNN/`` folders and a ``latest`` symlink. Every folder is
 written under a temporary name and renamed when complete, and ``latest`` is swapped atomically, so an
-interrupted run never leaves a checkpoint that looks whole but is not.
+interrupted run never leaves a checkpoint that looks whole but is not. Old folders are renamed away
+before they are deleted, so an interrupted prune leaves no half folder under a step name either.
+
+What a crash can still leave (a temporary folder, a folder being deleted, ``latest`` pointing at a
+folder that is gone or damaged) is found by :func:`repair_run` when a run resumes: leftovers are
+removed and ``latest`` is pointed at the newest complete checkpoint, each change reported.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 from hpt_kit.core.presets import TrunkConfig
 from hpt_kit.core.spec import EmbodimentData, spec_from_dict
 from hpt_kit.weights.locations import resolve_location
-from hpt_kit.weights.tensors import CheckpointError, safe_torch_load
+from hpt_kit.weights.tensors import CheckpointError, check_safetensors, read_safetensors, safe_torch_load
+
+log = logging.getLogger(__name__)
 
 FORMAT = "hpt-kit-checkpoint"
 FORMAT_VERSION = 1
@@ -33,6 +42,7 @@ DESCRIPTION = "checkpoint.json"
 TRAINING_STATE = "training_state.pt"
 LATEST = "latest"
 STEP_DIR = re.compile(r"^step_(\d+)$")
+LEFTOVER = re.compile(r"^\.(step_\d+|latest)\.(tmp|del)-[0-9a-f]+$")  # temporary or half-deleted
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class Checkpoint:
     def tensors(self) -> dict[str, torch.Tensor]:
         if not self.weights_path.is_file():
             raise CheckpointError(f"{self.path}: {WEIGHTS} is missing")
-        return load_file(str(self.weights_path))
+        return read_safetensors(self.weights_path)
 
 
 def read_checkpoint(folder: str | Path) -> Checkpoint:
@@ -82,6 +92,10 @@ def read_checkpoint(folder: str | Path) -> Checkpoint:
     for key in ("trunk", "embodiments"):
         if key not in desc:
             raise CheckpointError(f"{desc_path}: key {key!r} is missing")
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{folder}: {WEIGHTS} is missing")
+    check_safetensors(weights)  # a truncated or zeroed file fails here, named, not deep in a load
     ckpt = Checkpoint(folder.resolve(), desc)
     try:
         ckpt.trunk_config, ckpt.specs, ckpt.stats  # noqa: B018 - parse now, fail here with the file's name
@@ -95,9 +109,11 @@ def resolve_checkpoint(location: str | Path) -> Checkpoint:
     path = resolve_location(location, "checkpoint or run directory")
     if (path / DESCRIPTION).is_file():
         return read_checkpoint(path)
-    latest = path / "checkpoints" / LATEST
-    if latest.exists():
-        return read_checkpoint(latest.resolve())
+    if (path / "checkpoints").is_dir():
+        latest = latest_checkpoint(path, resumable=False)
+        if latest is None:
+            raise CheckpointError(f"{path}: a run directory without a complete checkpoint")
+        return read_checkpoint(latest)
     raise CheckpointError(f"{path}: neither a checkpoint ({DESCRIPTION}) nor a run directory (checkpoints/{LATEST})")
 
 
@@ -153,8 +169,12 @@ def write_checkpoint_folder(
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if folder.exists():
-            shutil.rmtree(folder)
+            _delete(folder)
         os.replace(tmp, folder)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # a full disk, a lost mount: say where
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise CheckpointError(f"{folder}: cannot write the checkpoint ({reason}); earlier checkpoints are untouched") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -175,16 +195,97 @@ def save_run_checkpoint(
     link_tmp = ckpt_dir / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
     os.symlink(folder.name, link_tmp)
     os.replace(link_tmp, ckpt_dir / LATEST)
-    steps = sorted(p for p in ckpt_dir.iterdir() if STEP_DIR.match(p.name))
+    steps = step_folders(run_dir)
     for old in steps[:-keep] if keep > 0 else []:
         if old.name != folder.name:
-            shutil.rmtree(old, ignore_errors=True)
+            _delete(old)
     return folder
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+def _delete(folder: Path) -> None:
+    """Rename, then delete: an interrupted deletion leaves a hidden leftover, never a half step folder."""
+    doomed = folder.parent / f".{folder.name}.del-{uuid.uuid4().hex[:8]}"
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def step_folders(run_dir: Path) -> list[Path]:
+    """The run's ``step_N`` folders, oldest first."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted((p for p in ckpt_dir.iterdir() if STEP_DIR.match(p.name) and p.is_dir()), key=lambda p: int(p.name[5:]))
+
+
+def checkpoint_problem(folder: Path, resumable: bool = True) -> str | None:
+    """Why ``folder`` is not a complete checkpoint (None when it is): a missing file, a description
+    that does not parse, weights whose header is damaged or truncated."""
+    needed = (DESCRIPTION, WEIGHTS, TRAINING_STATE) if resumable else (DESCRIPTION, WEIGHTS)
+    missing = [f for f in needed if not (folder / f).is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    try:
+        read_checkpoint(folder)
+    except CheckpointError as exc:
+        return str(exc)
+    return None
+
+
+def latest_checkpoint(run_dir: Path, resumable: bool = True) -> Path | None:
+    """The checkpoint ``latest`` points to; when it dangles or is damaged, the newest complete one
+    (with a warning). None when the run has no complete checkpoint."""
     link = Path(run_dir) / "checkpoints" / LATEST
-    return link.resolve() if link.exists() else None
+    if link.exists() and checkpoint_problem(link.resolve(), resumable) is None:
+        return link.resolve()
+    for folder in reversed(step_folders(run_dir)):
+        if checkpoint_problem(folder, resumable) is None:
+            target = os.readlink(link) if link.is_symlink() else None
+            log.warning("%s: %s is not a complete checkpoint; using %s", run_dir, target or LATEST, folder.name)
+            return folder.resolve()
+    return None
+
+
+def repair_run(run_dir: Path) -> list[str]:
+    """Undo what an interrupted run can leave in ``run_dir``; returns one line per change.
+
+    Removes temporary and half-deleted folders, removes step folders with files missing that are older
+    than the newest complete checkpoint (an interrupted prune), and points ``latest`` at the newest
+    complete checkpoint when it dangles or points at a damaged one. Damaged folders newer than that are
+    kept (a later save of the same step replaces them). The caller holds the run's lock.
+    """
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return []
+    changes: list[str] = []
+    for p in sorted(ckpt_dir.iterdir()):
+        if LEFTOVER.match(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            changes.append(f"removed {p.name} (left by an interrupted write or deletion)")
+    folders = step_folders(run_dir)
+    problems = {f.name: checkpoint_problem(f) for f in folders}
+    complete = [f for f in folders if problems[f.name] is None]
+    newest = complete[-1] if complete else None
+    for f in folders:
+        if problems[f.name] is None:
+            continue
+        missing = not all((f / n).is_file() for n in (DESCRIPTION, WEIGHTS, TRAINING_STATE))
+        if newest is not None and int(f.name[5:]) < int(newest.name[5:]) and missing:
+            _delete(f)
+            changes.append(f"removed {f.name} ({problems[f.name]}: an interrupted prune)")
+        else:
+            changes.append(f"skipped {f.name}: {problems[f.name]}")
+    link = ckpt_dir / LATEST
+    points = link.resolve() if link.is_symlink() or link.exists() else None
+    if newest is not None and points != newest.resolve():  # dangling, damaged, or a swap cut short
+        was = os.readlink(link) if link.is_symlink() else "nothing"
+        link_tmp = ckpt_dir / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
+        os.symlink(newest.name, link_tmp)
+        os.replace(link_tmp, link)
+        changes.append(f"latest pointed to {was}; now {newest.name}, the newest complete checkpoint")
+    return changes
 
 
 def load_training_state(folder: Path) -> dict[str, Any]:

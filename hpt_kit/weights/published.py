@@ -58,8 +58,11 @@ def read_network(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG
     try:
         config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PublishedFormatError(f"{path}: not valid YAML ({exc})") from None
+    except yaml.YAMLError as exc:  # its own message spans several lines: keep the problem and the place
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PublishedFormatError(f"{path}: not valid YAML ({where}{problem})") from None
     if not isinstance(config, dict) or not isinstance(config.get("network"), dict):
         raise PublishedFormatError(f"{path}: key 'network' is missing")
     network = config["network"]

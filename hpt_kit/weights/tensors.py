@@ -49,6 +49,41 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a ``.safetensors`` file; a truncated or damaged file is a :class:`CheckpointError`
+    naming it (safetensors' own message names no file)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Read the header of a ``.safetensors`` file and check that its data fits in the file, without
+    loading any tensor: catches truncated, zeroed and foreign files early, naming them."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            size = Path(path).stat().st_size
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than its 8-byte header length")
+            (n,) = struct.unpack("<Q", raw)
+            if n == 0 or 8 + n > size:
+                raise ValueError(f"header length {n} does not fit in the file's {size} bytes")
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if ends and 8 + n + max(ends) > size:
+        raise CheckpointError(f"{path}: truncated ({size} bytes, its header needs {8 + n + max(ends)})")
+
+
 def safe_torch_load(path: str | Path) -> Any:
     """``torch.load`` that only ever reconstructs tensors and plain containers.
 

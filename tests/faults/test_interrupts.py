@@ -1,0 +1,97 @@
+"""Runs stopped the hard way resume to exactly the weights of a run that was never stopped.
+
+SIGKILL at random training steps and at exact points inside a checkpoint write, a prune and the swap
+of ``latest``; SIGINT and SIGTERM mid-run and during start-up. Every case resumes with ``--resume``
+and must end bit-identical to the uninterrupted reference, with nothing left behind."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from tests.faults.conftest import (
+    STEPS,
+    assert_same_weights,
+    hpt,
+    injected,
+    leftovers,
+    metric_steps,
+    start,
+    stop,
+    wait_for_step,
+    weights,
+    write_recipe,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def finish_and_compare(recipe, run, reference) -> None:
+    hpt("pretrain", recipe, "--out", run, "--resume")
+    assert_same_weights(weights(run), reference)
+    steps = metric_steps(run)
+    assert steps == sorted(set(steps)) and steps[-1] == STEPS  # no step logged twice, none lost at the end
+    assert leftovers(run) == []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kill_9_at_a_random_step_then_resume_is_bit_identical(seed, arm3, reference, tmp_path):
+    recipe, run = write_recipe(tmp_path / "r.toml", arm3), tmp_path / "run"
+    rng = random.Random(seed)
+    for _ in range(2):  # two kills in one run's life
+        proc = start("pretrain", recipe, "--out", run, "--resume")
+        wait_for_step(proc, run, rng.randrange(5, STEPS - 10))
+        time.sleep(rng.uniform(0, 0.2))
+        code, _ = stop(proc, signal.SIGKILL)
+        assert code == -signal.SIGKILL
+    finish_and_compare(recipe, run, reference)
+
+
+@pytest.mark.parametrize(
+    "fault, left",
+    [
+        ("kill-in-checkpoint-write:30", ".step_00000030.tmp-"),  # weights written, state and rename not
+        ("kill-before-latest:30", None),  # step_30 complete, latest still at step_20
+        ("kill-in-prune", ".del-"),  # an old folder half deleted
+    ],
+)
+def test_kill_9_inside_checkpoint_writes_then_resume_repairs_and_is_bit_identical(fault, left, arm3, reference, tmp_path):
+    recipe, run = write_recipe(tmp_path / "r.toml", arm3, keep=2), tmp_path / "run"
+    out = injected(fault, "pretrain", recipe, "--out", run)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    odd = leftovers(run)
+    if left:
+        assert any(left in name for name in odd), odd
+    resumed = hpt("pretrain", recipe, "--out", run, "--resume")
+    if left:
+        assert "removed" in resumed.stderr and left in resumed.stderr
+    if fault.startswith("kill-before-latest"):
+        assert "now step_00000030" in resumed.stderr  # the newer complete checkpoint is used
+    assert_same_weights(weights(run), reference)
+    assert leftovers(run) == []
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000050", "step_00000060"]
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_sigint_and_sigterm_stop_cleanly_and_resume_is_bit_identical(sig, code, word, arm3, reference, tmp_path):
+    recipe, run = write_recipe(tmp_path / "r.toml", arm3), tmp_path / "run"
+    proc = start("pretrain", recipe, "--out", run)
+    wait_for_step(proc, run, 25)
+    returncode, err = stop(proc, sig)
+    assert returncode == code and word in err and "Traceback" not in err
+    assert not (run / ".lock").exists()  # released on the way out
+    finish_and_compare(recipe, run, reference)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5, 2.5])
+def test_sigint_during_start_up_is_an_interruption_not_an_error(delay, arm3, tmp_path):
+    proc = start("pretrain", write_recipe(tmp_path / "r.toml", arm3), "--out", tmp_path / "run")
+    time.sleep(delay)
+    returncode, err = stop(proc, signal.SIGINT)
+    if returncode == 0:
+        pytest.fail("the run finished before the signal; the delay is too long for this machine")
+    assert returncode == 130, err
+    assert "interrupted" in err and "unknown embodiment" not in err and "Traceback" not in err
