@@ -112,6 +112,9 @@ def _print(result: dict) -> None:
         s = result["sampler"]
         out.print(f"sampler: {s['samples_per_s']:.0f} samples/s (batches of {s['batch']}) from a {s['store_gb']:.2f} GB store, "
                   f"peak RSS {s['peak_rss_mb']:.0f} MB, each step read reused {s['reuse']:.1f}x")
+        plain = s["without_checksums"]
+        out.print(f"  chunk checksums: {s['steps_read_per_s']:.0f} steps read/s with, {plain['steps_read_per_s']:.0f} without; "
+                  f"{s['samples_per_s']:.0f} vs {plain['samples_per_s']:.0f} samples/s; opening {s['open_ms']:.1f} vs {plain['open_ms']:.1f} ms")
 
 
 def _print_serve(out, s: dict) -> None:

@@ -333,12 +333,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def without_checksums(source: Path, target: Path) -> Path:
+    """The same dataset with its chunks compressed alike but carrying no crc32c (and no
+    ``checksums`` attribute): what the sampler read before checksums, to measure what they cost."""
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    src = zarr.open_group(str(source), mode="r")
+    dst = zarr.open_group(str(target), mode="w-", zarr_format=3)
+    for name, array in src.arrays():
+        out = dst.create_array(name, shape=array.shape, chunks=array.chunks, dtype=array.dtype,
+                               compressors=(ZstdCodec(level=0),))
+        rows = array.chunks[0] * 64
+        for start in range(0, array.shape[0], rows):
+            out[start : start + rows] = array[start : start + rows]
+    dst.attrs.update({k: v for k, v in src.attrs.items() if k != "checksums"})
+    return target
+
+
 def sampler_child(path: str, batches: int, batch: int) -> dict[str, Any]:
     """Runs in a fresh process: stream batches from the on-disk store, report rate and peak RSS."""
     from hpt_kit.data.store import Dataset
     from hpt_kit.data.stream import BlockSampler
 
-    ds = Dataset(path)
+    t = time.perf_counter()
+    ds = Dataset(path)  # with checksums: every chunk file's presence is checked here
+    open_ms = (time.perf_counter() - t) * 1e3
     sampler = BlockSampler(ds, 1, CHUNK, ["state", "image_features"], seed=0, refresh=0)  # never waits for the disk
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -351,20 +371,39 @@ def sampler_child(path: str, batches: int, batch: int) -> dict[str, Any]:
     assert b["image_features"].shape == (batch, 1, VIEWS, TOKENS, CHANNELS)
     return {
         "samples_per_s": batches * batch / seconds,
+        "open_ms": open_ms,
         "peak_rss_mb": peak_rss_mb(),
         "resident_block_mb": sampler.resident_bytes() / 1e6,
         "reuse": sampler.reuse(),  # windows served per step read from disk
+        "steps_read_per_s": batches * batch / seconds / max(sampler.reuse(), 1e-9),
     }
 
 
-def bench_sampler(store_gb: float, batches: int, batch: int = 256, store: Path | None = None) -> dict[str, Any]:
+def _sampler_run(path: Path, batches: int, batch: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-c", f"import json, hpt_kit.lab.bench as b; print(json.dumps(b.sampler_child({str(path)!r}, {batches}, {batch})))"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_sampler(store_gb: float, batches: int, batch: int = 256, store: Path | None = None, rounds: int = 2) -> dict[str, Any]:
+    """The streaming sampler on the store, and on the same data without chunk checksums: ``rounds``
+    runs of each, alternated so that both see the same machine; the median of each is reported.
+    ``steps_read_per_s`` is the disk side (steps decoded per second), where the checksum is paid."""
     with tempfile.TemporaryDirectory(prefix="hpt-bench-") as tmp:
         path = Path(store) if store else Path(tmp) / "bench.zarr"
         if not path.exists():
             make_store(path, store_gb)
-        cmd = [sys.executable, "-c", f"import json, hpt_kit.lab.bench as b; print(json.dumps(b.sampler_child({str(path)!r}, {batches}, {batch})))"]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        plain = without_checksums(path, Path(tmp) / "plain.zarr")
+        runs: dict[str, list[dict[str, Any]]] = {"checksums": [], "plain": []}
+        for _ in range(rounds):
+            runs["checksums"].append(_sampler_run(path, batches, batch))
+            runs["plain"].append(_sampler_run(plain, batches, batch))
+
+        def median(rows: list[dict[str, Any]]) -> dict[str, Any]:
+            return {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+
+        result = median(runs["checksums"])
+        result["without_checksums"] = median(runs["plain"])
         result["store_gb"] = _dir_gb(path)
         result["batch"] = batch
         return result

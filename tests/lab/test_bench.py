@@ -29,6 +29,8 @@ def test_bench_json_has_every_field(tmp_path):
     assert result["mixed"]["mixed_step_ms"] > 0 and result["mixed"]["separate_steps_ms"] > 0
     s = result["sampler"]
     assert s["samples_per_s"] > 0 and s["peak_rss_mb"] > 0 and s["store_gb"] >= 0.004
+    plain = s["without_checksums"]  # the same data read without chunk checksums, measured beside it
+    assert plain["samples_per_s"] > 0 and plain["steps_read_per_s"] > 0 and s["open_ms"] > 0
     served = result["serve"]
     assert served["preset"] == "tiny" and served["one_client"]["p50_ms"] > 0 and served["in_process_p50_ms"] > 0
     assert {(r["clients"], r["batching"]) for r in served["concurrent"]} == {(8, True), (32, True), (8, False), (32, False)}
