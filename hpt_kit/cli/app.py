@@ -33,6 +33,7 @@ def _register() -> None:
     from hpt_kit.cli import (
         bench,
         data,
+        datasets,
         evaluate,
         experiment,
         hub,
@@ -44,7 +45,7 @@ def _register() -> None:
         training,
     )
 
-    for module in (listing, scaffold, data, importing, training, evaluate, serve, inspect, hub, bench, experiment):
+    for module in (listing, scaffold, data, datasets, importing, training, evaluate, serve, inspect, hub, bench, experiment):
         module.register(app)
 
 
