@@ -169,6 +169,14 @@ class EvalSection:
 
 
 @dataclass(frozen=True)
+class LogSection:
+    # Besides metrics.jsonl (the record of truth), also write the same events as TensorBoard event
+    # files in <run>/tensorboard (extra hpt-kit[track]): losses, lr, samples/s, validation per
+    # embodiment, the recipe as hyperparameters.
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
 class Recipe:
     datasets: tuple[DatasetEntry, ...]
     run: RunSection = field(default_factory=RunSection)
@@ -176,6 +184,7 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     transfer: TransferSection = field(default_factory=TransferSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    log: LogSection = field(default_factory=LogSection)
     source: str = field(default="", metadata=NOT_A_KEY)  # the file it came from
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,7 +228,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
         known = [f.name for f in dataclasses.fields(Recipe) if config.is_key(f)]
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown section (known: run, trunk, datasets, train, transfer, eval)")
+            raise ConfigError(f"{unknown[0]}: unknown section (known: run, trunk, datasets, train, transfer, eval, log)")
         recipe = from_data(Recipe, data)
         names = [d.embodiment for d in recipe.datasets]
         dup = {n for n in names if names.count(n) > 1}

@@ -18,6 +18,7 @@ from hpt_kit.data.store import Dataset
 from hpt_kit.models.hpt import HPT
 from hpt_kit.train import distributed
 from hpt_kit.train.state import RunState
+from hpt_kit.train.tracking import Tracker, open_trackers
 from hpt_kit.weights.checkpoint import describe, save_run_checkpoint
 
 
@@ -48,6 +49,7 @@ class RunRecord:
     _file: TextIO | None = None
     _window_start: float = field(default_factory=time.perf_counter)  # since the last logged step
     _window_samples: int = 0
+    _trackers: list[Tracker] = field(default_factory=list)  # [log]: fed the same records as metrics.jsonl
 
     @classmethod
     def open(
@@ -63,6 +65,7 @@ class RunRecord:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "recipe.toml").write_text(recipe_to_toml(recipe))
             record._file = open_metrics(run_dir / "metrics.jsonl", start)
+            record._trackers = open_trackers(run_dir, recipe, start)
         return record
 
     def emit(self, record: dict[str, Any]) -> None:
@@ -70,6 +73,8 @@ class RunRecord:
             return
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        for tracker in self._trackers:
+            tracker.log(record)
         if self.on_log:
             self.on_log(record)
 
@@ -110,3 +115,5 @@ class RunRecord:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+        for tracker in self._trackers:
+            tracker.close()
