@@ -40,12 +40,13 @@ def _register() -> None:
         importing,
         inspect,
         listing,
+        report,
         scaffold,
         serve,
         training,
     )
 
-    for module in (listing, scaffold, data, datasets, importing, training, evaluate, serve, inspect, hub, bench, experiment):
+    for module in (listing, scaffold, data, datasets, importing, training, evaluate, serve, inspect, hub, bench, experiment, report):
         module.register(app)
 
 
