@@ -73,6 +73,15 @@ def transfer(
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset folder for the embodiment.")] = None,
     episodes: Annotated[int | None, typer.Option(min=1, help="Use only the first N episodes (demonstrations).")] = None,
+    lora: Annotated[
+        int | None,
+        typer.Option(
+            metavar="RANK",
+            min=0,
+            help="Also train LoRA adapters of this rank on the frozen trunk's linear maps (peft; stored "
+            "beside the checkpoint, merged when loaded). Sets transfer.lora_rank; 0 = none.",
+        ),
+    ] = None,
     steps: Steps = None,
     out: RunDir = None,
     resume: Resume = False,
@@ -110,10 +119,15 @@ def transfer(
             ),
         )
     section = recipe.transfer
-    if trunk is not None:
-        section = dataclasses.replace(section, trunk=trunk)
-    if freeze_trunk is not None:
-        section = dataclasses.replace(section, freeze_trunk=freeze_trunk)
+    try:
+        if trunk is not None:
+            section = dataclasses.replace(section, trunk=trunk)
+        if freeze_trunk is not None:
+            section = dataclasses.replace(section, freeze_trunk=freeze_trunk)
+        if lora is not None:
+            section = dataclasses.replace(section, lora_rank=lora)
+    except ValueError as exc:  # e.g. LoRA on a trunk that is not frozen
+        raise typer.BadParameter(str(exc), param_hint="--lora/--freeze-trunk") from None
     if not section.trunk:
         raise typer.BadParameter("no trunk: give --trunk or set transfer.trunk in the recipe", param_hint="--trunk")
     train = dataclasses.replace(recipe.train, steps=steps) if steps else recipe.train

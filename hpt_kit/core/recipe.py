@@ -148,6 +148,15 @@ class TrainSection:
 class TransferSection:
     trunk: str = ""  # run dir, checkpoint folder or hf://OWNER/REPO[@REVISION]
     freeze_trunk: bool = True
+    # LoRA adapters of this rank on the frozen trunk's linear maps (extra hpt-kit[lora]); 0 = none.
+    lora_rank: int = 0
+    lora_alpha: float = 0.0  # adapters are scaled by alpha / rank; 0 = 2 * rank
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 0 or self.lora_alpha < 0:
+            raise ValueError("lora_rank and lora_alpha must be >= 0 (lora_rank 0 = no adapters)")
+        if self.lora_rank and not (self.trunk and self.freeze_trunk):
+            raise ValueError("lora_rank needs a pre-trained trunk, frozen: set trunk and freeze_trunk = true")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from hpt_kit.train import distributed
 from hpt_kit.train.record import RunRecord
 from hpt_kit.train.setup import (
     OnConvert,
+    attach_lora,
     build_model,
     build_samplers,
     checkpoint_to_resume,
@@ -86,6 +87,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
 
     # Model (normalised by the training episodes' statistics), placement and optimiser.
     model, source = build_model(recipe, specs, {n: s.stats for n, s in train_s.items()}, registry, resumed)
+    source |= attach_lora(model, recipe, resumed)
     frozen = bool(recipe.transfer.trunk) and recipe.transfer.freeze_trunk
     par = parallelize(model, recipe, world, device, frozen)
     state = RunState.fresh(seed, world, make_optimizer(par.trainable, cfg.lr, cfg.weight_decay, device), train_s)

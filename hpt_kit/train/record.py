@@ -16,6 +16,7 @@ import torch
 from hpt_kit.core.recipe import Recipe, recipe_to_toml
 from hpt_kit.data.store import Dataset
 from hpt_kit.models.hpt import HPT
+from hpt_kit.models.lora import LORA_FILE, split_lora
 from hpt_kit.train import distributed
 from hpt_kit.train.state import RunState
 from hpt_kit.train.tracking import Tracker, open_trackers
@@ -109,7 +110,11 @@ class RunRecord:
             metrics = {"val_loss": dict(val_loss), **self.counts}
             desc = describe(model, step, self.recipe.to_dict(), self.datasets, metrics, self.extra)
             keep = self.recipe.train.keep_checkpoints
-            save_run_checkpoint(self.run_dir, step, model, desc, training_state, keep=keep, tensors=tensors)
+            extra = None
+            if "lora" in self.extra:  # the trunk under its usual names, the adapters in a file of their own
+                tensors, adapters = split_lora(tensors)
+                extra = {LORA_FILE: adapters}
+            save_run_checkpoint(self.run_dir, step, model, desc, training_state, keep=keep, tensors=tensors, extra_tensors=extra)
         distributed.barrier(self.world)
 
     def close(self) -> None:
