@@ -85,6 +85,30 @@ class DatasetEntry:
             raise ValueError(f"image_encoder_resize must be >= 0, got {self.image_encoder_resize}")
 
 
+@dataclass(frozen=True)
+class AugmentSection:
+    """Random image augmentation of training batches (``[train.augment]``; torchvision.transforms.v2,
+    extra hpt-kit[vision]). Each sample draws its own parameters, shared by its history steps and
+    camera views; validation and rollouts see the frames as they are. Every default is "off"."""
+
+    crop_scale: float = 1.0  # random resized crop keeping this share of the area or more; 1 = off
+    rotation: float = 0.0  # random rotation within +- this many degrees
+    brightness: float = 0.0  # colour jitter factors (torchvision ColorJitter); 0 = off
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0  # at most 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+        if min(self.rotation, self.brightness, self.contrast, self.saturation, self.hue) < 0 or self.hue > 0.5:
+            raise ValueError("rotation, brightness, contrast, saturation and hue must be >= 0 (hue <= 0.5)")
+
+    @property
+    def enabled(self) -> bool:
+        return self != AugmentSection()
+
+
 PARALLEL = ("ddp", "fsdp")
 MIX = ("step", "batch")
 
@@ -126,6 +150,7 @@ class TrainSection:
     stream_memory_mb: float = 512.0
     stream_blocks: int = 8
     stream_refresh: int = 4
+    augment: AugmentSection = field(default_factory=AugmentSection)
 
     def __post_init__(self) -> None:
         if not self.stream_memory_mb > 0 or self.stream_blocks < 1 or self.stream_refresh < 0:

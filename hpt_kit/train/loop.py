@@ -21,6 +21,7 @@ import torch
 from hpt_kit.core.recipe import Recipe, RecipeError
 from hpt_kit.core.registry import Registry
 from hpt_kit.train import distributed
+from hpt_kit.train.augment import build_augment
 from hpt_kit.train.record import RunRecord
 from hpt_kit.train.setup import (
     OnConvert,
@@ -108,12 +109,13 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     if frozen:
         model.trunk.eval()
     mixed = cfg.mix == "batch" and len(names) > 1
+    augment = build_augment(cfg.augment)  # None unless [train.augment] asks for some
     val_loss: dict[str, float] = {}
     last_loss = float("nan")
     for step in range(state.step, cfg.steps):
         # Sample by mixture weight, then one AdamW step on the scheduled learning rate.
         drawn = draw(names, weights, local_batch, mixed, state.mix_rng)
-        batches = sample(drawn, train_s, cfg.history_mask, state.data_rng, device)
+        batches = sample(drawn, train_s, cfg.history_mask, state.data_rng, device, augment)
         lr = lr_at(step, cfg)
         loss, grad_norm = optimizer_step(par.net, batches, state.optimizer, par.trainable, lr, cfg.grad_clip, device, cfg.compile)
         state.step = done = step + 1
