@@ -1,4 +1,4 @@
-"""``hpt-kit data info|select|split|merge``: look into datasets and make new ones from their episodes."""
+"""``hpt-kit data info|view|select|split|merge``: look into datasets and make new ones from their episodes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-data_app = typer.Typer(help="Inspect datasets; select, split and merge their episodes.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and draw datasets; select, split and merge their episodes.", no_args_is_help=True)
 
 Source = Annotated[Path, typer.Argument(metavar="DATASET", help="A dataset folder (NAME.zarr).")]
 Episodes = Annotated[str | None, typer.Option(metavar="LIST", help="Episode indices and ranges, e.g. 0,3,5-9.")]
@@ -109,6 +109,32 @@ def _print_info(info: dict[str, Any]) -> None:
         derived = info["notes"]["derived"]
         sources = ", ".join(f"{s['path']} ({len(s['episodes'])} episodes)" for s in derived["sources"])
         console.print(f"  derived: {derived['operation']} of {sources}", highlight=False, soft_wrap=True)
+
+
+@data_app.command("view")
+def view_command(
+    path: Source,
+    episode: Annotated[int, typer.Option(min=0, help="Which episode.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="A .png (frames spread over the episode) or .mp4 (one frame per step); "
+                     "default NAME-episodeNNN.mp4 with camera frames, .png without."),
+    ] = None,
+) -> None:
+    """Draw an episode: its camera views above its state and action curves, as a picture or a video."""
+    from hpt_kit.data.store import Dataset
+    from hpt_kit.data.view import view_episode
+
+    ds = Dataset(path)
+    if episode >= ds.num_episodes:
+        raise typer.BadParameter(f"{path} has {ds.num_episodes} episodes (0-{ds.num_episodes - 1})", param_hint="--episode")
+    suffix = ".mp4" if "image" in ds.fields() else ".png"
+    target = out or Path(f"{ds.path.stem}-episode{episode:03d}{suffix}")
+    try:
+        written = view_episode(ds, episode, target)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out") from None
+    typer.echo(f"wrote {written}")
 
 
 @data_app.command("select")
