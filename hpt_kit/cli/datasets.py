@@ -58,15 +58,17 @@ def _written(paths: list[Path], as_json: bool) -> None:
 
 @data_app.command("info")
 def info_command(
-    path: Source,
+    path: Annotated[str, typer.Argument(metavar="DATASET", help="A dataset folder (NAME.zarr) or hf://datasets/OWNER/NAME[@REV].")],
     stats: Annotated[bool, typer.Option(help="Compute field statistics (one pass over the data).")] = True,
     as_json: AsJson = False,
 ) -> None:
     """Episodes, steps, fields with shapes, dtypes and statistics, instructions, notes and size on disk."""
     from hpt_kit.data.store import Dataset
     from hpt_kit.data.tools import dataset_info
+    from hpt_kit.weights.locations import resolve_dataset_location
 
-    info = dataset_info(Dataset(path), stats=stats)
+    local = resolve_dataset_location(path) if path.startswith("hf://") else Path(path)
+    info = dataset_info(Dataset(local), stats=stats)
     if as_json:
         typer.echo(json.dumps(info))
         return
@@ -201,6 +203,35 @@ def merge_command(
     total = sum(ds.num_episodes for ds in datasets)
     written = _write("merge", total, lambda cb: merge_datasets(datasets, out, overwrite, cb))
     _written([written], as_json)
+
+
+@data_app.command("push")
+def push_command(
+    path: Source,
+    target: Annotated[str, typer.Argument(metavar="hf://datasets/OWNER/NAME", help="Hugging Face dataset repository (or OWNER/NAME).")],
+    private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+    revision: Annotated[str | None, typer.Option(help="Branch to upload to.")] = None,
+    dry_run: Annotated[
+        Path | None, typer.Option("--dry-run", metavar="DIR", help="Write the folder that would be uploaded to DIR; upload nothing.")
+    ] = None,
+) -> None:
+    """Upload a dataset with a generated dataset card to the Hugging Face Hub (the repository is the store)."""
+    import tempfile
+
+    from hpt_kit.data.card import dataset_repo_id, prepare_dataset_upload
+    from hpt_kit.data.store import Dataset
+    from hpt_kit.weights.hub import push
+
+    repo_id = dataset_repo_id(target)
+    ds = Dataset(path)
+    if dry_run is not None:
+        folder = prepare_dataset_upload(ds, repo_id, dry_run)
+        typer.echo(f"prepared {folder} (README.md and the store's {sum(1 for _ in folder.rglob('*') if _.is_file()) - 1} files); nothing uploaded")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = prepare_dataset_upload(ds, repo_id, Path(tmp) / "upload")
+        url = push(folder, repo_id, private=private, revision=revision, repo_type="dataset")
+    typer.echo(f"pushed {ds.path} to hf://datasets/{repo_id}: {url}")
 
 
 def register(app: typer.Typer) -> None:
