@@ -56,7 +56,7 @@ def export_command(
     from hpt_kit.weights.published import write_published
     from hpt_kit.weights.trunks import resolve_trunk
 
-    source = resolve_trunk(location)
+    source = resolve_trunk(location, adapters_ok=True)
     tensors, digest, merged = source.tensors, source.digest, ""
     horizons = {"observation_horizon": 1, "action_horizon": 1}
     if source.format == "hpt-kit-checkpoint":  # the horizons of the (first) embodiment it was trained with

@@ -14,6 +14,7 @@ from hpt_kit.models.lora import LORA_FILE, LoraSettings, add_lora, load_lora
 from hpt_kit.train.loop import train
 from hpt_kit.weights.checkpoint import resolve_checkpoint
 from hpt_kit.weights.published import read_published
+from hpt_kit.weights.tensors import CheckpointError
 from tests.conftest import HPT_KIT, ROOT
 from tests.train.test_loop import _recipe, registry  # noqa: F401 - the fixture
 
@@ -54,11 +55,16 @@ def test_lora_trains_adapters_only_and_loads_merged(registry, tmp_path):  # noqa
         torch.testing.assert_close(merged.encode("toy-b", observation), live.encode("toy-b", observation), rtol=1e-5, atol=1e-5)
     assert not torch.equal(merged.trunk.state_dict()["blocks.0.attn.in_proj_weight"], pre["trunk.blocks.0.attn.in_proj_weight"])
 
-    # export merges the adapters into the published trunk.
+    # A LoRA run is no trunk to transfer from as it is: its base trunk is not what it ran with.
+    again = dataclasses.replace(_recipe("toy", steps=2), transfer=TransferSection(trunk=str(tmp_path / "lora")))
+    with pytest.raises(CheckpointError, match="trained with LoRA adapters.*hpt-kit export"):
+        train(again, tmp_path / "again", registry)
+    # export merges the adapters into the published trunk, and that transfers.
     subprocess.run([HPT_KIT, "export", str(tmp_path / "lora"), str(tmp_path / "exported")], check=True, cwd=ROOT, capture_output=True)
     exported = read_published(tmp_path / "exported")
     for k, v in merged.trunk.state_dict().items():
         torch.testing.assert_close(exported.tensors[k], v, rtol=0, atol=0)
+    train(dataclasses.replace(again, transfer=TransferSection(trunk=str(tmp_path / "exported"))), tmp_path / "again", registry)
 
 
 def test_lora_resumes_exactly(registry, tmp_path):  # noqa: F811
