@@ -4,7 +4,7 @@ A plugin brings what is its own: an environment that answers the :class:`Episode
 from a generator, step, observation, video frame) and the controller that drives it, bundled as an
 :class:`EpisodeSource`. The kit's loops do the rest the same way for every plugin: seeding each
 episode on its own, the expert collection with retries and its notes (:func:`collect_episodes`),
-evaluation into a ``RolloutResult`` (:func:`evaluate`) and videos on disk (:func:`save_video`).
+evaluation into a ``RolloutResult`` (:func:`evaluate`) and videos on disk (:func:`save_video`, mp4 or npz).
 
 Seeding: attempt ``j`` at a source with seed key ``key`` draws from
 ``SeedSequence(seed, spawn_key=(stream, *key, j))``, with one stream for conversion and another for
@@ -206,15 +206,18 @@ def evaluate(
 
     Episodes are dealt over the sources in turn, the ``j``-th of a source drawn from the rollout
     stream. With ``request.video_dir`` each episode is saved by :func:`save_video` at ``video_fps``,
-    named ``{name}[-{source}]-episode{k:03d}.npz``; an embodiment that gives no ``video_fps`` records
-    no videos and says so before running anything. ``details`` go into the result, after the success
+    named ``{name}[-{source}]-episode{k:03d}-{success|failure}.{request.video_format}``; an embodiment
+    that gives no ``video_fps`` records no videos and says so before running anything. ``details`` go into the result, after the success
     rate ``per_task`` that named sources add.
     """
     from hpt_kit.core.spec import RolloutResult, SpecError
+    from hpt_kit.video import VIDEO_FORMATS
 
     record = request.video_dir is not None
     if record and video_fps is None:
         raise SpecError(f"embodiment {name!r} does not record videos")
+    if record and request.video_format not in VIDEO_FORMATS:
+        raise SpecError(f"unknown video format {request.video_format!r}; known: {', '.join(VIDEO_FORMATS)}")
     successes, returns, lengths, videos = [], [], [], []
     per_task: dict[str, list[bool]] = {}
     for k in range(request.episodes):
@@ -228,16 +231,18 @@ def evaluate(
             per_task.setdefault(source.name, []).append(log.success)
         if record:
             stem = f"{name}-{source.name}" if source.name else name
-            path = Path(request.video_dir) / f"{stem}-episode{k:03d}.npz"
+            outcome = "success" if log.success else "failure"
+            path = Path(request.video_dir) / f"{stem}-episode{k:03d}-{outcome}.{request.video_format}"
             videos.append(str(save_video(path, log, video_fps)))
     summary = {"per_task": {t: float(np.mean(s)) for t, s in per_task.items()}} if per_task else {}
     return RolloutResult.from_episodes(successes, returns, lengths, videos, {**summary, **(details or {})})
 
 
 def save_video(path: Path, log: EpisodeLog, fps: float) -> Path:
-    """Write an episode's video frames as a compressed .npz: ``frames`` (T, H, W, 3) uint8, ``fps``
-    and ``success``. No video codec is needed to write or read it; :func:`evaluate` uses it, and a
-    plugin with a loop of its own should too, so every embodiment's videos read the same way."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, frames=np.stack(log.frames), fps=fps, success=log.success)
-    return path
+    """Write an episode's video frames to ``path``: ``.mp4`` (H.264) or ``.npz`` (``frames``
+    (T, H, W, 3) uint8, ``fps``, ``success``; no codec needed), see :mod:`hpt_kit.video`.
+    :func:`evaluate` uses it, and a plugin with a loop of its own should too, so every embodiment's
+    videos read the same way (:func:`hpt_kit.video.read_frames`)."""
+    from hpt_kit.video import write_video
+
+    return write_video(Path(path), log.frames, fps, log.success)

@@ -23,6 +23,7 @@ from hpt_kit.rollout import (
     run_episode,
     save_video,
 )
+from hpt_kit.video import read_frames
 
 SPEED, MAX_STEPS, REACHED = 0.1, 6, 0.05
 
@@ -222,20 +223,24 @@ def test_evaluation_reports_named_sources_and_the_plugins_details():
 
 
 def test_evaluation_writes_one_video_per_episode(tmp_path):
-    sources = [EpisodeSource(PointEnv(), Expert(), name="a"), EpisodeSource(PointEnv(), Expert(), name="b")]
-    result = evaluate(
-        "points", RolloutRequest(episodes=3, seed=0, video_dir=tmp_path), sources, video_fps=20.0
-    )
-    names = ["points-a-episode000.npz", "points-b-episode001.npz", "points-a-episode002.npz"]
+    sources = [EpisodeSource(PointEnv(), Expert(), name="a"), EpisodeSource(PointEnv(), Still(), name="b")]
+    request = RolloutRequest(episodes=3, seed=0, video_dir=tmp_path, video_format="npz")
+    result = evaluate("points", request, sources, video_fps=20.0)
+    outcome = ["success" if s else "failure" for s in result.successes]
+    assert outcome[1] == "failure"  # the idle source never reaches its target
+    names = [f"points-a-episode000-{outcome[0]}.npz", "points-b-episode001-failure.npz", f"points-a-episode002-{outcome[2]}.npz"]
     assert result.videos == tuple(str(tmp_path / n) for n in names)
     for path, steps, success in zip(result.videos, result.episode_lengths, result.successes, strict=True):
         video = np.load(path)
         assert video["frames"].shape == (steps + 1, 4, 4, 3) and video["frames"].dtype == np.uint8
         assert video["fps"] == 20.0 and video["success"] == success
 
-    only = [EpisodeSource(PointEnv(), Expert())]  # a plugin's only source: no task in the name
+    only = [EpisodeSource(PointEnv(), Still())]  # a plugin's only source: no task in the name; mp4 by default
     single = evaluate("point", RolloutRequest(episodes=1, seed=0, video_dir=tmp_path / "one"), only, 5.0)
-    assert single.videos == (str(tmp_path / "one" / "point-episode000.npz"),)
+    assert single.videos == (str(tmp_path / "one" / "point-episode000-failure.mp4"),)
+    assert read_frames(single.videos[0]).shape == (single.episode_lengths[0] + 1, 4, 4, 3)
+    with pytest.raises(SpecError, match="unknown video format 'gif'"):
+        evaluate("point", RolloutRequest(episodes=1, seed=0, video_dir=tmp_path, video_format="gif"), only, 5.0)
 
 
 def test_an_embodiment_without_video_fps_refuses_videos_before_running(tmp_path):

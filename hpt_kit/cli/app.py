@@ -33,18 +33,20 @@ def _register() -> None:
     from hpt_kit.cli import (
         bench,
         data,
+        datasets,
         evaluate,
         experiment,
         hub,
         importing,
         inspect,
         listing,
+        report,
         scaffold,
         serve,
         training,
     )
 
-    for module in (listing, scaffold, data, importing, training, evaluate, serve, inspect, hub, bench, experiment):
+    for module in (listing, scaffold, data, datasets, importing, training, evaluate, serve, inspect, hub, bench, experiment, report):
         module.register(app)
 
 
@@ -123,11 +125,10 @@ def main() -> None:
     except KeyboardInterrupt:
         _interrupted()
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
-        import click
-
         if _state.get("interrupted"):
             _interrupted()  # the error is the interruption's doing
-        if isinstance(exc, click.ClickException):
+        # Usage errors (click's, or the copy of click that typer vendors) show themselves, exit 2.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         if _state["debug"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,6 +15,11 @@ if TYPE_CHECKING:
     from hpt_kit.core.recipe import EvalSection
     from hpt_kit.core.spec import Embodiment
     from hpt_kit.policy import Policy
+
+
+class VideoFormat(StrEnum):
+    mp4 = "mp4"
+    npz = "npz"
 
 
 def eval_command(
@@ -40,7 +46,16 @@ def eval_command(
             "(ACT uses 0.01); 0 = off. Excludes --execute-steps. Default: the run's recipe.",
         ),
     ] = None,
-    video: Annotated[Path | None, typer.Option(help="Folder for rollout videos.")] = None,
+    video: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Write every episode's video (named by episode and outcome) and a contact sheet of their first frames here.",
+        ),
+    ] = None,
+    video_format: Annotated[
+        VideoFormat, typer.Option(help="mp4 (H.264) or npz (raw frames, no codec).")
+    ] = VideoFormat.mp4,
     expert: Annotated[bool, typer.Option("--expert", help="Also roll out the scripted expert, for scale.")] = False,
     server: Annotated[
         str | None,
@@ -52,7 +67,7 @@ def eval_command(
     if server is not None or location.startswith(("ws://", "wss://")):
         if execute_steps is not None or temporal_ensemble is not None:
             raise typer.BadParameter("the server decides chunk execution; drop it here", param_hint="--execute-steps")
-        _eval_server(location, server or location, embodiment, episodes, seed, video, expert, as_json)
+        _eval_server(location, server or location, embodiment, episodes, seed, (video, video_format.value), expert, as_json)
         return
     from hpt_kit.core.registry import load_registry
     from hpt_kit.models.hpt import HPT
@@ -83,7 +98,7 @@ def eval_command(
         "execute_steps": None if ensemble else policy.execute_steps,
         "temporal_ensemble": ensemble,
         "settings_from": sources,
-        **_rollouts(emb, policy, settings, video, expert),
+        **_rollouts(emb, policy, settings, (video, video_format.value), expert),
     }
     if as_json:
         typer.echo(json.dumps(out))
@@ -91,19 +106,28 @@ def eval_command(
     _print_table(out, ckpt.path.name)
 
 
-def _rollouts(emb: Embodiment, policy: Policy, settings: EvalSection, video: Path | None, expert: bool) -> dict[str, Any]:
-    """The policy's results, and the scripted expert's on the same episodes for scale when asked."""
+def _rollouts(
+    emb: Embodiment, policy: Policy, settings: EvalSection, video: tuple[Path | None, str], expert: bool
+) -> dict[str, Any]:
+    """The policy's results, and the scripted expert's on the same episodes for scale when asked.
+    ``video`` is the folder (None: no videos) and the format."""
     from hpt_kit.core.spec import RolloutRequest
 
-    request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, video_dir=video, render=policy.needs_images)
+    folder, fmt = video
+    request = RolloutRequest(
+        episodes=settings.episodes, seed=settings.seed, video_dir=folder, render=policy.needs_images, video_format=fmt
+    )
     result = emb.rollout(policy, request)
     out = {
         "success_rate": result.success_rate,
         "successes": list(result.successes),
         "mean_return": _mean(result.returns),
+        "episode_lengths": list(result.episode_lengths),
         "videos": list(result.videos),
         "details": dict(result.details),
     }
+    if folder is not None and result.videos:
+        out["contact_sheet"] = str(_contact_sheet(folder / f"{emb.name}-contact-sheet.png", result))
     if expert:
         ex = emb.expert_rollout(RolloutRequest(episodes=settings.episodes, seed=settings.seed))
         out["expert_success_rate"] = ex.success_rate
@@ -113,7 +137,7 @@ def _rollouts(emb: Embodiment, policy: Policy, settings: EvalSection, video: Pat
 
 def _eval_server(
     location: str, url: str, embodiment: str | None, episodes: int | None, seed: int | None,
-    video: Path | None, expert: bool, as_json: bool,
+    video: tuple[Path | None, str], expert: bool, as_json: bool,
 ) -> None:
     """The rollouts with a :class:`~hpt_kit.client.PolicyClient` as the controller: the policy acts
     in the server's process, the simulator runs here."""
@@ -171,6 +195,16 @@ def _offline(ckpt: Any, model: Any, name: str, as_json: bool) -> None:
     dims = ", ".join(f"{v:.4g}" for v in out["action_mae"])
     first = ", ".join(f"{v:.4g}" for v in out["first_action_mae"])
     console.print(f"action error per dimension (mean absolute, robot units): chunk [{dims}], first step [{first}]", highlight=False, markup=False)
+
+
+def _contact_sheet(path: Path, result: Any) -> Path:
+    """The first frame of every episode's video (read back from the files, whichever plugin wrote
+    them), framed by outcome when the result pairs its videos with episodes."""
+    from hpt_kit.video import contact_sheet, read_frames
+
+    firsts = [read_frames(Path(v), limit=1)[0] for v in result.videos]
+    paired = len(result.successes) == len(result.videos)
+    return contact_sheet(path, firsts, list(result.successes) if paired else [None] * len(firsts))
 
 
 def _mean(values: tuple[float, ...]) -> float | None:
@@ -236,6 +270,10 @@ def _print_table(out: Mapping[str, Any], checkpoint: str) -> None:
     console.print(table)
     origin = ", ".join(f"{k} from {v}" for k, v in out["settings_from"].items())
     console.print(f"settings: {origin}", highlight=False, soft_wrap=True)
+    if out.get("videos"):
+        folder = Path(out["videos"][0]).parent
+        sheet = f", contact sheet {out['contact_sheet']}" if "contact_sheet" in out else ""
+        console.print(f"videos: {len(out['videos'])} in {folder}{sheet}", highlight=False, soft_wrap=True)
 
 
 def _fmt_return(value: float | None) -> str:

@@ -17,6 +17,14 @@ def transfer_experiment(
     out: Annotated[Path, typer.Option(help="Output folder (runs, results.json, results.md, val_loss.png).")] = Path("runs/experiment"),
     scale: Annotated[float, typer.Option(min=0.0, help="Multiply training steps and evaluation episodes (e.g. 10 on a GPU).")] = 1.0,
     seeds: Annotated[int | None, typer.Option(min=1, help="Use seeds 0..N-1 instead of the file's.")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a setting of the experiment file before validation, e.g. --set experiment.steps=100 (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Pre-train on a mixture, then train held-out embodiments from scratch, on the frozen trunk and fine-tuned."""
     from rich.text import Text
@@ -24,7 +32,7 @@ def transfer_experiment(
     from hpt_kit.cli.output import console, stdout_console
     from hpt_kit.lab.experiment import load_experiment, run_experiment
 
-    section = load_experiment(spec)
+    section = load_experiment(spec, sets or ())
     if seeds is not None:
         section = dataclasses.replace(section, seeds=tuple(range(seeds)))
     result = run_experiment(

@@ -56,13 +56,22 @@ def export_command(
     from hpt_kit.weights.published import write_published
     from hpt_kit.weights.trunks import resolve_trunk
 
-    source = resolve_trunk(location)
+    source = resolve_trunk(location, adapters_ok=True)
+    tensors, digest, merged = source.tensors, source.digest, ""
     horizons = {"observation_horizon": 1, "action_horizon": 1}
     if source.format == "hpt-kit-checkpoint":  # the horizons of the (first) embodiment it was trained with
-        spec = next(iter(resolve_checkpoint(source.path).specs.values()))
+        ckpt = resolve_checkpoint(source.path)
+        spec = next(iter(ckpt.specs.values()))
         horizons = {"observation_horizon": spec.observation_horizon, "action_horizon": spec.action_horizon}
-    write_published(out, source.config, source.tensors, **horizons, extra={"source": str(source.path), "sha256": source.digest})
-    typer.echo(f"exported the {source.config.preset} trunk of {source.path} to {out} (sha256 {source.digest})")
+        if ckpt.description.get("lora"):  # trained with LoRA: the trunk with its adapters merged in
+            from hpt_kit.core.registry import load_registry
+            from hpt_kit.models.hpt import HPT
+            from hpt_kit.weights.tensors import tensor_digest
+
+            tensors = HPT.from_checkpoint(ckpt, load_registry(embodiments=False)).trunk.state_dict()
+            digest, merged = tensor_digest(tensors), " with its LoRA adapters merged"
+    write_published(out, source.config, tensors, **horizons, extra={"source": str(source.path), "sha256": digest})
+    typer.echo(f"exported the {source.config.preset} trunk of {source.path}{merged} to {out} (sha256 {digest})")
 
 
 def _export_onnx(location: str, out: Path, names: list[str]) -> None:

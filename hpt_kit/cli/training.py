@@ -12,6 +12,15 @@ import typer
 RunDir = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<run.name>).")]
 Steps = Annotated[int | None, typer.Option(min=1, help="Override train.steps.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the run directory's latest checkpoint.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a recipe setting before validation, e.g. --set train.lr=3e-4 --set datasets[1].weight=2 "
+        "(repeatable; values are TOML, bare words are strings; options such as --steps still win).",
+    ),
+]
 
 
 def _run(recipe, out: Path | None, resume: bool) -> None:
@@ -40,11 +49,12 @@ def pretrain(
     out: RunDir = None,
     steps: Steps = None,
     resume: Resume = False,
+    sets: Sets = None,
 ) -> None:
     """Pre-train a trunk on the recipe's mixture of embodiments (missing datasets are converted first)."""
-    from hpt_kit.core.recipe import load_recipe
+    from hpt_kit.core.overrides import load_recipe
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, sets or ())
     if recipe.transfer.trunk:
         raise typer.BadParameter(f"{recipe_path} has transfer.trunk set; use `hpt-kit transfer`", param_hint="RECIPE")
     if steps:
@@ -63,15 +73,26 @@ def transfer(
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset folder for the embodiment.")] = None,
     episodes: Annotated[int | None, typer.Option(min=1, help="Use only the first N episodes (demonstrations).")] = None,
+    lora: Annotated[
+        int | None,
+        typer.Option(
+            metavar="RANK",
+            min=0,
+            help="Also train LoRA adapters of this rank on the frozen trunk's linear maps (peft; stored "
+            "beside the checkpoint, merged when loaded). Sets transfer.lora_rank; 0 = none.",
+        ),
+    ] = None,
     steps: Steps = None,
     out: RunDir = None,
     resume: Resume = False,
+    sets: Sets = None,
 ) -> None:
     """Attach a new stem and head to a pre-trained trunk and train them (trunk frozen or fine-tuned)."""
-    from hpt_kit.core.recipe import DatasetEntry, Recipe, RunSection, TrainSection, load_recipe
+    from hpt_kit.core.overrides import load_recipe, override_recipe
+    from hpt_kit.core.recipe import DatasetEntry, Recipe, RunSection, TrainSection
 
     if recipe_path is not None:
-        recipe = load_recipe(recipe_path)
+        recipe = load_recipe(recipe_path, sets or ())
     else:
         if embodiment is None:
             raise typer.BadParameter("give a RECIPE.toml or --embodiment", param_hint="--embodiment")
@@ -81,6 +102,7 @@ def transfer(
             train=TrainSection(steps=1000, warmup_steps=50, lr=1e-3),
             source="<command line>",
         )
+        recipe = override_recipe(recipe, sets or ())
     datasets = recipe.datasets
     if embodiment is not None:
         chosen = [d for d in datasets if d.embodiment == embodiment] or [DatasetEntry(embodiment)]
@@ -97,10 +119,15 @@ def transfer(
             ),
         )
     section = recipe.transfer
-    if trunk is not None:
-        section = dataclasses.replace(section, trunk=trunk)
-    if freeze_trunk is not None:
-        section = dataclasses.replace(section, freeze_trunk=freeze_trunk)
+    try:
+        if trunk is not None:
+            section = dataclasses.replace(section, trunk=trunk)
+        if freeze_trunk is not None:
+            section = dataclasses.replace(section, freeze_trunk=freeze_trunk)
+        if lora is not None:
+            section = dataclasses.replace(section, lora_rank=lora)
+    except ValueError as exc:  # e.g. LoRA on a trunk that is not frozen
+        raise typer.BadParameter(str(exc), param_hint="--lora/--freeze-trunk") from None
     if not section.trunk:
         raise typer.BadParameter("no trunk: give --trunk or set transfer.trunk in the recipe", param_hint="--trunk")
     train = dataclasses.replace(recipe.train, steps=steps) if steps else recipe.train

@@ -87,6 +87,30 @@ class DatasetEntry:
             raise ValueError(f"image_encoder_resize must be >= 0, got {self.image_encoder_resize}")
 
 
+@dataclass(frozen=True)
+class AugmentSection:
+    """Random image augmentation of training batches (``[train.augment]``; torchvision.transforms.v2,
+    extra hpt-kit[vision]). Each sample draws its own parameters, shared by its history steps and
+    camera views; validation and rollouts see the frames as they are. Every default is "off"."""
+
+    crop_scale: float = 1.0  # random resized crop keeping this share of the area or more; 1 = off
+    rotation: float = 0.0  # random rotation within +- this many degrees
+    brightness: float = 0.0  # colour jitter factors (torchvision ColorJitter); 0 = off
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0  # at most 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+        if min(self.rotation, self.brightness, self.contrast, self.saturation, self.hue) < 0 or self.hue > 0.5:
+            raise ValueError("rotation, brightness, contrast, saturation and hue must be >= 0 (hue <= 0.5)")
+
+    @property
+    def enabled(self) -> bool:
+        return self != AugmentSection()
+
+
 PARALLEL = ("ddp", "fsdp")
 MIX = ("step", "batch")
 
@@ -132,6 +156,7 @@ class TrainSection:
     # an error naming the step and embodiment (the last checkpoint is the last good state); N > 0:
     # up to N such steps are skipped (each logged) before the run stops.
     skip_nonfinite: int = 0
+    augment: AugmentSection = field(default_factory=AugmentSection)
 
     def __post_init__(self) -> None:
         for key in ("lr", "weight_decay", "min_lr_ratio", "grad_clip"):
@@ -165,6 +190,15 @@ class TrainSection:
 class TransferSection:
     trunk: str = ""  # run dir, checkpoint folder or hf://OWNER/REPO[@REVISION]
     freeze_trunk: bool = True
+    # LoRA adapters of this rank on the frozen trunk's linear maps (extra hpt-kit[lora]); 0 = none.
+    lora_rank: int = 0
+    lora_alpha: float = 0.0  # adapters are scaled by alpha / rank; 0 = 2 * rank
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 0 or self.lora_alpha < 0:
+            raise ValueError("lora_rank and lora_alpha must be >= 0 (lora_rank 0 = no adapters)")
+        if self.lora_rank and not (self.trunk and self.freeze_trunk):
+            raise ValueError("lora_rank needs a pre-trained trunk, frozen: set trunk and freeze_trunk = true")
 
 
 @dataclass(frozen=True)
@@ -186,6 +220,14 @@ class EvalSection:
 
 
 @dataclass(frozen=True)
+class LogSection:
+    # Besides metrics.jsonl (the record of truth), also write the same events as TensorBoard event
+    # files in <run>/tensorboard (extra hpt-kit[track]): losses, lr, samples/s, validation per
+    # embodiment, the recipe as hyperparameters.
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
 class Recipe:
     datasets: tuple[DatasetEntry, ...]
     run: RunSection = field(default_factory=RunSection)
@@ -193,6 +235,7 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     transfer: TransferSection = field(default_factory=TransferSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    log: LogSection = field(default_factory=LogSection)
     source: str = field(default="", metadata=NOT_A_KEY)  # the file it came from
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,7 +279,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
         known = [f.name for f in dataclasses.fields(Recipe) if config.is_key(f)]
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown section (known: run, trunk, datasets, train, transfer, eval)")
+            raise ConfigError(f"{unknown[0]}: unknown section (known: run, trunk, datasets, train, transfer, eval, log)")
         recipe = from_data(Recipe, data)
         names = [d.embodiment for d in recipe.datasets]
         dup = {n for n in names if names.count(n) > 1}

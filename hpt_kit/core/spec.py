@@ -172,6 +172,7 @@ class RolloutRequest:
     seed: int
     video_dir: Path | None = None
     render: bool = False  # the controller consumes rendered images
+    video_format: str = "mp4"  # "mp4" (H.264, needs PyAV) or "npz" (raw frames); see hpt_kit.video
 
 
 @dataclass(frozen=True)

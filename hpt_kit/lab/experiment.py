@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hpt_kit.core.overrides import apply_overrides, naming_overrides, parse_override
 from hpt_kit.core.recipe import (
     DatasetEntry,
     Recipe,
@@ -68,13 +69,15 @@ class ExperimentSection:
             raise ValueError("seeds must not be empty")
 
 
-def load_experiment(path: str | Path) -> ExperimentSection:
+def load_experiment(path: str | Path, sets: Sequence[str] = ()) -> ExperimentSection:
+    """The experiment file, with ``--set experiment.KEY=VALUE`` overrides applied before validation."""
     path = Path(path)
-    data = read_toml(path, "experiment")
+    overrides = [parse_override(s) for s in sets]
+    data = apply_overrides(read_toml(path, "experiment"), overrides)
     if set(data) != {"experiment"}:
         raise RecipeError(f"{path}: expected only an [experiment] section, found {sorted(data)}")
     try:
-        section = parse_table(ExperimentSection, data["experiment"], "experiment")
+        section = naming_overrides(lambda: parse_table(ExperimentSection, data["experiment"], "experiment"), overrides)
     except RecipeError as exc:
         raise RecipeError(f"{path}: {exc}") from None
     pretrain = Path(section.pretrain)

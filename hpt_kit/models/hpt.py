@@ -127,9 +127,18 @@ class HPT(nn.Module):
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, components: Registry) -> HPT:
         """The network exactly as saved: built from the description, then every tensor loaded strictly
-        (image encoders are not fetched first: the checkpoint holds their tensors)."""
+        (image encoders are not fetched first: the checkpoint holds their tensors). A checkpoint
+        trained with LoRA adapters comes back with them merged into the trunk's weights."""
+        from hpt_kit.models.lora import LoraSettings, add_lora, load_lora, merge_lora, read_adapters
+
         model = cls(checkpoint.trunk_config, checkpoint.specs, checkpoint.stats, components, pretrained=False)
-        load_strict(model, checkpoint.tensors(), str(checkpoint.weights_path))
+        lora = LoraSettings.from_description(checkpoint.description)
+        if lora is None:
+            load_strict(model, checkpoint.tensors(), str(checkpoint.weights_path))
+            return model
+        add_lora(model.trunk, lora)
+        load_lora(model, checkpoint.tensors(), read_adapters(checkpoint.path), str(checkpoint.path))
+        merge_lora(model.trunk)
         return model
 
     def encode(self, embodiment: str, observation: Mapping[str, torch.Tensor]) -> torch.Tensor:

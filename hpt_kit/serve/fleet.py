@@ -66,6 +66,10 @@ class Fleet:
         trunks differ (a fine-tuned trunk) cannot share it and are refused, as is an embodiment
         name two checkpoints both hold."""
         ckpts = [resolve_checkpoint(loc) for loc in locations]
+        adapted = [str(c.path) for c in ckpts if c.description.get("lora")]
+        if adapted:  # their trunks differ from the shared one by the adapters (not served yet)
+            raise ServeError(f"{adapted[0]} was trained with LoRA adapters, which the server does not serve yet; "
+                             "evaluate it with `hpt-kit eval` or Policy.from_checkpoint")
         tensors = [c.tensors() for c in ckpts]
         digests = [tensor_digest({k: v for k, v in t.items() if k.startswith("trunk.")}) for t in tensors]
         if len(set(digests)) > 1:

@@ -22,9 +22,11 @@ from hpt_kit.core.lock import run_lock
 from hpt_kit.core.recipe import Recipe, RecipeError
 from hpt_kit.core.registry import Registry
 from hpt_kit.train import distributed
+from hpt_kit.train.augment import build_augment
 from hpt_kit.train.record import RunRecord
 from hpt_kit.train.setup import (
     OnConvert,
+    attach_lora,
     build_model,
     build_samplers,
     check_same_data,
@@ -102,6 +104,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
 
     # Model (normalised by the training episodes' statistics), placement and optimiser.
     model, source = build_model(recipe, specs, {n: s.stats for n, s in train_s.items()}, registry, resumed)
+    source |= attach_lora(model, recipe, resumed)
     frozen = bool(recipe.transfer.trunk) and recipe.transfer.freeze_trunk
     par = parallelize(model, recipe, world, device, frozen)
     state = RunState.fresh(seed, world, make_optimizer(par.trainable, cfg.lr, cfg.weight_decay, device), train_s)
@@ -122,12 +125,13 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     if frozen:
         model.trunk.eval()
     mixed = cfg.mix == "batch" and len(names) > 1
+    augment = build_augment(cfg.augment)  # None unless [train.augment] asks for some
     val_loss: dict[str, float] = {}
     last_loss = float("nan")
     for step in range(state.step, cfg.steps):
         # Sample by mixture weight, then one AdamW step on the scheduled learning rate.
         drawn = draw(names, weights, local_batch, mixed, state.mix_rng)
-        batches = sample(drawn, train_s, cfg.history_mask, state.data_rng, device)
+        batches = sample(drawn, train_s, cfg.history_mask, state.data_rng, device, augment)
         lr = lr_at(step, cfg)
         loss, grad_norm, applied = optimizer_step(par.net, batches, state.optimizer, par.trainable, lr, cfg.grad_clip, device, cfg.compile)
         if not applied:  # a non-finite loss or gradient: skipped, or the run stops at its last checkpoint

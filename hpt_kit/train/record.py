@@ -17,8 +17,10 @@ import torch
 from hpt_kit.core.recipe import Recipe, recipe_to_toml
 from hpt_kit.data.store import Dataset
 from hpt_kit.models.hpt import HPT
+from hpt_kit.models.lora import LORA_FILE, split_lora
 from hpt_kit.train import distributed
 from hpt_kit.train.state import RunState
+from hpt_kit.train.tracking import Tracker, open_trackers
 from hpt_kit.weights.checkpoint import describe, save_run_checkpoint
 from hpt_kit.weights.tensors import CheckpointError
 
@@ -80,6 +82,7 @@ class RunRecord:
     _file: TextIO | None = None
     _window_start: float = field(default_factory=time.perf_counter)  # since the last logged step
     _window_samples: int = 0
+    _trackers: list[Tracker] = field(default_factory=list)  # [log]: fed the same records as metrics.jsonl
 
     @classmethod
     def open(
@@ -95,6 +98,7 @@ class RunRecord:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(run_dir / "recipe.toml", recipe_to_toml(recipe))
             record._file = open_metrics(run_dir / "metrics.jsonl", start)
+            record._trackers = open_trackers(run_dir, recipe, start)
         return record
 
     def emit(self, record: dict[str, Any]) -> None:
@@ -105,6 +109,8 @@ class RunRecord:
             self._file.flush()
         except OSError as exc:
             raise CheckpointError(f"{self.run_dir / 'metrics.jsonl'}: cannot write it ({exc.strerror or exc})") from None
+        for tracker in self._trackers:
+            tracker.log(record)
         if self.on_log:
             self.on_log(record)
 
@@ -139,9 +145,15 @@ class RunRecord:
             metrics = {"val_loss": dict(val_loss), **self.counts}
             desc = describe(model, step, self.recipe.to_dict(), self.datasets, metrics, self.extra)
             keep = self.recipe.train.keep_checkpoints
-            save_run_checkpoint(self.run_dir, step, model, desc, training_state, keep=keep, tensors=tensors)
+            extra = None
+            if "lora" in self.extra:  # the trunk under its usual names, the adapters in a file of their own
+                tensors, adapters = split_lora(tensors)
+                extra = {LORA_FILE: adapters}
+            save_run_checkpoint(self.run_dir, step, model, desc, training_state, keep=keep, tensors=tensors, extra_tensors=extra)
         distributed.barrier(self.world)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+        for tracker in self._trackers:
+            tracker.close()

@@ -25,6 +25,7 @@ from hpt_kit.data.sampler import SequenceSampler, make_samplers
 from hpt_kit.data.store import Dataset, recover
 from hpt_kit.data.stream import BlockSampler, Streaming
 from hpt_kit.models.hpt import HPT
+from hpt_kit.models.lora import LORA_FILE, LoraSettings, adapters, add_lora, load_adapters, read_adapters
 from hpt_kit.train import distributed
 from hpt_kit.weights.checkpoint import (
     Checkpoint,
@@ -294,6 +295,8 @@ def parallelize(model: HPT, recipe: Recipe, world: distributed.World, device: to
     model.to(device)
     if frozen:
         model.trunk.requires_grad_(False)
+        for p in adapters(model.trunk):  # LoRA: the adapters train, the trunk's own tensors stay
+            p.requires_grad_(True)
     sharded = world.active and recipe.train.parallel == "fsdp"
     if sharded:
         distributed.shard(model, list(model.trunk.blocks))
@@ -311,6 +314,21 @@ def parallelize(model: HPT, recipe: Recipe, world: distributed.World, device: to
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 2 * embodiments)
         net = torch.compile(net, mode=compile_mode(device, distributed=world.active))
     return Parallel(net, trainable, sharded)
+
+
+def attach_lora(model: HPT, recipe: Recipe, resumed: Checkpoint | None) -> dict[str, Any]:
+    """``[transfer] lora_rank``: adapters on the trunk, fresh or (resuming) the checkpoint's; returns
+    what the checkpoint description records about them (nothing without LoRA)."""
+    t = recipe.transfer
+    if not t.lora_rank:
+        return {}
+    if recipe.train.parallel == "fsdp":
+        raise RecipeError(f"{recipe.source}: transfer.lora_rank: LoRA runs under ddp or on one process, not fsdp")
+    settings = LoraSettings(t.lora_rank, t.lora_alpha or 2.0 * t.lora_rank)
+    add_lora(model.trunk, settings)
+    if resumed is not None:
+        load_adapters(model, read_adapters(resumed.path), str(resumed.path / LORA_FILE))
+    return {"lora": settings.to_dict()}
 
 
 def mixture_weights(recipe: Recipe) -> tuple[list[str], np.ndarray]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -67,15 +67,19 @@ def draw(names: list[str], weights: np.ndarray, batch: int, mixed: bool, rng: np
 
 
 def sample(
-    drawn: Mapping[str, int], samplers: Mapping[str, Any], history_mask: float, rng: np.random.Generator, device: torch.device
+    drawn: Mapping[str, int], samplers: Mapping[str, Any], history_mask: float, rng: np.random.Generator, device: torch.device,
+    augment: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
 ) -> dict[str, Batch]:
-    """The drawn samples of each embodiment, history-masked with probability ``history_mask``."""
+    """The drawn samples of each embodiment, history-masked with probability ``history_mask``, their
+    camera frames passed through ``augment`` (training's ``[train.augment]``) when given."""
     batches = {}
     for name, count in drawn.items():
         raw = samplers[name].sample(count, rng)
         if history_mask > 0:
             raw = mask_history(raw, samplers[name].obs_fields, history_mask, rng)
         batches[name] = to_torch(raw, device)
+        if augment is not None and "image" in batches[name]:
+            batches[name]["image"] = augment(batches[name]["image"], rng)
     return batches
 
 

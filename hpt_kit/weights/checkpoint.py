@@ -152,9 +152,11 @@ def write_checkpoint_folder(
     description: Mapping[str, Any],
     training_state: Mapping[str, Any] | None = None,
     tensors: Mapping[str, torch.Tensor] | None = None,
+    extra_tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write a complete checkpoint to ``folder`` atomically (temporary sibling, then rename).
-    ``tensors``: the model's whole state when it is sharded (default: ``model.state_dict()``)."""
+    ``tensors``: the model's whole state when it is sharded (default: ``model.state_dict()``).
+    ``extra_tensors``: more safetensors files by name (LoRA adapters), written in the same folder."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -162,6 +164,8 @@ def write_checkpoint_folder(
     try:
         source = model.state_dict() if tensors is None else tensors
         save_file({k: v.detach().cpu().contiguous() for k, v in source.items()}, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        for name, extra in (extra_tensors or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, str(tmp / name), metadata={"format": FORMAT})
         (tmp / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
         if training_state is not None:
             torch.save(dict(training_state), tmp / TRAINING_STATE)
@@ -189,9 +193,10 @@ def save_run_checkpoint(
     training_state: Mapping[str, Any],
     keep: int = 3,
     tensors: Mapping[str, torch.Tensor] | None = None,
+    extra_tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
     ckpt_dir = Path(run_dir) / "checkpoints"
-    folder = write_checkpoint_folder(ckpt_dir / f"step_{step:08d}", model, description, training_state, tensors)
+    folder = write_checkpoint_folder(ckpt_dir / f"step_{step:08d}", model, description, training_state, tensors, extra_tensors)
     link_tmp = ckpt_dir / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
     os.symlink(folder.name, link_tmp)
     os.replace(link_tmp, ckpt_dir / LATEST)

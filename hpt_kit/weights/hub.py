@@ -94,16 +94,19 @@ def prepare_upload(checkpoint_folder: Path, description: dict, repo_id: str, out
     return out
 
 
-def push(folder: Path, repo_id: str, private: bool = False, revision: str | None = None) -> str:
-    """Upload a prepared folder to ``repo_id`` (created if missing); returns the commit URL."""
+def push(folder: Path, repo_id: str, private: bool = False, revision: str | None = None, repo_type: str = "model") -> str:
+    """Upload a prepared folder to ``repo_id`` (created if missing; ``repo_type`` "model" for a
+    checkpoint, "dataset" for a dataset); returns the commit URL."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi()
+    what = "checkpoint" if repo_type == "model" else repo_type
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
         info = api.upload_folder(
-            folder_path=str(folder), repo_id=repo_id, revision=revision, commit_message="Upload hpt-kit checkpoint"
+            folder_path=str(folder), repo_id=repo_id, revision=revision, repo_type=repo_type,
+            commit_message=f"Upload hpt-kit {what}",
         )
     except HfHubHTTPError as exc:
         raise HubError(f"hf://{repo_id}: upload failed ({exc})") from None

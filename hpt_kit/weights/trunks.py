@@ -14,7 +14,7 @@ from hpt_kit.weights.checkpoint import resolve_checkpoint
 from hpt_kit.weights.locations import resolve_location
 from hpt_kit.weights.published import FORMAT as PUBLISHED_FORMAT
 from hpt_kit.weights.published import is_published, read_published
-from hpt_kit.weights.tensors import tensor_digest
+from hpt_kit.weights.tensors import CheckpointError, tensor_digest
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,18 @@ class TrunkSource:
         return tensor_digest(self.tensors)
 
 
-def resolve_trunk(location: str | Path) -> TrunkSource:
+def resolve_trunk(location: str | Path, adapters_ok: bool = False) -> TrunkSource:
+    """The trunk at ``location``. A checkpoint trained with LoRA adapters holds its base trunk, not the
+    trunk it ran with, so it is refused unless ``adapters_ok`` (export, which merges them)."""
     path = resolve_location(str(location))
     if is_published(path):
         pub = read_published(path)
         return TrunkSource(str(location), pub.path, PUBLISHED_FORMAT, pub.config, pub.tensors)
     ckpt = resolve_checkpoint(path)
+    if ckpt.description.get("lora") and not adapters_ok:
+        raise CheckpointError(
+            f"{ckpt.path}: trained with LoRA adapters, which its trunk tensors leave out; "
+            f"`hpt-kit export {location} DIR` writes the trunk with them merged, then use DIR"
+        )
     tensors = {k[len("trunk.") :]: v for k, v in ckpt.tensors().items() if k.startswith("trunk.")}
     return TrunkSource(str(location), ckpt.path, CHECKPOINT_FORMAT, ckpt.trunk_config, tensors, ckpt.step)

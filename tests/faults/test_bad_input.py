@@ -103,3 +103,8 @@ def test_a_pickle_that_runs_code_is_refused_on_resume(run, arm3, tmp_path):
     state.write_bytes(pickle.dumps({"step": 10, "x": Evil()}))
     out = hpt("pretrain", write_recipe(tmp_path / "r.toml", arm3, steps=20), "--out", copy, "--resume", check=False)
     assert out.returncode == 1 and f"{state}: refused to load" in out.stderr and "pwned" not in out.stdout + out.stderr
+
+
+def test_a_usage_error_shows_the_usage_and_exits_2(tmp_path):
+    out = hpt("transfer", "--embodiment", "mujoco-arm4", "--out", tmp_path / "run", check=False)
+    assert out.returncode == 2 and "Invalid value for --trunk" in out.stderr and "BadParameter" not in out.stderr

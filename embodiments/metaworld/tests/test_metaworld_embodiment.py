@@ -238,7 +238,9 @@ RENDER_SCRIPT = textwrap.dedent(
     assert episode["image"].dtype == np.uint8 and episode["image"].std() > 5  # a picture, not a blank
     with tempfile.TemporaryDirectory() as tmp:
         expert = make_embodiment(METAWORLD).expert_rollout(RolloutRequest(episodes=1, seed=0, video_dir=Path(tmp)))
-        frames = np.load(expert.videos[0])["frames"]
+        from hpt_kit.video import read_frames
+
+        frames = read_frames(expert.videos[0])  # mp4, decoded back
         assert frames.shape[1:] == (128, 128, 3) and len(frames) == expert.episode_lengths[0] + 1
     print("rendered ok")
     """

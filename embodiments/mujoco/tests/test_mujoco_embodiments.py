@@ -141,7 +141,9 @@ RENDER_SCRIPT = textwrap.dedent(
     check_embodiment(emb, episodes=1, rollout_episodes=1)
     with tempfile.TemporaryDirectory() as tmp:
         result = make_embodiment(ARM3).expert_rollout(RolloutRequest(episodes=1, seed=0, video_dir=Path(tmp)))
-        frames = np.load(result.videos[0])["frames"]
+        from hpt_kit.video import read_frames
+
+        frames = read_frames(result.videos[0])  # mp4, decoded back
         assert frames.shape[1:] == (128, 128, 3) and len(frames) == result.episode_lengths[0] + 1
     print("rendered ok")
     """

@@ -137,8 +137,6 @@ def test_state_only_requests_are_refused(registered):
     emb = registered["robosuite-panda"]
     with pytest.raises(SpecError, match="state only"):
         emb.convert_dataset(ConvertRequest(episodes=1, seed=0, render=True))
-    with pytest.raises(SpecError, match="videos"):
-        emb.rollout(None, RolloutRequest(episodes=1, seed=0, video_dir="videos"))
 
 
 def test_a_wrongly_shaped_action_is_an_error(registered):
@@ -151,3 +149,15 @@ def test_a_wrongly_shaped_action_is_an_error(registered):
 
     with pytest.raises(ValueError, match=r"shape \(4,\), expected \(7,\)"):
         registered["robosuite-panda"].rollout(Wrong(), RolloutRequest(episodes=1, seed=0))
+
+
+def test_expert_rollout_videos_are_mp4_of_the_front_camera(registered, tmp_path):
+    from hpt_kit.video import read_frames
+
+    result = registered["robosuite-panda"].expert_rollout(RolloutRequest(episodes=1, seed=0, video_dir=tmp_path))
+    (video,) = result.videos
+    outcome = "success" if result.successes[0] else "failure"
+    assert video.endswith(f"robosuite-panda-episode000-{outcome}.mp4")
+    frames = read_frames(video)
+    assert frames.shape == (result.episode_lengths[0] + 1, 128, 128, 3)
+    assert frames.std() > 5  # a picture, not a blank frame
