@@ -62,8 +62,11 @@ def eval_command(
     ckpt = resolve_checkpoint(location)
     settings, sources = eval_settings(ckpt.description, episodes, seed, execute_steps, temporal_ensemble)
     registry = load_registry()
+    name = embodiment or next(iter(ckpt.specs))
+    imported = "import" in ckpt.description["embodiments"].get(name, {}).get("dataset", {}).get("notes", {})
+    if name in registry.embodiments and name in ckpt.specs and not imported:  # before a raw shape error in the rollout
+        _check_plugin(registry.embodiment(name), ckpt.specs[name], f"checkpoint {ckpt.path}")
     model = HPT.from_checkpoint(ckpt, registry)
-    name = embodiment or next(iter(model.specs))
     if name not in registry.embodiments:  # no simulator (an imported dataset): offline metrics
         if video is not None or expert:
             raise typer.BadParameter(f"embodiment {name!r} has no simulator: no videos, no expert", param_hint="--expert/--video")
@@ -119,6 +122,7 @@ def _eval_server(
     in the server's process, the simulator runs here."""
     from hpt_kit.client import PolicyClient
     from hpt_kit.core.registry import load_registry
+    from hpt_kit.core.spec import spec_from_dict
     from hpt_kit.weights.checkpoint import resolve_checkpoint
 
     description = {} if location == url else resolve_checkpoint(location).description
@@ -128,6 +132,7 @@ def _eval_server(
         if expert and emb.expert_rollout is None:
             raise typer.BadParameter(f"embodiment {client.embodiment!r} has no scripted expert", param_hint="--expert")
         served = client.metadata["embodiments"][client.embodiment]
+        _check_plugin(emb, spec_from_dict(served["spec"]), f"the checkpoint served at {url}")
         out = {
             "embodiment": client.embodiment,
             "server": url,
@@ -143,6 +148,13 @@ def _eval_server(
         typer.echo(json.dumps(out))
         return
     _print_table(out, url)
+
+
+def _check_plugin(emb: Embodiment, stored: Any, where: str) -> None:
+    """The installed plugin must still lay out observations and actions as the policy was trained on."""
+    from hpt_kit.core.drift import check_drift
+
+    check_drift(emb, stored, where, f"train again on a dataset converted with the current plugin (hpt-kit convert {emb.name} --overwrite)")
 
 
 def _offline(ckpt: Any, model: Any, name: str, as_json: bool) -> None:

@@ -19,7 +19,7 @@ from hpt_kit.core.presets import TrunkConfig, trunk_config
 from hpt_kit.core.recipe import DatasetEntry, Recipe, RecipeError
 from hpt_kit.core.registry import Registry
 from hpt_kit.core.spec import EmbodimentData
-from hpt_kit.data.convert import convert, default_dataset_path
+from hpt_kit.data.convert import check_dataset, convert, default_dataset_path
 from hpt_kit.data.sampler import SequenceSampler, make_samplers
 from hpt_kit.data.store import Dataset
 from hpt_kit.data.stream import BlockSampler, Streaming
@@ -68,6 +68,8 @@ def open_datasets(recipe: Recipe, registry: Registry, on_convert: OnConvert | No
         ds = Dataset(path)
         if ds.name != entry.embodiment:
             raise RecipeError(f"{where}.path: {path} holds embodiment {ds.name!r}, not {entry.embodiment!r}")
+        if entry.embodiment in registry.embodiments:  # a plugin changed since conversion: stop before training
+            check_dataset(registry.embodiment(entry.embodiment), ds)
         if entry.image_encoder:
             _check_image_encoder(ds, entry, f"{where}.image_encoder")
         out[entry.embodiment] = ds
