@@ -46,9 +46,19 @@ def eval_command(
         str | None,
         typer.Option(metavar="URL", help="Act through a policy server (ws://HOST:PORT) instead of in-process; RUN_DIR may then be the URL."),
     ] = None,
+    best: Annotated[
+        bool, typer.Option("--best", help="The run's best checkpoint (lowest validation loss, checkpoints/best) instead of its latest.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
+    if best:
+        from hpt_kit.weights.best import best_checkpoint
+
+        folder = best_checkpoint(location)
+        if folder is None:
+            raise typer.BadParameter(f"{location}: no checkpoints/best (no validated checkpoint yet)", param_hint="--best")
+        location = str(folder)
     if server is not None or location.startswith(("ws://", "wss://")):
         if execute_steps is not None or temporal_ensemble is not None:
             raise typer.BadParameter("the server decides chunk execution; drop it here", param_hint="--execute-steps")

@@ -148,6 +148,9 @@ class TrainSection:
 class TransferSection:
     trunk: str = ""  # run dir, checkpoint folder or hf://OWNER/REPO[@REVISION]
     freeze_trunk: bool = True
+    # The scratch baseline: no pre-trained trunk; the [trunk] preset, randomly initialised, trains
+    # with the new stems and heads. Checkpoints record from_scratch = true. Excludes trunk.
+    from_scratch: bool = False
 
 
 @dataclass(frozen=True)

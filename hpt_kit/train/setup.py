@@ -230,6 +230,16 @@ def _transfer_model(location: str, specs: Mapping[str, EmbodimentData], stats: M
     }
 
 
+def run_mode(recipe: Recipe) -> dict[str, Any]:
+    """What a run is, as its checkpoints record it: ``mode`` (pretrain or transfer), ``frozen_trunk``
+    and, for the scratch baseline of a transfer, ``from_scratch``."""
+    t = recipe.transfer
+    if t.from_scratch and t.trunk:
+        raise RecipeError(f"{recipe.source}: transfer.from_scratch: a scratch run has no pre-trained trunk; drop transfer.trunk")
+    mode = {"mode": "transfer" if t.trunk or t.from_scratch else "pretrain", "frozen_trunk": bool(t.trunk) and t.freeze_trunk}
+    return {**mode, "from_scratch": True} if t.from_scratch else mode
+
+
 @dataclass
 class Parallel:
     """The network the step calls (wrapped for DDP, sharded for FSDP, compiled), and what it trains."""
