@@ -10,6 +10,7 @@ written before this check existed is checked the same way.
 Compared (the per-step layout of what is stored and what a policy consumes): ``state_dim``,
 ``action.dim``, ``action.control_hz``, the camera (``image``: views, height, width, channels),
 plugin-made ``image_features`` (views, tokens, channels) and ``language`` (tokens, channels, encoder).
+An optional camera (``Embodiment.camera_optional``) may be absent from the stored spec.
 Not compared, because a run may legitimately change them or they shape nothing stored: horizons, stems
 and head (recipes override them per run), action bounds (normalisation comes from the data), the
 episode limit and the description. Features the kit computed at conversion (``image_features`` with
@@ -49,13 +50,18 @@ def _pairs(plugin: EmbodimentData, stored: EmbodimentData) -> list[tuple[str, An
         ("state_dim", po.state_dim, so.state_dim),
         ("action.dim", plugin.action.dim, stored.action.dim),
         ("action.control_hz", float(plugin.action.control_hz), float(stored.action.control_hz)),
-        ("observation.image", _image(po.image), _image(so.image)),
+        ("observation.image", None if _camera_not_rendered(plugin, stored) else _image(po.image), _image(so.image)),
         ("observation.language", _language(po.language), _language(so.language)),
     ]
     kit_features = so.image_features is not None and so.image_features.encoder is not None
     if po.image_features is not None or not kit_features:
         pairs.append(("observation.image_features", _features(po.image_features), _features(so.image_features)))
     return pairs
+
+
+def _camera_not_rendered(plugin: EmbodimentData, stored: EmbodimentData) -> bool:
+    """An optional camera (``Embodiment.camera_optional``) that the stored data was made without."""
+    return bool(getattr(plugin, "camera_optional", False)) and stored.observation.image is None
 
 
 def _image(spec: Any) -> Any:

@@ -68,6 +68,9 @@ class DatasetEntry:
     image_encoder: str = ""
     image_encoder_weights: str = "imagenet"  # "imagenet", "none" or a .pth/.safetensors file
     image_encoder_resize: int = 0  # resize frames to N x N before the encoder; 0 = as rendered
+    # Ask the converter to render camera frames (`hpt-kit convert --render`): needed for an optional
+    # camera (Embodiment.camera_optional) trained end to end; image_encoder renders anyway.
+    render: bool = False
 
     def __post_init__(self) -> None:
         if not self.weight > 0:

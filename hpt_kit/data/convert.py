@@ -16,6 +16,7 @@ from hpt_kit.core.spec import (
     EmbodimentData,
     Episode,
     SpecError,
+    converted_spec,
     validate_episode,
 )
 from hpt_kit.data.store import Dataset, write_dataset
@@ -72,7 +73,7 @@ def convert(
         if n != episodes:
             raise SpecError(f"embodiment {embodiment.name!r}: asked for {episodes} episodes, convert_dataset gave {n}")
 
-    spec: Embodiment | EmbodimentData = embodiment
+    spec: Embodiment | EmbodimentData = converted_spec(embodiment, request.render)  # an optional camera only if rendered
     notes = request.notes
     notes.setdefault("seed", seed)
     stream: Iterable[Episode] = counted()

@@ -72,6 +72,8 @@ def open_datasets(recipe: Recipe, registry: Registry, on_convert: OnConvert | No
             check_dataset(registry.embodiment(entry.embodiment), ds)
         if entry.image_encoder:
             _check_image_encoder(ds, entry, f"{where}.image_encoder")
+        if entry.render and ds.spec.observation.image is None:
+            raise RecipeError(f"{where}.render: dataset {path} has no camera frames; convert it again (hpt-kit convert {entry.embodiment} --render --overwrite)")
         out[entry.embodiment] = ds
     return out
 
@@ -89,6 +91,7 @@ def _convert_missing(recipe: Recipe, entry: DatasetEntry, path: Path, registry: 
         episodes=entry.episodes,
         seed=recipe.run.seed,
         on_episode=on_convert(entry.embodiment, entry.episodes) if on_convert else None,
+        render=entry.render,
         image_encoder=entry.image_encoder or None,
         image_encoder_weights=entry.image_encoder_weights,
         image_encoder_resize=entry.image_encoder_resize,
