@@ -8,7 +8,7 @@ plugin raised) on the first violation and returns what it observed, for further 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from hpt_kit.core.spec import (
     RolloutRequest,
     RolloutResult,
     SpecError,
+    converted_spec,
     validate_episode,
     validate_spec,
 )
@@ -44,9 +45,12 @@ class RandomController:
 
 @dataclass(frozen=True)
 class ContractReport:
-    episodes: list[Episode]
-    rollout: RolloutResult
-    controller_calls: int
+    """What :func:`check_embodiment` observed, for a plugin's own further assertions."""
+
+    episodes: list[Episode]  # the converted episodes, validated, with the dtypes the kit stores
+    rollout: RolloutResult  # the random controller's rollouts
+    controller_calls: int  # how often the rollout asked the controller for an action
+    rendered: list[Episode] = field(default_factory=list)  # an optional camera's rendered episode
 
 
 def registered_embodiments(plugin: object, name: str = "plugin") -> dict[str, Embodiment]:
@@ -63,17 +67,25 @@ def registered_embodiments(plugin: object, name: str = "plugin") -> dict[str, Em
 
 
 def check_embodiment(emb: Embodiment, episodes: int = 2, rollout_episodes: int = 2, seed: int = 0) -> ContractReport:
-    validate_spec(emb)
-    request = ConvertRequest(episodes=episodes, seed=seed)
-    stream = emb.convert_dataset(request)
-    language = emb.observation.language
-    if language is not None and language.encoder:  # instructions are encoded as conversion does
-        from hpt_kit.core.language import instructions_for, with_language
+    """Check ``emb`` as the kit will use it, raising on the first violation.
 
-        stream = with_language(emb.name, stream, instructions_for(language), request.notes)
-    converted = [validate_episode(emb, i, ep) for i, ep in enumerate(stream)]
-    if len(converted) != episodes:
-        raise SpecError(f"embodiment {emb.name!r}: asked for {episodes} episodes, convert_dataset gave {len(converted)}")
+    1. The spec (:func:`~hpt_kit.core.spec.validate_spec`): name, sizes, action bounds, stems that
+       read declared modalities, horizons, callables.
+    2. ``convert_dataset(ConvertRequest(episodes, seed))`` (no rendering) yields exactly ``episodes``
+       episodes, each with every declared field and no other, time-major, the right per-step shapes,
+       numeric and finite (``image`` uint8), as ``hpt-kit convert`` validates them; instructions are
+       encoded as conversion encodes them. An optional camera (``camera_optional``) must be absent
+       here, and present in one more episode converted with ``render=True``.
+    3. ``rollout`` drives a :class:`RandomController` (uniform actions inside the action bounds) for
+       ``rollout_episodes`` episodes, calls it at least once, and returns a ``RolloutResult`` whose
+       success rate lies in [0, 1] over exactly that many episodes.
+
+    Returns a :class:`ContractReport`. It does not check that the expert succeeds or that the
+    episodes respect ``max_episode_steps``; a plugin's own tests should.
+    """
+    validate_spec(emb)
+    converted = _converted(emb, episodes, seed, render=False)
+    rendered = _converted(emb, 1, seed, render=True) if emb.camera_optional else []
     controller = RandomController(emb, seed)
     result = emb.rollout(controller, RolloutRequest(episodes=rollout_episodes, seed=seed))
     if not isinstance(result, RolloutResult):
@@ -85,4 +97,19 @@ def check_embodiment(emb: Embodiment, episodes: int = 2, rollout_episodes: int =
         )
     if controller.calls == 0:
         raise SpecError(f"embodiment {emb.name!r}: rollout never called the controller")
-    return ContractReport(converted, result, controller.calls)
+    return ContractReport(converted, result, controller.calls, rendered)
+
+
+def _converted(emb: Embodiment, episodes: int, seed: int, render: bool) -> list[Episode]:
+    request = ConvertRequest(episodes=episodes, seed=seed, render=render)
+    stream = emb.convert_dataset(request)
+    language = emb.observation.language
+    if language is not None and language.encoder:  # instructions are encoded as conversion does
+        from hpt_kit.core.language import instructions_for, with_language
+
+        stream = with_language(emb.name, stream, instructions_for(language), request.notes)
+    spec = converted_spec(emb, render)
+    converted = [validate_episode(spec, i, ep) for i, ep in enumerate(stream)]
+    if len(converted) != episodes:
+        raise SpecError(f"embodiment {emb.name!r}: asked for {episodes} episodes, convert_dataset gave {len(converted)}")
+    return converted

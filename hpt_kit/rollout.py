@@ -38,15 +38,15 @@ def episode_rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def checked_action(action: object, dim: int, name: str) -> np.ndarray:
-    """A controller's action as float32 (dim,), clipped to [-1, 1]; a wrong shape or a non-finite
-    value is an error naming the embodiment."""
+def checked_action(action: object, dim: int, name: str, low: Any = -1.0, high: Any = 1.0) -> np.ndarray:
+    """A controller's action as float32 (dim,), clipped to [low, high] (scalars or per dimension; by
+    default the unit box); a wrong shape or a non-finite value is an error naming the embodiment."""
     arr = np.asarray(action, dtype=np.float32).reshape(-1)
     if arr.shape != (dim,):
         raise ValueError(f"{name}: controller returned an action of shape {arr.shape}, expected ({dim},)")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: controller returned a non-finite action {arr}")
-    return np.clip(arr, -1.0, 1.0)
+    return np.clip(arr, np.asarray(low, np.float32), np.asarray(high, np.float32))
 
 
 @dataclass
@@ -80,6 +80,10 @@ class EpisodeEnv(Protocol):
 
     action_dim: int
     max_steps: int  # the episode ends here if it has not succeeded before
+    # Optional: the bounds actions are clipped to, scalars or per dimension (the ActionSpec's low and
+    # high); an env without them gets actions clipped to [-1, 1].
+    # action_low: float | Sequence[float]
+    # action_high: float | Sequence[float]
 
     def reset(self, rng: np.random.Generator) -> Mapping[str, Any]:
         """Start an episode drawn from ``rng`` alone; return the first observation."""
@@ -126,7 +130,8 @@ def run_episode(
     for _ in range(env.max_steps):
         if video:
             log.frames.append(env.frame())
-        action = checked_action(controller.act(observation), env.action_dim, name)
+        low, high = getattr(env, "action_low", -1.0), getattr(env, "action_high", 1.0)
+        action = checked_action(controller.act(observation), env.action_dim, name, low, high)
         log.states.append(observation["state"])
         if "image" in observation:
             log.images.append(observation["image"])

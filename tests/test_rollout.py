@@ -132,6 +132,18 @@ def test_actions_are_clipped_to_the_unit_box():
     assert all(a[0] == 1.0 for a in log.actions)
 
 
+def test_an_env_with_its_own_bounds_gets_actions_clipped_to_them():
+    class Shove(Still):
+        def act(self, observation):
+            return np.array([5.0 if observation["state"][0] == 0.0 else -5.0])
+
+    class WideEnv(PointEnv):
+        action_low, action_high = (-2.0,), (3.0,)
+
+    log = run_episode("point", WideEnv(), Shove(), episode_rng(0, 0))
+    assert log.actions[0][0] == 3.0 and all(a[0] == -2.0 for a in log.actions[1:])
+
+
 def test_collection_drops_failed_expert_episodes_and_redraws():
     request = ConvertRequest(episodes=4, seed=3)
     episodes = list(collect_episodes("point", request, [EpisodeSource(PointEnv(), Expert())]))

@@ -104,8 +104,33 @@ def test_rejects_bad_names_and_writes_nothing(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_default_directory_is_embodiments_name(tmp_path, monkeypatch):
+def test_default_directory_outside_the_kit_is_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = scaffold_embodiment("grip2")
-    assert path == Path("embodiments") / "grip2"
-    assert (tmp_path / "embodiments" / "grip2" / "hpt_kit_grip2" / "plugin.py").is_file()
+    assert path == Path("grip2")
+    assert (tmp_path / "grip2" / "hpt_kit_grip2" / "plugin.py").is_file()
+
+
+def test_default_directory_is_the_kits_embodiments_only_inside_its_checkout(tmp_path):
+    from hpt_kit.scaffold import default_directory
+    from tests.conftest import ROOT
+
+    assert default_directory("my_arm", ROOT) == Path("embodiments") / "my_arm"
+    assert default_directory("my_arm", tmp_path) == Path("my_arm")
+    # A project of its own with an embodiments/ folder is not the kit.
+    (tmp_path / "embodiments").mkdir()
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "my-robots"\n')
+    assert default_directory("my_arm", tmp_path) == Path("my_arm")
+
+
+def test_add_embodiment_outside_the_kit_writes_into_the_current_folder(tmp_path):
+    import os
+    import subprocess
+
+    from tests.conftest import HPT_KIT
+
+    out = subprocess.run([HPT_KIT, "add-embodiment", "my_arm"], capture_output=True, text=True, cwd=tmp_path, env=os.environ)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "my_arm" / "pyproject.toml").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["my_arm"]  # no embodiments/ folder appeared
+    assert "created my_arm" in out.stdout and "pip install -e my_arm" in out.stdout

@@ -44,7 +44,7 @@ def convert_command(
     from hpt_kit.cli.output import conversion_progress
     from hpt_kit.core.registry import load_registry
     from hpt_kit.core.spec import check_arch
-    from hpt_kit.data.convert import convert
+    from hpt_kit.data.convert import check_dataset, convert, default_dataset_path
     from hpt_kit.data.store import Dataset
 
     if image_encoder:
@@ -54,6 +54,9 @@ def convert_command(
             raise typer.BadParameter(str(exc), param_hint="--image-encoder") from None
     registry = load_registry()
     embodiment = registry.embodiment(name)
+    target = out or default_dataset_path(name)
+    if target.exists() and not overwrite:  # a plugin changed since: say which fields, before any progress bar
+        check_dataset(embodiment, Dataset(target))
     with conversion_progress() as on_convert:
         path = convert(
             embodiment,

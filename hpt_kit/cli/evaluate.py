@@ -61,9 +61,19 @@ def eval_command(
         str | None,
         typer.Option(metavar="URL", help="Act through a policy server (ws://HOST:PORT) instead of in-process; RUN_DIR may then be the URL."),
     ] = None,
+    best: Annotated[
+        bool, typer.Option("--best", help="The run's best checkpoint (lowest validation loss, checkpoints/best) instead of its latest.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
+    if best:
+        from hpt_kit.weights.best import best_checkpoint
+
+        folder = best_checkpoint(location)
+        if folder is None:
+            raise typer.BadParameter(f"{location}: no checkpoints/best (no validated checkpoint yet)", param_hint="--best")
+        location = str(folder)
     if server is not None or location.startswith(("ws://", "wss://")):
         if execute_steps is not None or temporal_ensemble is not None:
             raise typer.BadParameter("the server decides chunk execution; drop it here", param_hint="--execute-steps")
@@ -77,8 +87,11 @@ def eval_command(
     ckpt = resolve_checkpoint(location)
     settings, sources = eval_settings(ckpt.description, episodes, seed, execute_steps, temporal_ensemble)
     registry = load_registry()
+    name = embodiment or next(iter(ckpt.specs))
+    imported = "import" in ckpt.description["embodiments"].get(name, {}).get("dataset", {}).get("notes", {})
+    if name in registry.embodiments and name in ckpt.specs and not imported:  # before a raw shape error in the rollout
+        _check_plugin(registry.embodiment(name), ckpt.specs[name], f"checkpoint {ckpt.path}")
     model = HPT.from_checkpoint(ckpt, registry)
-    name = embodiment or next(iter(model.specs))
     if name not in registry.embodiments:  # no simulator (an imported dataset): offline metrics
         if video is not None or expert:
             raise typer.BadParameter(f"embodiment {name!r} has no simulator: no videos, no expert", param_hint="--expert/--video")
@@ -143,6 +156,7 @@ def _eval_server(
     in the server's process, the simulator runs here."""
     from hpt_kit.client import PolicyClient
     from hpt_kit.core.registry import load_registry
+    from hpt_kit.core.spec import spec_from_dict
     from hpt_kit.weights.checkpoint import resolve_checkpoint
 
     description = {} if location == url else resolve_checkpoint(location).description
@@ -152,6 +166,7 @@ def _eval_server(
         if expert and emb.expert_rollout is None:
             raise typer.BadParameter(f"embodiment {client.embodiment!r} has no scripted expert", param_hint="--expert")
         served = client.metadata["embodiments"][client.embodiment]
+        _check_plugin(emb, spec_from_dict(served["spec"]), f"the checkpoint served at {url}")
         out = {
             "embodiment": client.embodiment,
             "server": url,
@@ -167,6 +182,13 @@ def _eval_server(
         typer.echo(json.dumps(out))
         return
     _print_table(out, url)
+
+
+def _check_plugin(emb: Embodiment, stored: Any, where: str) -> None:
+    """The installed plugin must still lay out observations and actions as the policy was trained on."""
+    from hpt_kit.core.drift import check_drift
+
+    check_drift(emb, stored, where, f"train again on a dataset converted with the current plugin (hpt-kit convert {emb.name} --overwrite)")
 
 
 def _offline(ckpt: Any, model: Any, name: str, as_json: bool) -> None:

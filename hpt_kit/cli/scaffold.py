@@ -11,7 +11,7 @@ import typer
 def add_embodiment(
     name: Annotated[str, typer.Argument(help="Python identifier for the new embodiment, e.g. my_arm.")],
     directory: Annotated[
-        Path | None, typer.Option("--dir", help="Where to write the package (default: embodiments/NAME).")
+        Path | None, typer.Option("--dir", help="Where to write the package (default: ./NAME; embodiments/NAME inside the kit's own checkout).")
     ] = None,
 ) -> None:
     """Write a complete, installable embodiment plugin that works out of the box."""

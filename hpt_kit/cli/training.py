@@ -23,14 +23,14 @@ Sets = Annotated[
 ]
 
 
-def _run(recipe, out: Path | None, resume: bool) -> None:
+def _run(recipe, out: Path | None, resume: bool, registry=None) -> None:
     from hpt_kit.cli.output import console, training_progress
     from hpt_kit.core.registry import load_registry
     from hpt_kit.train.loop import train
     from hpt_kit.weights.checkpoint import latest_checkpoint, read_checkpoint
 
     run_dir = out or Path(recipe.run.out or f"runs/{recipe.run.name}")
-    registry = load_registry()
+    registry = registry or load_registry()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks
         train(recipe, run_dir, registry, resume=resume)
         return
@@ -71,6 +71,16 @@ def transfer(
     freeze_trunk: Annotated[
         bool | None, typer.Option("--freeze-trunk/--no-freeze-trunk", help="Train only stem and head.")
     ] = None,
+    from_scratch: Annotated[
+        bool,
+        typer.Option(
+            "--from-scratch",
+            help="The scratch baseline: no pre-trained trunk; a randomly initialised trunk (--trunk-preset) trains with the stem and head.",
+        ),
+    ] = False,
+    trunk_preset: Annotated[
+        str | None, typer.Option(metavar="PRESET", help="With --from-scratch: the trunk's size (tiny, small, base, ...). Default: the recipe's [trunk].")
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset folder for the embodiment.")] = None,
     episodes: Annotated[int | None, typer.Option(min=1, help="Use only the first N episodes (demonstrations).")] = None,
     lora: Annotated[
@@ -87,9 +97,11 @@ def transfer(
     resume: Resume = False,
     sets: Sets = None,
 ) -> None:
-    """Attach a new stem and head to a pre-trained trunk and train them (trunk frozen or fine-tuned)."""
+    """Attach a new stem and head to a pre-trained trunk and train them (trunk frozen or fine-tuned),
+    or train the same network from a random trunk (--from-scratch) as the baseline to compare with."""
     from hpt_kit.core.overrides import load_recipe, override_recipe
-    from hpt_kit.core.recipe import DatasetEntry, Recipe, RunSection, TrainSection
+    from hpt_kit.core.recipe import DatasetEntry, Recipe, RunSection, TrunkSection, read_toml
+    from hpt_kit.train.budget import transfer_train
 
     if recipe_path is not None:
         recipe = load_recipe(recipe_path, sets or ())
@@ -99,7 +111,7 @@ def transfer(
         recipe = Recipe(
             datasets=(DatasetEntry(embodiment),),
             run=RunSection(name=f"transfer-{embodiment}"),
-            train=TrainSection(steps=1000, warmup_steps=50, lr=1e-3),
+            train=transfer_train(1000),  # steps: --steps or the budget from the data, below
             source="<command line>",
         )
         recipe = override_recipe(recipe, sets or ())
@@ -126,13 +138,62 @@ def transfer(
             section = dataclasses.replace(section, freeze_trunk=freeze_trunk)
         if lora is not None:
             section = dataclasses.replace(section, lora_rank=lora)
-    except ValueError as exc:  # e.g. LoRA on a trunk that is not frozen
-        raise typer.BadParameter(str(exc), param_hint="--lora/--freeze-trunk") from None
-    if not section.trunk:
-        raise typer.BadParameter("no trunk: give --trunk or set transfer.trunk in the recipe", param_hint="--trunk")
-    train = dataclasses.replace(recipe.train, steps=steps) if steps else recipe.train
-    recipe = dataclasses.replace(recipe, datasets=datasets, transfer=section, train=train)
-    _run(recipe, out, resume)
+        if from_scratch:
+            if trunk is not None:
+                raise typer.BadParameter("--from-scratch trains a random trunk; drop --trunk", param_hint="--from-scratch")
+            if freeze_trunk:
+                raise typer.BadParameter("--from-scratch: a random trunk must train; drop --freeze-trunk", param_hint="--freeze-trunk")
+            section = dataclasses.replace(section, trunk="", freeze_trunk=False, from_scratch=True)
+    except ValueError as exc:  # e.g. LoRA on a trunk that is not frozen, or on a scratch trunk
+        raise typer.BadParameter(str(exc), param_hint="--lora/--freeze-trunk/--from-scratch") from None
+    if trunk_preset is not None:
+        if not section.from_scratch:
+            raise typer.BadParameter(
+                "a pre-trained trunk brings its own size; --trunk-preset goes with --from-scratch", param_hint="--trunk-preset"
+            )
+        try:
+            recipe = dataclasses.replace(recipe, trunk=TrunkSection(preset=trunk_preset))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--trunk-preset") from None
+    if not section.trunk and not section.from_scratch:
+        raise typer.BadParameter("no trunk: give --trunk (or --from-scratch) or set transfer.trunk in the recipe", param_hint="--trunk")
+    recipe = dataclasses.replace(recipe, datasets=datasets, transfer=section)
+    registry = None
+    steps_set = any(s.split("=", 1)[0].strip() == "train.steps" for s in sets or ())
+    if steps:
+        train = transfer_train(steps, device=recipe.train.device) if recipe_path is None else dataclasses.replace(recipe.train, steps=steps)
+        recipe = dataclasses.replace(recipe, train=train)
+    elif not steps_set and (recipe_path is None or "steps" not in read_toml(recipe_path).get("train", {})):
+        from hpt_kit.core.registry import load_registry
+
+        registry = load_registry()
+        recipe = _with_step_budget(recipe, registry, from_file=recipe_path is not None)
+    _run(recipe, out, resume, registry)
+
+
+def _with_step_budget(recipe, registry, from_file: bool):
+    """The recipe with a step budget from its datasets' size (``hpt_kit.train.budget``), converting
+    missing datasets first; said on the console, since no option or recipe key chose it."""
+    from hpt_kit.cli.output import console, conversion_progress
+    from hpt_kit.train.budget import PASSES, step_budget, training_windows, transfer_train
+    from hpt_kit.train.setup import open_datasets
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise typer.BadParameter("under torchrun give --steps (the budget from the data is worked out in one process)", param_hint="--steps")
+    with conversion_progress() as on_convert:
+        datasets = open_datasets(recipe, registry, on_convert)
+    val_fraction = recipe.train.val_fraction
+    windows = sum(
+        training_windows(datasets[e.embodiment], e.max_episodes, val_fraction, recipe.run.seed) for e in recipe.datasets
+    )
+    budget = step_budget(windows, recipe.train.batch_size)
+    train = dataclasses.replace(recipe.train, steps=budget) if from_file else transfer_train(budget, device=recipe.train.device)
+    console.print(
+        f"steps: {budget} (no --steps: about {PASSES} draws of each of {windows} training windows at batch "
+        f"{train.batch_size}; warm-up {train.warmup_steps}, validation every {train.val_every})",
+        highlight=False,
+    )
+    return dataclasses.replace(recipe, train=train)
 
 
 def register(app: typer.Typer) -> None:

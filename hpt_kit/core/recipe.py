@@ -70,6 +70,9 @@ class DatasetEntry:
     image_encoder: str = ""
     image_encoder_weights: str = "imagenet"  # "imagenet", "none" or a .pth/.safetensors file
     image_encoder_resize: int = 0  # resize frames to N x N before the encoder; 0 = as rendered
+    # Ask the converter to render camera frames (`hpt-kit convert --render`): needed for an optional
+    # camera (Embodiment.camera_optional) trained end to end; image_encoder renders anyway.
+    render: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.weight) and self.weight > 0):
@@ -190,6 +193,9 @@ class TrainSection:
 class TransferSection:
     trunk: str = ""  # run dir, checkpoint folder or hf://OWNER/REPO[@REVISION]
     freeze_trunk: bool = True
+    # The scratch baseline: no pre-trained trunk; the [trunk] preset, randomly initialised, trains
+    # with the new stems and heads. Checkpoints record from_scratch = true. Excludes trunk.
+    from_scratch: bool = False
     # LoRA adapters of this rank on the frozen trunk's linear maps (extra hpt-kit[lora]); 0 = none.
     lora_rank: int = 0
     lora_alpha: float = 0.0  # adapters are scaled by alpha / rank; 0 = 2 * rank

@@ -10,6 +10,7 @@ hints (:mod:`hpt_kit.core.config`) so that datasets and checkpoints carry the sp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -287,6 +288,23 @@ class Embodiment(EmbodimentData):
     expert_rollout: Callable[[RolloutRequest], RolloutResult] | None = field(
         default=None, kw_only=True, metadata=NOT_A_KEY
     )
+    # The declared camera (observation.image) is rendered only when asked: convert_dataset yields
+    # `image` exactly when ConvertRequest.render is set (rollouts: RolloutRequest.render). A dataset
+    # converted without rendering stores the spec without the camera and without the stems reading it.
+    camera_optional: bool = field(default=False, kw_only=True, metadata=NOT_A_KEY)
+
+
+def converted_spec(emb: EmbodimentData, render: bool) -> EmbodimentData:
+    """The spec of what ``convert_dataset`` yields for a request with ``render``: the embodiment's own,
+    or, for an optional camera not rendered, its data without ``observation.image`` and the stems on
+    ``image`` (a :class:`SpecError` if no stem is left)."""
+    if render or not getattr(emb, "camera_optional", False) or emb.observation.image is None:
+        return emb
+    base = spec_from_dict(emb.to_dict())
+    stems = tuple(s for s in base.stems if s.modality != IMAGE)
+    if not stems:
+        raise SpecError(f"embodiment {emb.name!r}: without its optional camera no stem is left; add a state stem")
+    return dataclasses.replace(base, observation=dataclasses.replace(base.observation, image=None), stems=stems)
 
 
 def spec_to_dict(emb: EmbodimentData) -> dict[str, Any]:
@@ -370,6 +388,8 @@ def spec_problems(emb: Any) -> list[str]:
         p.append("rollout must be callable")
     if emb.expert_rollout is not None and not callable(emb.expert_rollout):
         p.append("expert_rollout must be callable or None")
+    if emb.camera_optional and obs.image is None:
+        p.append("camera_optional is set but observation.image declares no camera")
     return p
 
 

@@ -16,9 +16,10 @@ from hpt_kit.core.spec import (
     EmbodimentData,
     Episode,
     SpecError,
+    converted_spec,
     validate_episode,
 )
-from hpt_kit.data.store import write_dataset
+from hpt_kit.data.store import Dataset, write_dataset
 
 if TYPE_CHECKING:
     from hpt_kit.core.registry import Registry
@@ -58,6 +59,8 @@ def convert(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     path = Path(out) if out is not None else default_dataset_path(embodiment.name)
+    if path.exists() and not overwrite:  # say whether the plugin still matches what is there
+        check_dataset(embodiment, Dataset(path))
     request = ConvertRequest(episodes=episodes, seed=seed, render=render or bool(image_encoder))
 
     def counted():
@@ -70,7 +73,7 @@ def convert(
         if n != episodes:
             raise SpecError(f"embodiment {embodiment.name!r}: asked for {episodes} episodes, convert_dataset gave {n}")
 
-    spec: Embodiment | EmbodimentData = embodiment
+    spec: Embodiment | EmbodimentData = converted_spec(embodiment, request.render)  # an optional camera only if rendered
     notes = request.notes
     notes.setdefault("seed", seed)
     stream: Iterable[Episode] = counted()
@@ -82,6 +85,19 @@ def convert(
     if image_encoder:
         spec, stream = image_features(embodiment, stream, image_encoder, image_encoder_weights, image_encoder_resize)
     return write_dataset(path, spec, stream, notes=notes, overwrite=overwrite, on_episode=on_episode)
+
+
+def check_dataset(embodiment: EmbodimentData, ds: Dataset) -> None:
+    """Refuse a dataset converted before ``embodiment``'s plugin changed its data layout
+    (:mod:`hpt_kit.core.drift`), naming each field. Imported datasets have no plugin and pass."""
+    from hpt_kit.core.drift import check_drift
+
+    if "import" in ds.notes:
+        return
+    check_drift(
+        embodiment, ds.spec, f"dataset {ds.path}",
+        f"convert it again: hpt-kit convert {embodiment.name} --overwrite --out {ds.path}",
+    )
 
 
 def image_features(

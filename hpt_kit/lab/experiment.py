@@ -1,15 +1,16 @@
 """The HPT transfer experiment: does a pre-trained trunk make a new robot learn faster and better?
 
-One command pre-trains a trunk on a mixture, then for every held-out target embodiment trains on K
-demonstrations with three methods and several seeds, evaluates each policy in its simulator and
-writes a table (JSON and Markdown) and a plot of validation-loss curves:
+One command pre-trains a trunk on a mixture (or reuses one: ``trunk``), then for every held-out target
+embodiment trains on K demonstrations with three methods and several seeds, evaluates each policy in
+its simulator and writes a table (JSON and Markdown) and a plot of validation-loss curves:
 
 - ``scratch``: the same architecture, trunk randomly initialised and trained;
 - ``frozen``: the pre-trained trunk, frozen (only the new stem and head train);
 - ``finetune``: the pre-trained trunk, trained too.
 
-Every run is an ordinary run directory (resumable, inspectable with ``hpt-kit info``); results record
-the simulator versions the datasets were made with.
+Every run is an ordinary run directory (resumable, inspectable with ``hpt-kit info``) trained with
+the settings of ``hpt-kit transfer`` without a recipe and evaluated as ``hpt-kit eval`` evaluates it
+(its recipe's ``[eval]``); results record the simulator versions the datasets were made with.
 """
 
 from __future__ import annotations
@@ -24,18 +25,22 @@ from typing import Any
 import numpy as np
 
 from hpt_kit.core.overrides import apply_overrides, naming_overrides, parse_override
+from hpt_kit.core.presets import PRESETS, TrunkConfig, trunk_config
 from hpt_kit.core.recipe import (
     DatasetEntry,
+    EvalSection,
     Recipe,
     RecipeError,
     RunSection,
-    TrainSection,
     TransferSection,
+    TrunkSection,
     load_recipe,
     parse_table,
+    planned_eval,
     read_toml,
 )
 from hpt_kit.core.spec import RolloutRequest
+from hpt_kit.train.budget import LR, transfer_train
 
 METHODS = ("scratch", "frozen", "finetune")
 
@@ -50,14 +55,20 @@ class Target:
 @dataclass(frozen=True)
 class ExperimentSection:
     pretrain: str = "recipes/default.toml"  # pre-training recipe (relative paths: to this file)
+    # An existing pre-trained trunk to transfer from instead of pre-training (a run directory,
+    # checkpoint, published HPT trunk or hf://OWNER/REPO); the scratch runs then copy its architecture
+    # and `pretrain` is not used.
+    trunk: str = ""
     targets: tuple[Target, ...] = ()
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
     demos: int = 20
     steps: int = 400  # training steps per transfer run
     batch_size: int = 64
-    lr: float = 1e-3
-    eval_episodes: int = 20
+    lr: float = LR
+    # Rollouts per run, from the evaluation seed that `hpt-kit eval` uses ([eval] in a recipe): the
+    # same episodes for every method and seed, and `hpt-kit eval RUN` repeats the number.
+    eval_episodes: int = EvalSection().episodes
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -80,13 +91,15 @@ def load_experiment(path: str | Path, sets: Sequence[str] = ()) -> ExperimentSec
         section = naming_overrides(lambda: parse_table(ExperimentSection, data["experiment"], "experiment"), overrides)
     except RecipeError as exc:
         raise RecipeError(f"{path}: {exc}") from None
-    pretrain = Path(section.pretrain)
-    if not pretrain.is_absolute():
-        pretrain = (path.parent / pretrain) if (path.parent / pretrain).is_file() else pretrain
-    return dataclasses.replace(section, pretrain=str(pretrain))
+    relative = {}
+    for key in ("pretrain", "trunk"):
+        value = Path(getattr(section, key))
+        if getattr(section, key) and not value.is_absolute() and (path.parent / value).exists():
+            relative[key] = str(path.parent / value)
+    return dataclasses.replace(section, **relative)
 
 
-def scaled(section: ExperimentSection, pretrain: Recipe, scale: float) -> tuple[ExperimentSection, Recipe]:
+def scaled(section: ExperimentSection, pretrain: Recipe | None, scale: float) -> tuple[ExperimentSection, Recipe | None]:
     """``--scale``: more steps and evaluation episodes (for a GPU); 1.0 is the laptop default."""
     if scale == 1.0:
         return section, pretrain
@@ -95,32 +108,38 @@ def scaled(section: ExperimentSection, pretrain: Recipe, scale: float) -> tuple[
         steps=max(1, round(section.steps * scale)),
         eval_episodes=max(1, round(section.eval_episodes * scale)),
     )
+    if pretrain is None:
+        return section, None
     train = dataclasses.replace(pretrain.train, steps=max(1, round(pretrain.train.steps * scale)))
     return section, dataclasses.replace(pretrain, train=train)
 
 
-def transfer_recipe(section: ExperimentSection, pretrain: Recipe, target: Target, method: str, seed: int, trunk: Path) -> Recipe:
+def transfer_recipe(
+    section: ExperimentSection, architecture: TrunkSection, device: str, target: Target, method: str, seed: int, trunk: str
+) -> Recipe:
+    """One run of the experiment: the training settings of `hpt-kit transfer --embodiment` without a
+    recipe (:func:`hpt_kit.train.budget.transfer_train`), the evaluation settings of `hpt-kit eval`."""
     demos = target.demos or section.demos
-    train = TrainSection(
-        steps=section.steps,
-        batch_size=section.batch_size,
-        lr=section.lr,
-        warmup_steps=max(1, section.steps // 20),
-        val_every=max(1, section.steps // 10),
-        checkpoint_every=section.steps,
-        log_every=max(1, section.steps // 20),
-        val_fraction=0.2,
-        device=pretrain.train.device,
-    )
-    transfer = TransferSection() if method == "scratch" else TransferSection(str(trunk), freeze_trunk=method == "frozen")
+    train = transfer_train(section.steps, section.batch_size, section.lr, device)
+    if method == "scratch":
+        transfer = TransferSection(from_scratch=True, freeze_trunk=False)
+    else:
+        transfer = TransferSection(trunk, freeze_trunk=method == "frozen")
     return Recipe(
         datasets=(DatasetEntry(target.embodiment, episodes=target.episodes, max_episodes=demos),),
         run=RunSection(name=f"{target.embodiment}-{method}-{seed}", seed=seed),
-        trunk=pretrain.trunk,  # scratch: the same architecture as the pre-trained trunk
+        trunk=architecture,  # scratch: the same architecture as the pre-trained trunk
         train=train,
         transfer=transfer,
+        eval=EvalSection(episodes=section.eval_episodes),
         source=f"<experiment {target.embodiment} {method} seed {seed}>",
     )
+
+
+def _architecture(config: TrunkConfig) -> TrunkSection:
+    if config.preset in PRESETS and trunk_config(config.preset) == config:
+        return TrunkSection(preset=config.preset)
+    return TrunkSection("custom", config.embed_dim, config.num_blocks, config.num_heads)
 
 
 def _curve(run_dir: Path, embodiment: str) -> list[tuple[int, float]]:
@@ -153,18 +172,30 @@ def run_experiment(
 
     say = on_stage or (lambda msg: None)
     registry = load_registry()
-    pretrain = load_recipe(section.pretrain)
-    section, pretrain = scaled(section, pretrain, scale)
     out = Path(out)
+    if section.trunk:  # reuse: no pre-training; the trunk says its architecture and, if a kit run, its mixture
+        from hpt_kit.weights.trunks import resolve_trunk
+
+        source = resolve_trunk(section.trunk)
+        section, _ = scaled(section, None, scale)
+        trunk_dir, architecture, device = section.trunk, _architecture(source.config), "auto"
+        mixture = list(_trunk_description(source.path).get("embodiments", {}))
+        pretrain_source = section.trunk
+    else:
+        pretrain = load_recipe(section.pretrain)
+        section, pretrain = scaled(section, pretrain, scale)
+        trunk_dir, architecture, device = str(out / "pretrain"), pretrain.trunk, pretrain.train.device
+        mixture = [d.embodiment for d in pretrain.datasets]
+        pretrain_source = pretrain.source
     out.mkdir(parents=True, exist_ok=True)
     for t in section.targets:  # fail before hours of pre-training, not after
         registry.embodiment(t.embodiment)
-        if t.embodiment in {d.embodiment for d in pretrain.datasets}:
+        if t.embodiment in mixture:
             raise RecipeError(f"experiment target {t.embodiment!r} is in the pre-training mixture; hold it out")
 
-    say(f"pre-train ({pretrain.source})")
-    trunk_dir = out / "pretrain"
-    train(pretrain, trunk_dir, registry, resume=True, on_log=on_log)
+    if not section.trunk:
+        say(f"pre-train ({pretrain.source})")
+        train(pretrain, Path(trunk_dir), registry, resume=True, on_log=on_log)
 
     runs: list[dict[str, Any]] = []
     versions: dict[str, Any] = {}
@@ -173,13 +204,13 @@ def run_experiment(
             for seed in section.seeds:
                 say(f"{target.embodiment}: {method}, seed {seed}")
                 run_dir = out / "runs" / target.embodiment / f"{method}-seed{seed}"
-                recipe = transfer_recipe(section, pretrain, target, method, seed, trunk_dir)
+                recipe = transfer_recipe(section, architecture, device, target, method, seed, trunk_dir)
                 train(recipe, run_dir, registry, resume=True, on_log=on_log)
                 ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
-                policy = Policy(HPT.from_checkpoint(ckpt, registry), target.embodiment)
-                request = RolloutRequest(
-                    episodes=section.eval_episodes, seed=10_000 + seed, render=policy.needs_images
-                )
+                settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it
+                ensemble = settings.temporal_ensemble or None
+                policy = Policy(HPT.from_checkpoint(ckpt, registry), target.embodiment, settings.execute_steps, ensemble=ensemble)
+                request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
                 rollout = registry.embodiment(target.embodiment).rollout(policy, request)
                 curve = _curve(run_dir, target.embodiment)
                 notes = ckpt.description["embodiments"][target.embodiment]["dataset"].get("notes", {})
@@ -190,6 +221,7 @@ def run_experiment(
                         "method": method,
                         "seed": seed,
                         "success_rate": rollout.success_rate,
+                        "eval": {"episodes": settings.episodes, "seed": settings.seed},
                         "final_val_loss": curve[-1][1] if curve else None,
                         "val_curve": curve,
                         "run_dir": str(run_dir),
@@ -197,7 +229,7 @@ def run_experiment(
                 )
     table = summarize(runs, section)
     result = {
-        "pretrain": {"recipe": pretrain.source, "run_dir": str(trunk_dir), "embodiments": [d.embodiment for d in pretrain.datasets]},
+        "pretrain": {"recipe": pretrain_source, "run_dir": str(trunk_dir), "embodiments": mixture, "reused": bool(section.trunk)},
         "settings": {**dataclasses.asdict(section), "scale": scale},
         "simulator_versions": {**_pretrain_versions(trunk_dir), **versions},
         "table": table,
@@ -209,13 +241,20 @@ def run_experiment(
     return ExperimentResult(out, result)
 
 
-def _pretrain_versions(trunk_dir: Path) -> dict[str, Any]:
-    from hpt_kit.weights.checkpoint import resolve_checkpoint
+def _trunk_description(path: Path) -> dict[str, Any]:
+    """The checkpoint description of a kit trunk; empty for a published HPT trunk."""
+    from hpt_kit.weights.checkpoint import DESCRIPTION, read_checkpoint
 
-    desc = resolve_checkpoint(trunk_dir).description
+    return read_checkpoint(path).description if (Path(path) / DESCRIPTION).is_file() else {}
+
+
+def _pretrain_versions(trunk_dir: str) -> dict[str, Any]:
+    from hpt_kit.weights.trunks import resolve_trunk
+
+    desc = _trunk_description(resolve_trunk(trunk_dir).path)
     return {
         name: {k: v for k, v in e.get("dataset", {}).get("notes", {}).items() if k.endswith("_version")}
-        for name, e in desc["embodiments"].items()
+        for name, e in desc.get("embodiments", {}).items()
     }
 
 

@@ -36,13 +36,34 @@ def check_name(name: str) -> None:
         )
 
 
+def in_kit_checkout(folder: Path) -> bool:
+    """Whether ``folder`` is the root of the kit's own source checkout (its ``pyproject.toml`` names
+    the ``hpt-kit`` project and it has an ``embodiments/`` folder)."""
+    import tomllib
+
+    pyproject = folder / "pyproject.toml"
+    if not (pyproject.is_file() and (folder / "embodiments").is_dir()):
+        return False
+    try:
+        return tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("name") == "hpt-kit"
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def default_directory(name: str, cwd: Path | None = None) -> Path:
+    """Where ``add-embodiment NAME`` writes without ``--dir``: ``embodiments/NAME`` in the kit's own
+    checkout (beside the kit's embodiments), ``./NAME`` anywhere else (a third party's own project)."""
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    return Path("embodiments") / name if in_kit_checkout(cwd) else Path(name)
+
+
 def scaffold_embodiment(name: str, directory: Path | None = None) -> Path:
     """Write the plugin package for embodiment ``name`` into ``directory`` and return its path.
 
-    ``directory`` defaults to ``embodiments/<name>`` under the current directory and must not exist.
+    ``directory`` defaults to :func:`default_directory` and must not exist.
     """
     check_name(name)
-    target = Path(directory) if directory is not None else Path("embodiments") / name
+    target = Path(directory) if directory is not None else default_directory(name)
     if target.exists():
         raise FileExistsError(f"{target} already exists; choose another directory or remove it first")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -34,10 +34,12 @@ from hpt_kit.train.setup import (
     mixture_weights,
     open_datasets_on_ranks,
     parallelize,
+    run_mode,
     run_specs,
 )
 from hpt_kit.train.state import RunState
 from hpt_kit.train.step import draw, lr_at, make_optimizer, optimizer_step, pick_device, sample, validate
+from hpt_kit.weights.best import update_best
 from hpt_kit.weights.checkpoint import latest_checkpoint, load_training_state
 
 __all__ = ["TrainResult", "TrainingError", "lr_at", "train"]
@@ -87,6 +89,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     if cfg.batch_size % world.size:
         raise RecipeError(f"{recipe.source}: train.batch_size {cfg.batch_size} is not divisible by {world.size} processes")
     local_batch = cfg.batch_size // world.size
+    run = run_mode(recipe)  # pretrain, transfer or its scratch baseline; a contradiction fails here
     # The run directory: locked, repaired after a crash and checked against the recipe by rank 0 first.
     if world.is_main:
         cleanup.enter_context(run_lock(run_dir))
@@ -105,13 +108,13 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     # Model (normalised by the training episodes' statistics), placement and optimiser.
     model, source = build_model(recipe, specs, {n: s.stats for n, s in train_s.items()}, registry, resumed)
     source |= attach_lora(model, recipe, resumed)
-    frozen = bool(recipe.transfer.trunk) and recipe.transfer.freeze_trunk
+    frozen = run["frozen_trunk"]
     par = parallelize(model, recipe, world, device, frozen)
     state = RunState.fresh(seed, world, make_optimizer(par.trainable, cfg.lr, cfg.weight_decay, device), train_s)
     if resumed is not None:
         state.restore(load_training_state(resumed.path), world, model, par.sharded, seed, str(resumed.path))
 
-    mode = {"mode": "transfer" if recipe.transfer.trunk else "pretrain", "frozen_trunk": frozen, "world_size": world.size}
+    mode = {**run, "world_size": world.size}
     counts = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in par.trainable),
@@ -142,11 +145,14 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
         # Log, validate, checkpoint on schedule (and always at the end).
         if done % cfg.log_every == 0 or done == cfg.steps:
             last_loss = record.train_step(done, drawn, loss, lr, grad_norm)
-        if done % cfg.val_every == 0 or done == cfg.steps:
+        validated = done % cfg.val_every == 0 or done == cfg.steps
+        if validated:
             val_loss = validate(model, val_s, cfg, device)
             record.emit({"step": done, "val_loss": val_loss})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             record.checkpoint(done, model, state, par.sharded, val_loss)
+            if validated and world.is_main:  # checkpoints/best: the lowest validation loss on its own weights
+                update_best(run_dir, latest_checkpoint(run_dir), val_loss)
     final = latest_checkpoint(run_dir)
     assert final is not None  # the last step always checkpoints; a finished run resumes at it
     return TrainResult(run_dir, cfg.steps, final, val_loss, last_loss)

@@ -20,7 +20,7 @@ from hpt_kit.core.presets import TrunkConfig, trunk_config
 from hpt_kit.core.recipe import DatasetEntry, Recipe, RecipeError, changed_settings
 from hpt_kit.core.registry import Registry
 from hpt_kit.core.spec import EmbodimentData
-from hpt_kit.data.convert import convert, default_dataset_path
+from hpt_kit.data.convert import check_dataset, convert, default_dataset_path
 from hpt_kit.data.sampler import SequenceSampler, make_samplers
 from hpt_kit.data.store import Dataset, recover
 from hpt_kit.data.stream import BlockSampler, Streaming
@@ -117,8 +117,12 @@ def open_datasets(recipe: Recipe, registry: Registry, on_convert: OnConvert | No
         ds = Dataset(path)
         if ds.name != entry.embodiment:
             raise RecipeError(f"{where}.path: {path} holds embodiment {ds.name!r}, not {entry.embodiment!r}")
+        if entry.embodiment in registry.embodiments:  # a plugin changed since conversion: stop before training
+            check_dataset(registry.embodiment(entry.embodiment), ds)
         if entry.image_encoder:
             _check_image_encoder(ds, entry, f"{where}.image_encoder")
+        if entry.render and ds.spec.observation.image is None:
+            raise RecipeError(f"{where}.render: dataset {path} has no camera frames; convert it again (hpt-kit convert {entry.embodiment} --render --overwrite)")
         out[entry.embodiment] = ds
     return out
 
@@ -136,6 +140,7 @@ def _convert_missing(recipe: Recipe, entry: DatasetEntry, path: Path, registry: 
         episodes=entry.episodes,
         seed=recipe.run.seed,
         on_episode=on_convert(entry.embodiment, entry.episodes) if on_convert else None,
+        render=entry.render,
         image_encoder=entry.image_encoder or None,
         image_encoder_weights=entry.image_encoder_weights,
         image_encoder_resize=entry.image_encoder_resize,
@@ -275,6 +280,16 @@ def _transfer_model(location: str, specs: Mapping[str, EmbodimentData], stats: M
         "trunk_source_step": source.step,
         "trunk_source_sha256": digest,
     }
+
+
+def run_mode(recipe: Recipe) -> dict[str, Any]:
+    """What a run is, as its checkpoints record it: ``mode`` (pretrain or transfer), ``frozen_trunk``
+    and, for the scratch baseline of a transfer, ``from_scratch``."""
+    t = recipe.transfer
+    if t.from_scratch and t.trunk:
+        raise RecipeError(f"{recipe.source}: transfer.from_scratch: a scratch run has no pre-trained trunk; drop transfer.trunk")
+    mode = {"mode": "transfer" if t.trunk or t.from_scratch else "pretrain", "frozen_trunk": bool(t.trunk) and t.freeze_trunk}
+    return {**mode, "from_scratch": True} if t.from_scratch else mode
 
 
 @dataclass

@@ -42,7 +42,8 @@ DESCRIPTION = "checkpoint.json"
 TRAINING_STATE = "training_state.pt"
 LATEST = "latest"
 STEP_DIR = re.compile(r"^step_(\d+)$")
-LEFTOVER = re.compile(r"^\.(step_\d+|latest)\.(tmp|del)-[0-9a-f]+$")  # temporary or half-deleted
+LEFTOVER = re.compile(r"^\.(step_\d+|latest|best|best_step_\d+)\.(tmp|del)-[0-9a-f]+$")  # temporary or half-deleted
+BEST_STEP_DIR = re.compile(r"^best_step_\d+$")  # weights/best.py: the folders ``best`` may point to
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,15 @@ def repair_run(run_dir: Path) -> list[str]:
             else:
                 p.unlink(missing_ok=True)
             changes.append(f"removed {p.name} (left by an interrupted write or deletion)")
+    best = ckpt_dir / "best"
+    kept = best.resolve().name if best.is_symlink() and best.exists() else None
+    for p in sorted(ckpt_dir.iterdir()):
+        if BEST_STEP_DIR.match(p.name) and p.name != kept:
+            shutil.rmtree(p, ignore_errors=True)
+            changes.append(f"removed {p.name} (a best checkpoint replaced by a newer one)")
+    if best.is_symlink() and not best.exists():
+        best.unlink()
+        changes.append("removed best (it pointed at nothing)")
     folders = step_folders(run_dir)
     problems = {f.name: checkpoint_problem(f) for f in folders}
     complete = [f for f in folders if problems[f.name] is None]

@@ -72,7 +72,8 @@ def test_kill_9_inside_checkpoint_writes_then_resume_repairs_and_is_bit_identica
         assert "now step_00000030" in resumed.stderr  # the newer complete checkpoint is used
     assert_same_weights(weights(run), reference)
     assert leftovers(run) == []
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000050", "step_00000060"]
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("best"))
+    assert kept == ["latest", "step_00000050", "step_00000060"]
 
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from hpt_kit.core.recipe import EvalSection
 from tests.conftest import HPT_KIT, ROOT
 
 pytestmark = pytest.mark.slow
@@ -41,6 +42,27 @@ episodes = 6
     frozen = json.loads((out / "runs" / "mujoco-arm4" / "frozen-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
     assert frozen["frozen_trunk"] is True and runs["scratch"]["val_curve"]
     scratch = json.loads((out / "runs" / "mujoco-arm4" / "scratch-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
-    assert scratch["mode"] == "pretrain" and scratch["trunk"] == frozen["trunk"]  # same architecture, random trunk
+    assert scratch["trunk"] == frozen["trunk"]  # same architecture, random trunk, recorded as the baseline
+    assert scratch["mode"] == "transfer" and scratch["from_scratch"] is True and scratch["frozen_trunk"] is False
+    assert "trunk_source" not in scratch
+    # One set of evaluation settings: `hpt-kit eval` of a run repeats the experiment's rollouts.
+    assert runs["frozen"]["eval"] == {"episodes": 2, "seed": EvalSection().seed}
+    again = subprocess.run([HPT_KIT, "eval", runs["frozen"]["run_dir"], "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    again = json.loads(again.stdout)
+    assert (again["episodes"], again["seed"]) == (2, EvalSection().seed)
+    assert again["settings_from"]["episodes"] == "recipe" and again["success_rate"] == runs["frozen"]["success_rate"]
     assert (out / "val_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| mujoco-arm4 | frozen | 4 |" in (out / "results.md").read_text()
+
+    # A second experiment reuses the pre-trained trunk instead of pre-training again.
+    reuse = tmp_path / "reuse.toml"
+    reuse.write_text(spec.read_text().replace("[experiment]\n", f'[experiment]\ntrunk = "{out / "pretrain"}"\nmethods = ["frozen"]\n'))
+    out2 = tmp_path / "out2"
+    run = subprocess.run([HPT_KIT, "experiment", "transfer", reuse, "--out", out2], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result2 = json.loads((out2 / "results.json").read_text())
+    assert not (out2 / "pretrain").exists() and result2["pretrain"]["reused"] is True
+    assert result2["pretrain"]["embodiments"] == ["mujoco-arm3"]
+    frozen2 = json.loads((out2 / "runs" / "mujoco-arm4" / "frozen-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
+    assert frozen2["trunk_source_sha256"] == frozen["trunk_source_sha256"]

@@ -1,0 +1,34 @@
+"""`checkpoints/best` follows the lowest validation loss, measured on the checkpoint's own weights,
+and outlives the pruning of old step folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from hpt_kit.core.registry import load_registry
+from hpt_kit.train.loop import train
+from hpt_kit.weights.best import best_checkpoint, update_best
+from hpt_kit.weights.checkpoint import latest_checkpoint, read_checkpoint
+from tests.train.test_loop import ToyPlugin, _recipe
+
+
+def test_best_stays_on_the_lowest_validation_loss_after_its_step_folder_is_pruned(tmp_path):
+    registry = load_registry(load_entrypoints=False, extra_plugins=[("toys", ToyPlugin)])
+    run = tmp_path / "run"
+    recipe = _recipe(steps=20, keep_checkpoints=1)
+    train(recipe, run, registry)
+    first = read_checkpoint(best_checkpoint(run))
+    assert first.step == 20 and (run / "checkpoints" / "best_step_00000020").is_dir()
+    # Resumed with a learning rate that wrecks the network: every later validation is worse.
+    wrecked = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=60, lr=50.0, grad_clip=0.0))
+    train(wrecked, run, registry, resume=True)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = {m["step"]: m["val_loss"]["toy"] for m in metrics if "val_loss" in m}
+    assert losses[40] > losses[20] and losses[60] > losses[20], losses
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "best_step_00000020", "latest", "step_00000060"]
+    best = read_checkpoint(best_checkpoint(run))
+    assert best.step == 20 and best.description["metrics"]["val_loss"] == {"toy": losses[20]}
+    assert best.tensors().keys() == read_checkpoint(latest_checkpoint(run)).tensors().keys()
+    # A worse candidate never replaces it.
+    assert update_best(run, latest_checkpoint(run), {"toy": losses[60]}) is False
