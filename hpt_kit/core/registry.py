@@ -12,9 +12,12 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -236,6 +239,39 @@ def _disabled() -> set[str]:
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
+@contextlib.contextmanager
+def _interruptions_kept() -> Iterator[Callable[[], None]]:
+    """Plugin code runs under this. Ctrl-C (and SIGTERM, where the process handles it) is delivered as
+    usual and also remembered; the yielded check raises KeyboardInterrupt again if one arrived, so a
+    plugin whose own error handling swallowed it (a bare ``except:`` around an import) cannot make the
+    kit carry on, or blame that plugin, as if nothing had happened."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    seen: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def remember(signum, frame):
+        seen.append(signum)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        raise KeyboardInterrupt
+
+    def check() -> None:
+        if seen:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, remember)
+    if callable(previous[signal.SIGTERM]):
+        signal.signal(signal.SIGTERM, remember)
+    try:
+        yield check
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def make_plugin_manager(
     load_entrypoints: bool | None = None, extra_plugins: Iterable[tuple[str, object]] = ()
 ) -> tuple[pluggy.PluginManager, dict[str, PluginInfo], list[PluginError]]:
@@ -263,12 +299,15 @@ def make_plugin_manager(
                 continue
             dist = ep.dist
             info = PluginInfo(ep.name, dist.name if dist else "?", dist.version if dist else "?")
-            try:
-                plugin = ep.load()
-                pm.register(plugin, name=ep.name)
-            except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
-                errors.append(PluginError(ep.name, f"failed to load {ep.value!r}: {type(exc).__name__}: {exc}"))
-                continue
+            with _interruptions_kept() as interrupted:
+                try:
+                    plugin = ep.load()
+                    pm.register(plugin, name=ep.name)
+                except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
+                    interrupted()  # not the plugin's failure: the user's Ctrl-C, swallowed by it
+                    errors.append(PluginError(ep.name, f"failed to load {ep.value!r}: {type(exc).__name__}: {exc}"))
+                    continue
+                interrupted()
             try:
                 pm.check_pending()  # e.g. a misspelled hook name: this plugin is skipped, not all
             except pluggy.PluginValidationError as exc:
@@ -316,11 +355,14 @@ def load_registry(
             info = infos[impl.plugin_name]
             if trace:
                 log.warning("hpt-kit plugins: calling %s of %r (%s %s)", hook_name, info.name, info.distribution, info.version)
-            try:
-                registrar = make(info)
-                impl.function(**{name: registrar for name in impl.argnames})
-            except Exception as exc:  # noqa: BLE001
-                registry.errors.append(
-                    PluginError(info.name, f"{hook_name} raised {type(exc).__name__}: {exc}")
-                )
+            with _interruptions_kept() as interrupted:
+                try:
+                    registrar = make(info)
+                    impl.function(**{name: registrar for name in impl.argnames})
+                except Exception as exc:  # noqa: BLE001
+                    interrupted()
+                    registry.errors.append(
+                        PluginError(info.name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                    )
+                interrupted()
     return registry

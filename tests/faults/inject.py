@@ -10,6 +10,9 @@ code path; everything before that point ran for real. Faults:
 - ``kill-before-latest:STEP``: after step STEP's checkpoint folder is in place, before ``latest`` moves.
 - ``kill-in-prune``: while an old checkpoint folder is being deleted (one file gone).
 - ``kill-between-renames``: while a dataset replaces another, between its two renames.
+- ``slow-plugin-import:MARKER``: the ``mujoco`` plugin's import waits (creating the file MARKER when
+  it starts) and turns any exception raised meanwhile, Ctrl-C included, into an ImportError, as a
+  library with a bare ``except:`` around an import does. Not a kill: the signal comes from the test.
 """
 
 from __future__ import annotations
@@ -70,6 +73,22 @@ def _install(fault: str) -> None:
                 _die()
 
         store.os.replace = replace
+    elif name == "slow-plugin-import":
+        import time
+        from importlib import metadata
+
+        real_load = metadata.EntryPoint.load
+
+        def load(self):
+            if self.group == "hpt_kit" and self.name == "mujoco":
+                try:
+                    open(arg, "w").close()
+                    time.sleep(30)
+                except BaseException:  # noqa: BLE001 - what a careless library does with the interruption
+                    raise ImportError("the plugin was half imported") from None
+            return real_load(self)
+
+        metadata.EntryPoint.load = load
     else:
         raise SystemExit(f"unknown fault {fault!r}")
 

@@ -96,3 +96,26 @@ def test_sigint_during_start_up_is_an_interruption_not_an_error(delay, arm3, tmp
         pytest.fail("the run finished before the signal; the delay is too long for this machine")
     assert returncode == 130, err
     assert "interrupted" in err and "unknown embodiment" not in err and "Traceback" not in err
+
+
+def test_an_interruption_swallowed_by_a_plugin_import_still_exits_130(arm3, tmp_path):
+    """Ctrl-C while a plugin imports, turned into another error by the plugin's own code: the command
+    reports the interruption, not the plugin it cut short ("unknown embodiment 'mujoco-arm3'")."""
+    import subprocess
+    import sys
+
+    from tests.faults.conftest import INJECT, ROOT
+
+    marker = tmp_path / "importing"
+    recipe = write_recipe(tmp_path / "r.toml", arm3)
+    proc = subprocess.Popen(
+        [sys.executable, str(INJECT), f"slow-plugin-import:{marker}", "pretrain", recipe, "--out", tmp_path / "run"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.02)
+    returncode, err = stop(proc, signal.SIGINT)
+    assert returncode == 130 and "interrupted" in err, err
+    assert "unknown embodiment" not in err and "Traceback" not in err
