@@ -86,3 +86,23 @@ def test_cli_reports_a_bad_recipe_in_one_line(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.stepz: unknown key" in lines[0] and str(path) in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_changed_settings_sorts_resumable_changes_from_refused_ones():
+    import dataclasses
+
+    from hpt_kit.core.recipe import changed_settings, load_recipe
+
+    base = load_recipe(ROOT / "recipes" / "smoke.toml")
+    saved = base.to_dict()
+    del saved["train"]["skip_nonfinite"]  # a checkpoint of an older kit: the missing key is its default
+    assert changed_settings(saved, base) == ([], [])
+    changed = dataclasses.replace(
+        base,
+        trunk=dataclasses.replace(base.trunk, preset="small"),
+        train=dataclasses.replace(base.train, steps=80, lr=1e-4, log_every=5),
+        datasets=(dataclasses.replace(base.datasets[0], path="elsewhere.zarr", max_episodes=3),),
+    )
+    refused, allowed = changed_settings(saved, changed)
+    assert refused == ["datasets[0].max_episodes", "train.lr", "trunk.preset"]
+    assert allowed == ["datasets[0].path", "train.log_every", "train.steps"]
