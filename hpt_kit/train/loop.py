@@ -161,7 +161,8 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
 def _nonfinite(step: int, drawn, loss: torch.Tensor, grad_norm: torch.Tensor, skipped: int, allowed: int, record: RunRecord, run_dir: Path) -> None:
     """Log a step that was not applied; past ``train.skip_nonfinite`` such steps, stop the run."""
     which = ", ".join(drawn)
-    values = f"loss {float(loss.detach()):.4g}, gradient norm {float(getattr(grad_norm, 'full_tensor', lambda: grad_norm)()):.4g}"
+    norm = float(getattr(grad_norm, "full_tensor", lambda: grad_norm)())
+    values = f"gradient norm {norm:.4g} (loss {float(loss.detach()):.4g})"
     record.emit({"step": step, "event": "skipped", "reason": "non-finite", "embodiment": which, "skipped": skipped})
     if skipped > allowed:
         last = latest_checkpoint(run_dir)

@@ -46,7 +46,7 @@ def test_applied_to_the_file_before_validation(recipe_file):
     [
         ("train.lr=fast", "r.toml: train.lr: must be a number, got 'fast' (from --set train.lr=fast)"),
         ("train.lrr=1", "train.lrr: unknown key"),
-        ("datasets[1].weight=-1", "datasets[1]: weight must be > 0, got -1.0 (from --set datasets[1].weight=-1)"),
+        ("datasets[1].weight=-1", "datasets[1]: weight must be a finite number > 0, got -1.0 (from --set datasets[1].weight=-1)"),
         ("datasets[2].weight=1", "--set datasets[2].weight=1: datasets has 2 entries (indices 0-1)"),
         ("train.steps.x=1", "--set train.steps.x=1: train.steps is not a table"),
         ("train.lr", "--set train.lr: expected KEY=VALUE"),

@@ -79,7 +79,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(all
     stop(proc, signal.SIGKILL)
     _poke(data, "action", slice(None), float("nan"))
     out = hpt("pretrain", recipe, "--out", run, "--resume", check=False)
-    assert out.returncode == 1 and f"step {21 + allowed}: non-finite loss" in out.stderr, out.stderr
+    assert out.returncode == 1 and f"step {21 + allowed}: non-finite gradient norm nan (loss nan)" in out.stderr, out.stderr
     assert "on embodiment mujoco-arm3" in out.stderr and "step_00000020" in out.stderr
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert sum(r.get("event") == "skipped" for r in records) == allowed + 1
@@ -150,7 +150,8 @@ def test_a_full_disk_at_a_checkpoint_names_it_and_resume_after_freeing_space_is_
         out = hpt("pretrain", recipe, "--out", run, check=False)
         assert out.returncode == 1 and f"{run / 'checkpoints' / 'step_00000030'}: cannot write the checkpoint" in out.stderr
         assert "No space left on device" in out.stderr and "earlier checkpoints are untouched" in out.stderr
-        assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["latest", "step_00000010", "step_00000020"]
+        kept = [p.name for p in sorted((run / "checkpoints").iterdir()) if not p.name.startswith("best")]
+        assert kept == ["latest", "step_00000010", "step_00000020"]
         subprocess.run(["mount", "-o", "remount,size=32m", str(disk)], check=True)
         hpt("pretrain", recipe, "--out", run, "--resume")
         assert_same_weights(weights(run), reference)

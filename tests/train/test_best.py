@@ -13,16 +13,21 @@ from hpt_kit.weights.checkpoint import latest_checkpoint, read_checkpoint
 from tests.train.test_loop import ToyPlugin, _recipe
 
 
-def test_best_stays_on_the_lowest_validation_loss_after_its_step_folder_is_pruned(tmp_path):
+def test_best_stays_on_the_lowest_validation_loss_after_its_step_folder_is_pruned(tmp_path, monkeypatch):
     registry = load_registry(load_entrypoints=False, extra_plugins=[("toys", ToyPlugin)])
     run = tmp_path / "run"
     recipe = _recipe(steps=20, keep_checkpoints=1)
     train(recipe, run, registry)
     first = read_checkpoint(best_checkpoint(run))
     assert first.step == 20 and (run / "checkpoints" / "best_step_00000020").is_dir()
-    # Resumed with a learning rate that wrecks the network: every later validation is worse.
-    wrecked = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=60, lr=50.0, grad_clip=0.0))
-    train(wrecked, run, registry, resume=True)
+    # Resumed for longer (a change a resume accepts) with a schedule that wrecks the network from
+    # step 20 on (a resume refuses a changed train.lr, so the schedule itself is replaced here):
+    # every later validation is worse.
+    from hpt_kit.train import loop
+
+    monkeypatch.setattr(loop, "lr_at", lambda step, cfg: 2.0)
+    longer = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=60))
+    train(longer, run, registry, resume=True)
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = {m["step"]: m["val_loss"]["toy"] for m in metrics if "val_loss" in m}
     assert losses[40] > losses[20] and losses[60] > losses[20], losses
