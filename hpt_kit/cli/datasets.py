@@ -77,15 +77,16 @@ def info_command(
 
 def _print_info(info: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from hpt_kit.cli.output import stdout_console
 
     console = stdout_console()
     lengths = info["episode_length"]
     console.print(
-        f"[bold]{info['path']}[/bold]: {info['embodiment']}, {info['episodes']} episodes, {info['steps']} steps "
+        Text.assemble((str(info["path"]), "bold"), f": {info['embodiment']}, {info['episodes']} episodes, {info['steps']} steps "
         f"(length {lengths['min']}-{lengths['max']}, mean {lengths['mean']:.1f}), {info['control_hz']:g} Hz, "
-        f"{info['bytes_on_disk'] / 1e6:.2f} MB on disk, made {info['created']} by hpt-kit {info['kit_version']}",
+        f"{info['bytes_on_disk'] / 1e6:.2f} MB on disk, made {info['created']} by hpt-kit {info['kit_version']}"),
         highlight=False, soft_wrap=True,
     )
     table = Table(title="fields")

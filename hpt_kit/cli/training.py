@@ -79,7 +79,7 @@ def transfer(
         ),
     ] = False,
     trunk_preset: Annotated[
-        str | None, typer.Option(metavar="PRESET", help="With --from-scratch: the trunk's size (tiny, small, base, ...). Default: the recipe's [trunk].")
+        str | None, typer.Option(metavar="PRESET", help="With --from-scratch: the trunk's size (tiny, small, base, ...). Default: the recipe's trunk preset.")
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset folder for the embodiment.")] = None,
     episodes: Annotated[int | None, typer.Option(min=1, help="Use only the first N episodes (demonstrations).")] = None,
