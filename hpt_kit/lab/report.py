@@ -8,7 +8,6 @@ embodiment), ``lr.png`` and ``throughput.png`` (samples/s); the summary ``report
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hpt_kit.train import record as train_record
 from hpt_kit.weights.checkpoint import CheckpointError, resolve_checkpoint
 
 TAIL = 5  # logged steps averaged for the "final" training loss and throughput
@@ -40,18 +40,10 @@ class Curves:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl``; a torn last line (a run killed mid-write) is left out."""
+    """The records of ``metrics.jsonl``, read as a resume reads them (a torn last line left out)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics (is this a run directory?)")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise ValueError(f"{path}: line {i + 1} is not JSON") from None
-    return records
+    return train_record.read_metrics(path)
 
 
 def curves(records: Sequence[Mapping[str, Any]]) -> Curves:
