@@ -279,6 +279,11 @@ class Embodiment(EmbodimentData):
     ``action`` (T, action dim) and any optional fields of the observation spec; the kit validates and
     stores them. ``rollout`` runs a :class:`Controller` for ``request.episodes`` episodes and reports
     the success rate. ``expert_rollout``, if given, runs the scripted expert the same way, for scale.
+    ``rollout_envs``, if given, returns what ``rollout`` would run for a request without running it:
+    an :class:`hpt_kit.rollout.RolloutEnvs` of picklable environment factories, so the kit can
+    evaluate in worker processes, one simulator each, with one batched policy
+    (``hpt-kit eval --workers``); it must give the same episodes as ``rollout``. Without it the kit
+    evaluates through ``rollout``, serially.
     The callables are keyword-only (they follow the data's defaults) and never stored (``NOT_A_KEY``).
     """
 
@@ -287,6 +292,7 @@ class Embodiment(EmbodimentData):
     expert_rollout: Callable[[RolloutRequest], RolloutResult] | None = field(
         default=None, kw_only=True, metadata=NOT_A_KEY
     )
+    rollout_envs: Callable[[RolloutRequest], Any] | None = field(default=None, kw_only=True, metadata=NOT_A_KEY)
 
 
 def spec_to_dict(emb: EmbodimentData) -> dict[str, Any]:
@@ -370,6 +376,8 @@ def spec_problems(emb: Any) -> list[str]:
         p.append("rollout must be callable")
     if emb.expert_rollout is not None and not callable(emb.expert_rollout):
         p.append("expert_rollout must be callable or None")
+    if emb.rollout_envs is not None and not callable(emb.rollout_envs):
+        p.append("rollout_envs must be callable or None")
     return p
 
 
