@@ -97,6 +97,8 @@ def check_embodiment(emb: Embodiment, episodes: int = 2, rollout_episodes: int =
         )
     if controller.calls == 0:
         raise SpecError(f"embodiment {emb.name!r}: rollout never called the controller")
+    if emb.rollout_envs is not None:
+        check_rollout_envs(emb, RolloutRequest(episodes=rollout_episodes, seed=seed), result)
     return ContractReport(converted, result, controller.calls, rendered)
 
 
@@ -113,3 +115,41 @@ def _converted(emb: Embodiment, episodes: int, seed: int, render: bool) -> list[
     if len(converted) != episodes:
         raise SpecError(f"embodiment {emb.name!r}: asked for {episodes} episodes, convert_dataset gave {len(converted)}")
     return converted
+
+
+def check_rollout_envs(emb: Embodiment, request: RolloutRequest, expected: RolloutResult) -> None:
+    """``rollout_envs`` must pickle (worker processes receive it) and, played here episode by episode
+    as a worker plays them, give ``rollout``'s results for the same request and random controller."""
+    import pickle
+
+    from hpt_kit.rollout import RolloutEnvs, evaluate_episode, outcomes_result
+
+    envs = emb.rollout_envs(request)
+    where = f"embodiment {emb.name!r}: rollout_envs"
+    if not isinstance(envs, RolloutEnvs) or envs.name != emb.name or not envs.sources:
+        raise SpecError(f"{where} must return hpt_kit.rollout.RolloutEnvs named {emb.name!r} with at least one source")
+    try:
+        pickle.dumps(envs)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means workers cannot get it
+        raise SpecError(f"{where} does not pickle ({type(exc).__name__}: {exc}); use module-level functions") from None
+    built = [source.make() for source in envs.sources]
+    try:
+        n = len(built)
+        outcomes = [
+            evaluate_episode(emb.name, request, built[k % n], RandomController(emb, request.seed), k, n,
+                             envs.sources[k % n].name, envs.sources[k % n].key)
+            for k in range(request.episodes)
+        ]
+    finally:
+        for env in built:
+            close = getattr(env, "close", None)
+            if callable(close):
+                close()
+    got = outcomes_result(outcomes, envs.details)
+    if (got.successes, got.returns, got.episode_lengths, dict(got.details)) != (
+        expected.successes, expected.returns, expected.episode_lengths, dict(expected.details)
+    ):
+        raise SpecError(
+            f"{where} gave other episodes than rollout for the same request: returns {got.returns} "
+            f"vs {expected.returns}, lengths {got.episode_lengths} vs {expected.episode_lengths}"
+        )

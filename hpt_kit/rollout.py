@@ -17,7 +17,7 @@ the kit's spec types from the package root when a function runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -215,7 +215,19 @@ def evaluate(
     that gives no ``video_fps`` records no videos and says so before running anything. ``details`` go into the result, after the success
     rate ``per_task`` that named sources add.
     """
-    from hpt_kit.core.spec import RolloutResult, SpecError
+    check_video_request(name, request, video_fps)
+    outcomes = []
+    for k in range(request.episodes):
+        source = sources[k % len(sources)]
+        outcomes.append(
+            evaluate_episode(name, request, source.env, source.controller, k, len(sources), source.name, source.key, video_fps)
+        )
+    return outcomes_result(outcomes, details)
+
+
+def check_video_request(name: str, request: RolloutRequest, video_fps: float | None) -> None:
+    """Refuse videos an embodiment cannot record, or an unknown format, before any episode runs."""
+    from hpt_kit.core.spec import SpecError
     from hpt_kit.video import VIDEO_FORMATS
 
     record = request.video_dir is not None
@@ -223,24 +235,91 @@ def evaluate(
         raise SpecError(f"embodiment {name!r} does not record videos")
     if record and request.video_format not in VIDEO_FORMATS:
         raise SpecError(f"unknown video format {request.video_format!r}; known: {', '.join(VIDEO_FORMATS)}")
-    successes, returns, lengths, videos = [], [], [], []
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """One evaluation episode as a result counts it: episode ``index`` of the call, its source's
+    ``task`` name ("" for a plugin's only source), and its video file when one was recorded."""
+
+    index: int
+    task: str
+    success: bool
+    episode_return: float
+    length: int
+    video: str | None = None
+
+
+def evaluate_episode(
+    name: str,
+    request: RolloutRequest,
+    env: EpisodeEnv,
+    controller: Controller,
+    k: int,
+    num_sources: int,
+    task: str = "",
+    key: tuple[int, ...] = (),
+    video_fps: float | None = None,
+) -> EpisodeOutcome:
+    """Episode ``k`` of an evaluation over ``num_sources`` sources, run on the source's ``env`` (the
+    one with ``task`` name and seed ``key``): its draw is the ``k // num_sources``-th of that source
+    in the rollout stream, whichever process runs it, so serial and parallel evaluation (worker
+    processes, :mod:`hpt_kit.episode_workers`) play the same episodes."""
+    rng = episode_rng(request.seed, ROLLOUT_STREAM, *key, k // num_sources)
+    record = request.video_dir is not None
+    log = run_episode(name, env, controller, rng, video=record)
+    video = None
+    if record:
+        stem = f"{name}-{task}" if task else name
+        outcome = "success" if log.success else "failure"
+        path = Path(request.video_dir) / f"{stem}-episode{k:03d}-{outcome}.{request.video_format}"
+        video = str(save_video(path, log, video_fps))
+    return EpisodeOutcome(k, task, log.success, float(log.episode_return), len(log.actions), video)
+
+
+def outcomes_result(outcomes: Sequence[EpisodeOutcome], details: Mapping[str, Any] | None = None) -> RolloutResult:
+    """The ``RolloutResult`` of episodes in index order, with the success rate ``per_task`` when the
+    sources are named, then ``details``."""
+    from hpt_kit.core.spec import RolloutResult
+
+    outcomes = sorted(outcomes, key=lambda o: o.index)
     per_task: dict[str, list[bool]] = {}
-    for k in range(request.episodes):
-        source = sources[k % len(sources)]
-        rng = episode_rng(request.seed, ROLLOUT_STREAM, *source.key, k // len(sources))
-        log = run_episode(name, source.env, source.controller, rng, video=record)
-        successes.append(log.success)
-        returns.append(log.episode_return)
-        lengths.append(len(log.actions))
-        if source.name:
-            per_task.setdefault(source.name, []).append(log.success)
-        if record:
-            stem = f"{name}-{source.name}" if source.name else name
-            outcome = "success" if log.success else "failure"
-            path = Path(request.video_dir) / f"{stem}-episode{k:03d}-{outcome}.{request.video_format}"
-            videos.append(str(save_video(path, log, video_fps)))
+    for o in outcomes:
+        if o.task:
+            per_task.setdefault(o.task, []).append(o.success)
     summary = {"per_task": {t: float(np.mean(s)) for t, s in per_task.items()}} if per_task else {}
-    return RolloutResult.from_episodes(successes, returns, lengths, videos, {**summary, **(details or {})})
+    return RolloutResult.from_episodes(
+        [o.success for o in outcomes],
+        [o.episode_return for o in outcomes],
+        [o.length for o in outcomes],
+        [o.video for o in outcomes if o.video is not None],
+        {**summary, **(details or {})},
+    )
+
+
+@dataclass(frozen=True)
+class EnvFactory:
+    """One episode source of an evaluation, as a recipe for its environment: ``make()`` builds the
+    environment in the process that runs the episodes. ``make`` must pickle (a module-level function,
+    or a ``functools.partial`` of one over picklable arguments); ``name`` and ``key`` are the
+    source's, as in :class:`EpisodeSource`."""
+
+    make: Callable[[], EpisodeEnv]
+    name: str = ""
+    key: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RolloutEnvs:
+    """What an embodiment's ``rollout`` would run for a request, without a controller: its sources as
+    :class:`EnvFactory` objects, its video rate and its result details. An embodiment's optional
+    ``rollout_envs(request)`` returns this, and the kit's parallel evaluator builds the environments
+    once per worker process and drives them with one batched policy."""
+
+    name: str  # the embodiment: what errors and video names say
+    sources: tuple[EnvFactory, ...]
+    video_fps: float | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 def save_video(path: Path, log: EpisodeLog, fps: float) -> Path:

@@ -46,3 +46,30 @@ def test_registered_embodiments_runs_the_kits_registrar_and_raises_its_errors():
     assert list(registered_embodiments(Good, "good")) == ["toy"]
     with pytest.raises(SpecError, match="plugin 'bad': Bad Name: .*lowercase"):
         registered_embodiments(Bad, "bad")
+
+
+def test_rollout_envs_must_pickle_and_give_the_rollouts_episodes():
+    import dataclasses
+    from functools import partial
+
+    from hpt_kit.contract import check_rollout_envs
+    from hpt_kit.core.spec import RolloutRequest, SpecError
+    from hpt_kit.rollout import EnvFactory
+
+    emb = REGISTRY.embodiment("mujoco-arm3")
+    request = RolloutRequest(episodes=2, seed=0)
+    report = check_embodiment(emb, episodes=1, rollout_episodes=2)  # the plugin's own passes
+    envs = emb.rollout_envs(request)
+    make = envs.sources[0].make
+
+    def unpicklable(req):
+        return dataclasses.replace(envs, sources=(EnvFactory(lambda: make()),))
+
+    with pytest.raises(SpecError, match="rollout_envs does not pickle"):
+        check_rollout_envs(dataclasses.replace(emb, rollout_envs=unpicklable), request, report.rollout)
+
+    def other_seeds(req):  # a seed key the plugin's rollout does not use: other episodes
+        return dataclasses.replace(envs, sources=(EnvFactory(make, key=(7,)),))
+
+    with pytest.raises(SpecError, match="rollout_envs gave other episodes than rollout"):
+        check_rollout_envs(dataclasses.replace(emb, rollout_envs=partial(other_seeds)), request, report.rollout)

@@ -27,8 +27,15 @@ def bench_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="Run training steps and act() through torch.compile.")] = False,
     part: Annotated[
-        list[str] | None, typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler, serve; default all.")
+        list[str] | None,
+        typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler, serve, eval; default all."),
     ] = None,
+    eval_embodiment: Annotated[
+        list[str] | None,
+        typer.Option(help="eval: state-only embodiment(s) to evaluate (repeatable; default metaworld-reach-v3 and robosuite-panda)."),
+    ] = None,
+    eval_episodes: Annotated[int, typer.Option(min=1, help="eval: episodes per run (serial, then in workers).")] = 8,
+    eval_workers: Annotated[int | None, typer.Option(min=1, help="eval: worker processes (default: the CPU cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     backend: Annotated[
         Backend, typer.Option(help="act(): the torch backend (eager, or compiled with --compile), the onnx one (ONNX Runtime, CPU), or both.")
@@ -60,6 +67,9 @@ def bench_command(
         compile=compile,
         parts=tuple(part or PARTS),
         backends=backends,
+        eval_embodiments=tuple(eval_embodiment or ()),
+        eval_episodes=eval_episodes,
+        eval_workers=eval_workers,
         on_progress=lambda msg: console.print(f"bench: {msg}", style="dim", highlight=False),
     )
     if as_json:
@@ -108,6 +118,8 @@ def _print(result: dict) -> None:
                   f"{m['mixed_step_ms']:.1f} ms vs one step per embodiment {m['separate_steps_ms']:.1f} ms ({m['speedup']:.2f}x)")
     if "serve" in result:
         _print_serve(out, result["serve"])
+    if "eval" in result:
+        _print_eval(out, result["eval"])
     if "sampler" in result:
         s = result["sampler"]
         out.print(f"sampler: {s['samples_per_s']:.0f} samples/s (batches of {s['batch']}) from a {s['store_gb']:.2f} GB store, "
@@ -129,6 +141,19 @@ def _print_serve(out, s: dict) -> None:
     for r in s["concurrent"]:
         table.add_row(str(r["clients"]), "on" if r["batching"] else "off", f"{r['actions_per_s']:.0f}",
                       f"{r['throughput_vs_one_client']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
+    out.print(table)
+
+
+def _print_eval(out, records: list) -> None:
+    from rich.table import Table
+
+    table = Table(title="evaluation throughput (untrained policy; serial, then worker processes with one batched policy)")
+    for col in ("embodiment", "episodes", "workers", "serial ep/min", "parallel ep/min", "speed-up", "serial steps/s", "parallel steps/s"):
+        table.add_column(col, justify="right")
+    for r in records:
+        s, p = r["serial"], r["parallel"]
+        table.add_row(r["embodiment"], str(r["episodes"]), str(p["workers"]), f"{s['episodes_per_min']:.1f}",
+                      f"{p['episodes_per_min']:.1f}", f"{r['speedup']:.2f}x", f"{s['env_steps_per_s']:.0f}", f"{p['env_steps_per_s']:.0f}")
     out.print(table)
 
 

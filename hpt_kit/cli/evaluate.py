@@ -65,6 +65,24 @@ def eval_command(
         bool, typer.Option("--best", help="The run's best checkpoint (lowest validation loss, checkpoints/best) instead of its latest.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes, one simulator each, driven by one policy batched over them. Default: the "
+            "CPU cores (never more than the episodes); 1 = serial, in this process. Embodiments whose plugin "
+            "gives no rollout_envs, and --server, run serially.",
+        ),
+    ] = None,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch/--no-batch",
+            help="With workers: predict all due chunks in one network call (default), or one call each, "
+            "which is bit-identical to serial evaluation (batched float rounding can grow into different "
+            "trajectories in contact-rich simulators).",
+        ),
+    ] = True,
 ) -> None:
     """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
     if best:
@@ -111,7 +129,7 @@ def eval_command(
         "execute_steps": None if ensemble else policy.execute_steps,
         "temporal_ensemble": ensemble,
         "settings_from": sources,
-        **_rollouts(emb, policy, settings, (video, video_format.value), expert),
+        **_rollouts(emb, policy, settings, (video, video_format.value), expert, (workers, batch)),
     }
     if as_json:
         typer.echo(json.dumps(out))
@@ -120,18 +138,28 @@ def eval_command(
 
 
 def _rollouts(
-    emb: Embodiment, policy: Policy, settings: EvalSection, video: tuple[Path | None, str], expert: bool
+    emb: Embodiment,
+    policy: Policy,
+    settings: EvalSection,
+    video: tuple[Path | None, str],
+    expert: bool,
+    parallel: tuple[int | None, bool] = (1, True),
 ) -> dict[str, Any]:
     """The policy's results, and the scripted expert's on the same episodes for scale when asked.
-    ``video`` is the folder (None: no videos) and the format."""
+    ``video`` is the folder (None: no videos) and the format; ``parallel`` the worker processes
+    (None: one per core) and whether their predictions are batched."""
     from hpt_kit.core.spec import RolloutRequest
+    from hpt_kit.policy.parallel import evaluate
 
     folder, fmt = video
     request = RolloutRequest(
         episodes=settings.episodes, seed=settings.seed, video_dir=folder, render=policy.needs_images, video_format=fmt
     )
-    result = emb.rollout(policy, request)
+    workers, batch = parallel
+    result, used = evaluate(emb, policy, request, workers, batch)
     out = {
+        "workers": used,
+        "batched": batch and used > 1,
         "success_rate": result.success_rate,
         "successes": list(result.successes),
         "mean_return": _mean(result.returns),
@@ -292,6 +320,9 @@ def _print_table(out: Mapping[str, Any], checkpoint: str) -> None:
     console.print(table)
     origin = ", ".join(f"{k} from {v}" for k, v in out["settings_from"].items())
     console.print(f"settings: {origin}", highlight=False, soft_wrap=True)
+    if out.get("workers", 1) > 1:
+        how = "one batched prediction per step" if out["batched"] else "one prediction per worker"
+        console.print(f"evaluated in {out['workers']} worker processes, {how}", highlight=False, soft_wrap=True)
     if out.get("videos"):
         folder = Path(out["videos"][0]).parent
         sheet = f", contact sheet {out['contact_sheet']}" if "contact_sheet" in out else ""

@@ -25,6 +25,10 @@ def transfer_experiment(
             help="Override a setting of the experiment file before validation, e.g. --set experiment.steps=100 (repeatable).",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Evaluation worker processes per policy, one simulator each (default: the CPU cores; 1 = serial)."),
+    ] = None,
 ) -> None:
     """Pre-train on a mixture, then train held-out embodiments from scratch, on the frozen trunk and fine-tuned."""
     from rich.text import Text
@@ -36,7 +40,11 @@ def transfer_experiment(
     if seeds is not None:
         section = dataclasses.replace(section, seeds=tuple(range(seeds)))
     result = run_experiment(
-        section, out, scale, on_stage=lambda msg: console.print(Text.assemble(("experiment:", "bold"), f" {msg}"), highlight=False)
+        section,
+        out,
+        scale,
+        on_stage=lambda msg: console.print(Text.assemble(("experiment:", "bold"), f" {msg}"), highlight=False),
+        workers=workers,
     )
     from rich.markdown import Markdown
 

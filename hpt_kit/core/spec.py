@@ -280,6 +280,11 @@ class Embodiment(EmbodimentData):
     ``action`` (T, action dim) and any optional fields of the observation spec; the kit validates and
     stores them. ``rollout`` runs a :class:`Controller` for ``request.episodes`` episodes and reports
     the success rate. ``expert_rollout``, if given, runs the scripted expert the same way, for scale.
+    ``rollout_envs``, if given, returns what ``rollout`` would run for a request without running it:
+    an :class:`hpt_kit.rollout.RolloutEnvs` of picklable environment factories, so the kit can
+    evaluate in worker processes, one simulator each, with one batched policy
+    (``hpt-kit eval --workers``); it must give the same episodes as ``rollout``. Without it the kit
+    evaluates through ``rollout``, serially.
     The callables are keyword-only (they follow the data's defaults) and never stored (``NOT_A_KEY``).
     """
 
@@ -292,6 +297,7 @@ class Embodiment(EmbodimentData):
     # `image` exactly when ConvertRequest.render is set (rollouts: RolloutRequest.render). A dataset
     # converted without rendering stores the spec without the camera and without the stems reading it.
     camera_optional: bool = field(default=False, kw_only=True, metadata=NOT_A_KEY)
+    rollout_envs: Callable[[RolloutRequest], Any] | None = field(default=None, kw_only=True, metadata=NOT_A_KEY)
 
 
 def converted_spec(emb: EmbodimentData, render: bool) -> EmbodimentData:
@@ -390,6 +396,8 @@ def spec_problems(emb: Any) -> list[str]:
         p.append("expert_rollout must be callable or None")
     if emb.camera_optional and obs.image is None:
         p.append("camera_optional is set but observation.image declares no camera")
+    if emb.rollout_envs is not None and not callable(emb.rollout_envs):
+        p.append("rollout_envs must be callable or None")
     return p
 
 

@@ -40,7 +40,7 @@ from hpt_kit.models.hpt import HPT
 from hpt_kit.train.step import compile_mode, make_optimizer, optimizer_step, pick_device
 
 STATE_DIM, VIEWS, TOKENS, CHANNELS, CHUNK, ACTION_DIM = 39, 1, 49, 512, 4, 4
-PARTS = ("train", "act", "mixed", "sampler", "serve")  # what a run measures; the matmul peak always
+PARTS = ("train", "act", "mixed", "sampler", "serve", "eval")  # what a run measures; the matmul peak always
 
 
 def standard_spec(name: str = "bench") -> EmbodimentData:
@@ -422,8 +422,13 @@ def run(
     parts: Sequence[str] = PARTS,
     on_progress: Callable[[str], None] | None = None,
     backends: Sequence[str] = ("torch",),
+    eval_embodiments: Sequence[str] | None = None,
+    eval_episodes: int = 8,
+    eval_workers: int | None = None,
 ) -> dict[str, Any]:
-    """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``; onnx on the CPU only)."""
+    """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``; onnx on the CPU only);
+    ``eval_*``: the eval part's embodiments (default: ``bench_eval.EVAL_EMBODIMENTS``), episodes and
+    worker processes (default: one per core)."""
     dev = pick_device(device)
     if "onnx" in backends and "act" in parts and dev.type != "cpu":
         raise ValueError(f"the onnx backend runs on the CPU; measure it with device 'cpu', not {dev}")
@@ -471,4 +476,10 @@ def run(
         same = [r["p50_ms"] for r in result["act"] if r["preset"] == presets[0] and r["backend"] == "torch" and not r["compiled"]]
         in_process = same[0] if same else bench_act(presets[0], dev, act_calls)["p50_ms"]
         result["serve"] = bench_serve(presets[0], dev, in_process)
+    if "eval" in parts:
+        from hpt_kit.lab.bench_eval import EVAL_EMBODIMENTS, bench_eval
+
+        names = tuple(eval_embodiments or EVAL_EMBODIMENTS)
+        say(f"evaluation throughput ({', '.join(names)}, {eval_episodes} episodes, serial vs workers)")
+        result["eval"] = bench_eval(presets[0], names, eval_episodes, eval_workers)
     return result

@@ -163,10 +163,14 @@ def run_experiment(
     scale: float = 1.0,
     on_stage: Callable[[str], None] | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    workers: int | None = None,
 ) -> ExperimentResult:
+    """``workers``: evaluation processes per policy (``hpt_kit.policy.parallel.evaluate``; None:
+    one per core, 1: serial)."""
     from hpt_kit.core.registry import load_registry
     from hpt_kit.models.hpt import HPT
     from hpt_kit.policy import Policy
+    from hpt_kit.policy.parallel import evaluate
     from hpt_kit.train.loop import train
     from hpt_kit.weights.checkpoint import latest_checkpoint, resolve_checkpoint
 
@@ -211,7 +215,7 @@ def run_experiment(
                 ensemble = settings.temporal_ensemble or None
                 policy = Policy(HPT.from_checkpoint(ckpt, registry), target.embodiment, settings.execute_steps, ensemble=ensemble)
                 request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
-                rollout = registry.embodiment(target.embodiment).rollout(policy, request)
+                rollout, _ = evaluate(registry.embodiment(target.embodiment), policy, request, workers)
                 curve = _curve(run_dir, target.embodiment)
                 notes = ckpt.description["embodiments"][target.embodiment]["dataset"].get("notes", {})
                 versions[target.embodiment] = {k: v for k, v in notes.items() if k.endswith("_version")}

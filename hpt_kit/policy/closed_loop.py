@@ -147,6 +147,17 @@ class Policy:
             model, name, execute_steps, ensemble, device=device, compile=compile, registry=registry, backend=backend
         )
 
+    def replica(self) -> Policy:
+        """A new closed-loop state (empty history and queue) on the same network, with the same chunk
+        execution, backend and encoders: one per robot when many are driven at once (the batched,
+        parallel evaluation in :mod:`hpt_kit.policy.parallel`)."""
+        other = object.__new__(Policy)
+        other.__dict__.update(self.__dict__)
+        other._history = {f: torch.zeros_like(h) for f, h in self._history.items()}
+        other._chunks = np.zeros_like(self._chunks)
+        other.reset()
+        return other
+
     @property
     def needs_images(self) -> bool:
         """Whether ``act`` needs rendered camera frames (``RolloutRequest(render=True)``)."""

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_bench_json_has_every_field(tmp_path):
     out = subprocess.run(
         [HPT_KIT, "bench", "--preset", "tiny", "--batch", "4", "--steps", "1", "--act-calls", "5",
-         "--store-gb", "0.005", "--sampler-batches", "3", "--json"],
+         "--store-gb", "0.005", "--sampler-batches", "3", "--eval-embodiment", "mujoco-arm3", "--eval-episodes", "2", "--json"],
         capture_output=True, text=True, check=True,
     )
     result = json.loads(out.stdout)
@@ -35,6 +35,24 @@ def test_bench_json_has_every_field(tmp_path):
     assert served["preset"] == "tiny" and served["one_client"]["p50_ms"] > 0 and served["in_process_p50_ms"] > 0
     assert {(r["clients"], r["batching"]) for r in served["concurrent"]} == {(8, True), (32, True), (8, False), (32, False)}
     assert all(r["actions_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["embodiments"] == 2 for r in served["concurrent"])
+    (ev,) = result["eval"]
+    assert ev["embodiment"] == "mujoco-arm3" and ev["serial"]["episodes_per_min"] > 0 and ev["parallel"]["workers"] == 2
+
+
+def test_bench_eval_times_serial_and_parallel_evaluation_of_the_same_episodes():
+    out = subprocess.run([HPT_KIT, "bench", "--part", "eval", "--preset", "tiny", "--eval-embodiment", "mujoco-arm3",
+                          "--eval-episodes", "3", "--eval-workers", "2", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (ev,) = json.loads(out.stdout)["eval"]
+    serial, parallel = ev["serial"], ev["parallel"]
+    assert (serial["workers"], parallel["workers"], ev["episodes"]) == (1, 2, 3)
+    assert serial["env_steps"] == parallel["env_steps"] > 0  # the same episodes, to their ends
+    for r in (serial, parallel):
+        assert r["episodes_per_min"] == pytest.approx(60 * 3 / r["seconds"]) and r["env_steps_per_s"] > 0
+    assert ev["speedup"] == pytest.approx(parallel["episodes_per_min"] / serial["episodes_per_min"])
+    bad = subprocess.run([HPT_KIT, "bench", "--part", "eval", "--preset", "tiny", "--eval-embodiment", "mujoco-arm3-rgb",
+                          "--eval-episodes", "1", "--json"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "observes more than its state" in bad.stderr
 
 
 def test_bench_measures_only_the_parts_asked_for():

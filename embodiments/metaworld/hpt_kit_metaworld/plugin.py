@@ -70,6 +70,7 @@ def make_embodiment(taskset: TaskSet) -> Embodiment:
         convert_dataset=partial(runner.convert_dataset, taskset),
         rollout=partial(runner.rollout, taskset),
         expert_rollout=partial(runner.expert_rollout, taskset),
+        rollout_envs=partial(runner.rollout_envs, taskset),
         stems=(StemSpec("state"),)
         + ((IMAGE_STEM,) if taskset.views else ())
         # One sentence vector is one input token: more latents than one would all be equal.

@@ -17,11 +17,12 @@ whichever embodiment or task subset runs it, and evaluation never replays traini
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from importlib import metadata
 
 import numpy as np
 from hpt_kit import INSTRUCTION, Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
-from hpt_kit.rollout import EpisodeSource, collect_episodes, evaluate
+from hpt_kit.rollout import EnvFactory, EpisodeSource, RolloutEnvs, collect_episodes, evaluate
 
 from hpt_kit_metaworld.expert import ScriptedExpert
 from hpt_kit_metaworld.sawyer import SawyerTask
@@ -139,11 +140,14 @@ def _evaluate(
     _check_render(taskset, request.render)
     tasks = taskset.selected()
     sources = _sources(taskset, tasks, make_controller, images=request.render)
-    details = {"tasks": list(tasks), "max_episode_steps": MAX_EPISODE_STEPS, **versions()}
     try:
-        return evaluate(taskset.name, request, sources, video_fps=CONTROL_HZ, details=details)
+        return evaluate(taskset.name, request, sources, video_fps=CONTROL_HZ, details=_details(tasks))
     finally:
         _close(sources)
+
+
+def _details(tasks: Sequence[str]) -> dict:
+    return {"tasks": list(tasks), "max_episode_steps": MAX_EPISODE_STEPS, **versions()}
 
 
 def rollout(taskset: TaskSet, controller: Controller, request: RolloutRequest) -> RolloutResult:
@@ -152,3 +156,15 @@ def rollout(taskset: TaskSet, controller: Controller, request: RolloutRequest) -
 
 def expert_rollout(taskset: TaskSet, request: RolloutRequest) -> RolloutResult:
     return _evaluate(taskset, ScriptedExpert, request)
+
+
+def rollout_envs(taskset: TaskSet, request: RolloutRequest) -> RolloutEnvs:
+    """What ``rollout`` runs, as one factory per selected task (the same order, names and seed keys
+    as its sources); each evaluation worker builds a task's environment when first dealt one."""
+    _check_render(taskset, request.render)
+    tasks = taskset.selected()
+    factories = tuple(
+        EnvFactory(partial(_LoopEnv, taskset, task, request.render), name=task, key=(ALL_TASKS.index(task),))
+        for task in tasks
+    )
+    return RolloutEnvs(taskset.name, factories, video_fps=CONTROL_HZ, details=_details(tasks))

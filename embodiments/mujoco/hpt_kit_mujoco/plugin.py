@@ -67,6 +67,7 @@ def make_embodiment(task: ArmTask) -> Embodiment:
         convert_dataset=partial(runner.convert_dataset, task),
         rollout=partial(runner.rollout, task),
         expert_rollout=partial(runner.expert_rollout, task),
+        rollout_envs=partial(runner.rollout_envs, task),
         stems=(StemSpec("state"), IMAGE_STEM) if task.views else (StemSpec("state"),),
         head=HeadSpec(action_horizon=4),
         observation_horizon=1,

@@ -11,11 +11,12 @@ trained on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import mujoco
 import numpy as np
 from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
-from hpt_kit.rollout import EpisodeSource, collect_episodes, evaluate
+from hpt_kit.rollout import EnvFactory, EpisodeSource, RolloutEnvs, collect_episodes, evaluate
 
 from hpt_kit_mujoco.expert import ReachExpert
 from hpt_kit_mujoco.reach import ArmTask, ReachEnv
@@ -41,8 +42,16 @@ class _LoopEnv:
     def frame(self) -> np.ndarray:
         return self.env.render(VIDEO_CAMERA, VIDEO_SIZE)
 
+    def close(self) -> None:
+        self.env.close()
+
     def _observe(self, state: np.ndarray) -> dict[str, np.ndarray]:
         return {"state": state, "image": self.env.images()} if self.images else {"state": state}
+
+
+def _loop_env(task: ArmTask, images: bool) -> _LoopEnv:
+    """A fresh environment for one evaluation process (``rollout_envs``)."""
+    return _LoopEnv(ReachEnv(task), images)
 
 
 def _check_render(task: ArmTask, render: bool) -> None:
@@ -79,10 +88,13 @@ def _evaluate(
     env = ReachEnv(task)
     try:
         source = EpisodeSource(_LoopEnv(env, images=request.render), make_controller(env))
-        details = {"success_threshold_m": task.success_threshold, "max_episode_steps": task.max_steps}
-        return evaluate(task.name, request, [source], video_fps=env.control_hz, details=details)
+        return evaluate(task.name, request, [source], video_fps=env.control_hz, details=_details(task))
     finally:
         env.close()
+
+
+def _details(task: ArmTask) -> dict:
+    return {"success_threshold_m": task.success_threshold, "max_episode_steps": task.max_steps}
 
 
 def rollout(task: ArmTask, controller: Controller, request: RolloutRequest) -> RolloutResult:
@@ -91,3 +103,15 @@ def rollout(task: ArmTask, controller: Controller, request: RolloutRequest) -> R
 
 def expert_rollout(task: ArmTask, request: RolloutRequest) -> RolloutResult:
     return _evaluate(task, ReachExpert, request)
+
+
+def rollout_envs(task: ArmTask, request: RolloutRequest) -> RolloutEnvs:
+    """What ``rollout`` runs, as a factory each evaluation worker builds its own arm from."""
+    _check_render(task, request.render)
+    env = ReachEnv(task)  # only to read the control rate off the model
+    try:
+        video_fps = env.control_hz
+    finally:
+        env.close()
+    factory = EnvFactory(partial(_loop_env, task, request.render))
+    return RolloutEnvs(task.name, (factory,), video_fps=video_fps, details=_details(task))

@@ -30,6 +30,7 @@ def make_embodiment(robot: Robot, task: Task) -> Embodiment:
         convert_dataset=partial(runner.convert_dataset, robot, task),
         rollout=partial(runner.rollout, robot, task),
         expert_rollout=partial(runner.expert_rollout, robot, task),
+        rollout_envs=partial(runner.rollout_envs, robot, task),
         stems=(StemSpec("state"),),
         head=HeadSpec(action_horizon=4),
         observation_horizon=1,

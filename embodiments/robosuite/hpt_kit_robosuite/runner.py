@@ -15,14 +15,15 @@ model and data by a ``mujoco.Renderer`` made on the first frame asked for.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 from hpt_kit import Controller, ConvertRequest, RolloutRequest, RolloutResult, SpecError
-from hpt_kit.rollout import EpisodeSource, collect_episodes, evaluate
+from hpt_kit.rollout import EnvFactory, EpisodeSource, RolloutEnvs, collect_episodes, evaluate
 
 from hpt_kit_robosuite.env import SuiteEnv, versions
 from hpt_kit_robosuite.expert import PickExpert
-from hpt_kit_robosuite.robots import Robot, Task, embodiment_name
+from hpt_kit_robosuite.robots import CONTROL_HZ, Robot, Task, embodiment_name
 
 _ENVS: dict[tuple[str, str], SuiteEnv] = {}
 VIDEO_SIZE = 128
@@ -89,14 +90,24 @@ def _evaluate(
     (``request.video_dir``) show the ``frontview`` camera at the control rate."""
     _check_render(robot, task, request.render)
     env = environment(robot, task)
-    details = {
+    source = EpisodeSource(_LoopEnv(env), make_controller(env))
+    return evaluate(
+        embodiment_name(robot, task), request, [source], video_fps=env.control_hz, details=_details(robot, task)
+    )
+
+
+def _details(robot: Robot, task: Task) -> dict:
+    return {
         **versions(),
         "robot": robot.robosuite_name,
         "task": task.robosuite_name,
         "max_episode_steps": task.max_steps,
     }
-    source = EpisodeSource(_LoopEnv(env), make_controller(env))
-    return evaluate(embodiment_name(robot, task), request, [source], video_fps=env.control_hz, details=details)
+
+
+def _loop_env(robot: Robot, task: Task) -> _LoopEnv:
+    """The worker process's environment for this robot and task (``rollout_envs``)."""
+    return _LoopEnv(environment(robot, task))
 
 
 def rollout(robot: Robot, task: Task, controller: Controller, request: RolloutRequest) -> RolloutResult:
@@ -105,3 +116,13 @@ def rollout(robot: Robot, task: Task, controller: Controller, request: RolloutRe
 
 def expert_rollout(robot: Robot, task: Task, request: RolloutRequest) -> RolloutResult:
     return _evaluate(robot, task, PickExpert, request)
+
+
+def rollout_envs(robot: Robot, task: Task, request: RolloutRequest) -> RolloutEnvs:
+    """What ``rollout`` runs, as a factory each evaluation worker builds its own environment from
+    (building one takes seconds, so this process builds none)."""
+    _check_render(robot, task, request.render)
+    factory = EnvFactory(partial(_loop_env, robot, task))
+    return RolloutEnvs(
+        embodiment_name(robot, task), (factory,), video_fps=float(CONTROL_HZ), details=_details(robot, task)
+    )
