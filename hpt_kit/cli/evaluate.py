@@ -161,6 +161,7 @@ def _rollouts(
         "workers": used,
         "batched": batch and used > 1,
         "success_rate": result.success_rate,
+        "success_ci95": _wilson(result.successes),
         "successes": list(result.successes),
         "mean_return": _mean(result.returns),
         "episode_lengths": list(result.episode_lengths),
@@ -172,6 +173,7 @@ def _rollouts(
     if expert:
         ex = emb.expert_rollout(RolloutRequest(episodes=settings.episodes, seed=settings.seed))
         out["expert_success_rate"] = ex.success_rate
+        out["expert_success_ci95"] = _wilson(ex.successes)
         out["expert_mean_return"] = _mean(ex.returns)
     return out
 
@@ -257,6 +259,13 @@ def _contact_sheet(path: Path, result: Any) -> Path:
     return contact_sheet(path, firsts, list(result.successes) if paired else [None] * len(firsts))
 
 
+def _wilson(successes: tuple[bool, ...]) -> list[float]:
+    """The Wilson 95% interval of a success rate, [low, high]."""
+    from hpt_kit.core.stats import wilson_interval
+
+    return list(wilson_interval(sum(successes), len(successes)))
+
+
 def _mean(values: tuple[float, ...]) -> float | None:
     import numpy as np
 
@@ -312,10 +321,13 @@ def _print_table(out: Mapping[str, Any], checkpoint: str) -> None:
     table = Table(title=f"{out['embodiment']}: {out['episodes']} episodes from seed {out['seed']}, {mode}")
     table.add_column("policy")
     table.add_column("success rate", justify="right")
+    table.add_column("95% interval (Wilson)", justify="right")
     table.add_column("mean return", justify="right")
-    table.add_row(f"HPT ({checkpoint})", f"{out['success_rate']:.1%}", _fmt_return(out["mean_return"]))
+    table.add_row(f"HPT ({checkpoint})", f"{out['success_rate']:.1%}", _fmt_interval(out["success_ci95"]),
+                  _fmt_return(out["mean_return"]))
     if "expert_success_rate" in out:
-        table.add_row("scripted expert", f"{out['expert_success_rate']:.1%}", _fmt_return(out["expert_mean_return"]))
+        table.add_row("scripted expert", f"{out['expert_success_rate']:.1%}", _fmt_interval(out["expert_success_ci95"]),
+                      _fmt_return(out["expert_mean_return"]))
     console = stdout_console()
     console.print(table)
     origin = ", ".join(f"{k} from {v}" for k, v in out["settings_from"].items())
@@ -327,6 +339,10 @@ def _print_table(out: Mapping[str, Any], checkpoint: str) -> None:
         folder = Path(out["videos"][0]).parent
         sheet = f", contact sheet {out['contact_sheet']}" if "contact_sheet" in out else ""
         console.print(f"videos: {len(out['videos'])} in {folder}{sheet}", highlight=False, soft_wrap=True)
+
+
+def _fmt_interval(interval: list[float]) -> str:
+    return f"{interval[0]:.1%} to {interval[1]:.1%}"
 
 
 def _fmt_return(value: float | None) -> str:

@@ -41,6 +41,8 @@ from hpt_kit.core.recipe import (
 )
 from hpt_kit.core.spec import RolloutRequest
 from hpt_kit.train.budget import LR, transfer_train
+from hpt_kit.core.stats import format_rate
+from hpt_kit.lab.comparison import comparison_markdown, paired_comparisons, pooled_rate
 
 METHODS = ("scratch", "frozen", "finetune")
 
@@ -226,6 +228,8 @@ def run_experiment(
                         "seed": seed,
                         "success_rate": rollout.success_rate,
                         "eval": {"episodes": settings.episodes, "seed": settings.seed},
+                        "success_ci95": pooled_rate([{"successes": rollout.successes}])["success_ci95"],
+                        "successes": list(rollout.successes),
                         "final_val_loss": curve[-1][1] if curve else None,
                         "val_curve": curve,
                         "run_dir": str(run_dir),
@@ -237,6 +241,7 @@ def run_experiment(
         "settings": {**dataclasses.asdict(section), "scale": scale},
         "simulator_versions": {**_pretrain_versions(trunk_dir), **versions},
         "table": table,
+        "comparisons": paired_comparisons(runs, [t.embodiment for t in section.targets], section.methods),
         "runs": runs,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -277,6 +282,7 @@ def summarize(runs: list[dict[str, Any]], section: ExperimentSection) -> list[di
                     "seeds": len(mine),
                     "success_mean": float(success.mean()),
                     "success_std": float(success.std()),
+                    **pooled_rate(mine),
                     "val_loss_mean": float(losses.mean()) if len(losses) else None,
                     "val_loss_std": float(losses.std()) if len(losses) else None,
                 }
@@ -291,17 +297,20 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Pre-trained on: {', '.join(result['pretrain']['embodiments'])}. "
         f"Transfer: {s['steps']} steps, batch {s['batch_size']}, seeds {list(s['seeds'])}, "
-        f"{s['eval_episodes']} evaluation episodes per run. Mean ± std over seeds.",
+        f"{s['eval_episodes']} evaluation episodes per run. Mean ± std over seeds; the interval is "
+        "Wilson's 95% on all the method's episodes pooled over seeds.",
         "",
-        "| target | method | demos | success rate | final validation loss |",
-        "| --- | --- | --- | --- | --- |",
+        "| target | method | demos | success rate | pooled, 95% interval | final validation loss |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["table"]:
         loss = f"{r['val_loss_mean']:.4f} ± {r['val_loss_std']:.4f}" if r["val_loss_mean"] is not None else "n/a"
+        pooled = f"{format_rate(r['success_pooled'], r['success_ci95'])} of {r['episodes']}" if "success_ci95" in r else "n/a"
         lines.append(
-            f"| {r['target']} | {r['method']} | {r['demos']} | {r['success_mean']:.1%} ± {r['success_std']:.1%} | {loss} |"
+            f"| {r['target']} | {r['method']} | {r['demos']} | {r['success_mean']:.1%} ± {r['success_std']:.1%} | {pooled} | {loss} |"
         )
-    lines += ["", "Simulator versions: " + json.dumps(result["simulator_versions"]), ""]
+    lines += ["", *comparison_markdown(result.get("comparisons", []))]
+    lines += ["Simulator versions: " + json.dumps(result["simulator_versions"]), ""]
     return "\n".join(lines)
 
 

@@ -66,3 +66,10 @@ episodes = 6
     assert result2["pretrain"]["embodiments"] == ["mujoco-arm3"]
     frozen2 = json.loads((out2 / "runs" / "mujoco-arm4" / "frozen-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
     assert frozen2["trunk_source_sha256"] == frozen["trunk_source_sha256"]
+    for r in result["runs"]:  # every rate with its interval, and the episodes it came from
+        assert len(r["successes"]) == 2 and r["success_ci95"][0] <= r["success_rate"] <= r["success_ci95"][1]
+    for r in rows.values():
+        assert r["episodes"] == 2 and r["success_ci95"][0] <= r["success_pooled"] <= r["success_ci95"][1]
+    compared = {c["method"]: c for c in result["comparisons"]}
+    assert set(compared) == {"frozen", "finetune"} and all(c["pairs"] == 2 and c["versus"] == "scratch" for c in compared.values())
+    assert "## Against training from scratch" in (out / "results.md").read_text()
