@@ -66,6 +66,8 @@ def test_the_guides_commands_on_the_installed_example(package, tmp_path):
 
     listed = json.loads(hpt("list", "--json"))
     assert [e["distribution"] for e in listed["embodiments"] if e["name"] == "pusher"] == ["hpt-kit-pusher"]
+    (checked,) = json.loads(hpt("check", "pusher", "--expert", 5, "--json"))["embodiments"]
+    assert checked["ok"] and checked["fields"]["state"] == [12] and checked["expert_success_rate"] >= 0.8
     converted = json.loads(hpt("convert", "pusher", "--episodes", 6, "--json"))
     assert converted["notes"]["expert_success_rate"] >= 0.95
     hpt("transfer", "--embodiment", "pusher", "--from-scratch", "--trunk-preset", "tiny", "--steps", 4, "--out", tmp_path / "run")

@@ -32,6 +32,7 @@ def _root(
 def _register() -> None:
     from hpt_kit.cli import (
         bench,
+        check,
         data,
         datasets,
         evaluate,
@@ -46,7 +47,7 @@ def _register() -> None:
         training,
     )
 
-    for module in (listing, scaffold, data, datasets, importing, training, evaluate, serve, inspect, hub, bench, experiment, report):
+    for module in (listing, scaffold, check, data, datasets, importing, training, evaluate, serve, inspect, hub, bench, experiment, report):
         module.register(app)
 
 

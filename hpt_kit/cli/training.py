@@ -82,7 +82,7 @@ def transfer(
         str | None, typer.Option(metavar="PRESET", help="With --from-scratch: the trunk's size (tiny, small, base, ...). Default: the recipe's trunk preset.")
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset folder for the embodiment.")] = None,
-    episodes: Annotated[int | None, typer.Option(min=1, help="Use only the first N episodes (demonstrations).")] = None,
+    episodes: Annotated[int | None, typer.Option(min=1, help="Use only the first N episodes (demonstrations). Default: all of the dataset, or the recipe's datasets[].max_episodes.")] = None,
     lora: Annotated[
         int | None,
         typer.Option(

@@ -36,6 +36,8 @@ def convert(request):
             states.append(observe(pos, goal))
             actions.append(a)
             pos += 0.25 * a[0]
+        if os.environ.get("DRIFT_BREAK") == "nan":  # a plugin bug: a non-finite reading in its data
+            states[-1][1] = np.nan
         yield {"state": np.stack(states), "action": np.stack(actions)}
 
 

@@ -97,6 +97,8 @@ def test_add_embodiment_installs_registers_and_converts(tmp_path):
     assert mine and mine[0]["distribution"] == "hpt-kit-my_arm" and listing["errors"] == []
     out = json.loads(hpt("convert", "my_arm", "--episodes", 3, "--out", tmp_path / "my.zarr", "--json", env=env).stdout)
     assert out["episodes"] == 3 and out["notes"]["expert_success_rate"] >= 0.95
+    checked = hpt("check", "my_arm", "--expert", 5, env=env).stdout
+    assert "ok my_arm (hpt-kit-my_arm" in checked and "scripted expert: " in checked and "of 5 episodes" in checked
     # The generated package's own test passes too.
     test = subprocess.run([sys.executable, "-m", "pytest", "-q", package / "tests"], capture_output=True, text=True, env=env)
     assert test.returncode == 0, test.stdout + test.stderr
