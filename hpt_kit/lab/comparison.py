@@ -28,15 +28,19 @@ def pooled_rate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def paired_comparisons(runs: Sequence[dict[str, Any]], targets: Sequence[str], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """Per target, each method against scratch over the seeds both ran (episode by episode)."""
+def paired_comparisons(
+    runs: Sequence[dict[str, Any]], cells: Sequence[tuple[str, int]], methods: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per target and number of demonstrations (a cell), each method against scratch over the seeds
+    both ran (episode by episode)."""
     rows = []
-    for target in targets:
-        baseline = {r["seed"]: r for r in runs if r["target"] == target and r["method"] == BASELINE}
+    for target, demos in cells:
+        here = [r for r in runs if r["target"] == target and r.get("demos") == demos]
+        baseline = {r["seed"]: r for r in here if r["method"] == BASELINE}
         for method in methods:
             if method == BASELINE or not baseline:
                 continue
-            mine = {r["seed"]: r for r in runs if r["target"] == target and r["method"] == method}
+            mine = {r["seed"]: r for r in here if r["method"] == method}
             seeds = sorted(set(mine) & set(baseline))
             a, b = [], []
             for seed in seeds:
@@ -52,6 +56,7 @@ def paired_comparisons(runs: Sequence[dict[str, Any]], targets: Sequence[str], m
             rows.append(
                 {
                     "target": target,
+                    "demos": demos,
                     "method": method,
                     "versus": BASELINE,
                     "seeds": seeds,
@@ -81,7 +86,8 @@ def verdict(row: dict[str, Any]) -> str:
         word = f"resolved: {row['method']} is better than {row['versus']} (the interval excludes 0)"
     else:
         word = f"resolved: {row['method']} is worse than {row['versus']} (the interval excludes 0)"
-    return f"{row['target']}, {row['method']} vs {row['versus']}: {points}, {word} ({counts})."
+    where = f"{row['target']} with {row['demos']} demonstrations" if "demos" in row else row["target"]
+    return f"{where}, {row['method']} vs {row['versus']}: {points}, {word} ({counts})."
 
 
 def comparison_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:

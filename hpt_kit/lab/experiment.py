@@ -50,8 +50,8 @@ METHODS = ("scratch", "frozen", "finetune")
 @dataclass(frozen=True)
 class Target:
     embodiment: str
-    episodes: int = 60  # converted for this target; the first `demos` train, validation comes from them
-    demos: int = 0  # K demonstrations (0 = the experiment's default)
+    episodes: int = 60  # converted for this target; the first K train (validation comes from them)
+    demos: tuple[int, ...] = ()  # K demonstrations, one or a sweep (empty: the experiment's `demos`)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class ExperimentSection:
     targets: tuple[Target, ...] = ()
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
-    demos: int = 20
+    demos: tuple[int, ...] = (20,)  # K demonstrations per run; a list sweeps K (`demos = [5, 10, 20]`)
     steps: int = 400  # training steps per transfer run
     batch_size: int = 64
     lr: float = LR
@@ -80,13 +80,30 @@ class ExperimentSection:
             raise ValueError("add at least one [[experiment.targets]] table")
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        for where, demos in [("demos", self.demos)] + [(f"targets {t.embodiment} demos", t.demos) for t in self.targets]:
+            bad = [k for k in demos if k < 1] + [k for k in set(demos) if demos.count(k) > 1]
+            if bad or (where == "demos" and not demos):
+                raise ValueError(f"{where} must be distinct counts >= 1, got {list(demos)}")
+        for t in self.targets:
+            if max(t.demos or self.demos) > t.episodes:
+                raise ValueError(f"target {t.embodiment}: {max(t.demos or self.demos)} demonstrations but only {t.episodes} episodes converted")
+
+
+def demos_of(section: ExperimentSection, target: Target) -> tuple[int, ...]:
+    """The K values ``target`` trains with: its own, else the experiment's."""
+    return target.demos or section.demos
+
+
+def cells(section: ExperimentSection) -> list[tuple[str, int]]:
+    """(target, K) in the order they run: every target with each of its demonstration counts."""
+    return [(t.embodiment, k) for t in section.targets for k in demos_of(section, t)]
 
 
 def load_experiment(path: str | Path, sets: Sequence[str] = ()) -> ExperimentSection:
     """The experiment file, with ``--set experiment.KEY=VALUE`` overrides applied before validation."""
     path = Path(path)
     overrides = [parse_override(s) for s in sets]
-    data = apply_overrides(read_toml(path, "experiment"), overrides)
+    data = _demos_as_lists(apply_overrides(read_toml(path, "experiment"), overrides))
     if set(data) != {"experiment"}:
         raise RecipeError(f"{path}: expected only an [experiment] section, found {sorted(data)}")
     try:
@@ -99,6 +116,23 @@ def load_experiment(path: str | Path, sets: Sequence[str] = ()) -> ExperimentSec
         if getattr(section, key) and not value.is_absolute() and (path.parent / value).exists():
             relative[key] = str(path.parent / value)
     return dataclasses.replace(section, **relative)
+
+
+def _demos_as_lists(data: dict[str, Any]) -> dict[str, Any]:
+    """``demos = 20`` is a sweep of one: a number where a list of counts is expected becomes a list."""
+    section = data.get("experiment")
+    if not isinstance(section, dict):
+        return data
+    tables = [section] + [t for t in section.get("targets", []) if isinstance(t, dict)]
+    for table in tables:
+        if isinstance(table.get("demos"), int) and not isinstance(table.get("demos"), bool):
+            table["demos"] = [table["demos"]]
+    return data
+
+
+def run_dir_of(out: Path, target: str, demos: int, method: str, seed: int) -> Path:
+    """Where one run of the experiment trains: ``runs/TARGET/K{demos}/METHOD-seed{seed}``."""
+    return Path(out) / "runs" / target / f"K{demos}" / f"{method}-seed{seed}"
 
 
 def scaled(section: ExperimentSection, pretrain: Recipe | None, scale: float) -> tuple[ExperimentSection, Recipe | None]:
@@ -117,11 +151,11 @@ def scaled(section: ExperimentSection, pretrain: Recipe | None, scale: float) ->
 
 
 def transfer_recipe(
-    section: ExperimentSection, architecture: TrunkSection, device: str, target: Target, method: str, seed: int, trunk: str
+    section: ExperimentSection, architecture: TrunkSection, device: str, target: Target, demos: int, method: str, seed: int,
+    trunk: str,
 ) -> Recipe:
     """One run of the experiment: the training settings of `hpt-kit transfer --embodiment` without a
     recipe (:func:`hpt_kit.train.budget.transfer_train`), the evaluation settings of `hpt-kit eval`."""
-    demos = target.demos or section.demos
     train = transfer_train(section.steps, section.batch_size, section.lr, device)
     if method == "scratch":
         transfer = TransferSection(from_scratch=True, freeze_trunk=False)
@@ -129,12 +163,12 @@ def transfer_recipe(
         transfer = TransferSection(trunk, freeze_trunk=method == "frozen")
     return Recipe(
         datasets=(DatasetEntry(target.embodiment, episodes=target.episodes, max_episodes=demos),),
-        run=RunSection(name=f"{target.embodiment}-{method}-{seed}", seed=seed),
+        run=RunSection(name=f"{target.embodiment}-K{demos}-{method}-{seed}", seed=seed),
         trunk=architecture,  # scratch: the same architecture as the pre-trained trunk
         train=train,
         transfer=transfer,
         eval=EvalSection(episodes=section.eval_episodes),
-        source=f"<experiment {target.embodiment} {method} seed {seed}>",
+        source=f"<experiment {target.embodiment} K={demos} {method} seed {seed}>",
     )
 
 
@@ -205,12 +239,14 @@ def run_experiment(
 
     runs: list[dict[str, Any]] = []
     versions: dict[str, Any] = {}
-    for target in section.targets:
+    targets = {t.embodiment: t for t in section.targets}
+    for name, demos in cells(section):
+        target = targets[name]
         for method in section.methods:
             for seed in section.seeds:
-                say(f"{target.embodiment}: {method}, seed {seed}")
-                run_dir = out / "runs" / target.embodiment / f"{method}-seed{seed}"
-                recipe = transfer_recipe(section, architecture, device, target, method, seed, trunk_dir)
+                say(f"{target.embodiment}, {demos} demonstrations: {method}, seed {seed}")
+                run_dir = run_dir_of(out, target.embodiment, demos, method, seed)
+                recipe = transfer_recipe(section, architecture, device, target, demos, method, seed, trunk_dir)
                 train(recipe, run_dir, registry, resume=True, on_log=on_log)
                 ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
                 settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it
@@ -224,6 +260,7 @@ def run_experiment(
                 runs.append(
                     {
                         "target": target.embodiment,
+                        "demos": demos,
                         "method": method,
                         "seed": seed,
                         "success_rate": rollout.success_rate,
@@ -241,12 +278,14 @@ def run_experiment(
         "settings": {**dataclasses.asdict(section), "scale": scale},
         "simulator_versions": {**_pretrain_versions(trunk_dir), **versions},
         "table": table,
-        "comparisons": paired_comparisons(runs, [t.embodiment for t in section.targets], section.methods),
+        "comparisons": paired_comparisons(runs, cells(section), section.methods),
         "runs": runs,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "results.md").write_text(markdown(result))
     plot(runs, section, out / "val_loss.png")
+    if any(len(demos_of(section, t)) > 1 for t in section.targets):
+        plot_sweep(table, out / "success_vs_demos.png")
     return ExperimentResult(out, result)
 
 
@@ -269,16 +308,16 @@ def _pretrain_versions(trunk_dir: str) -> dict[str, Any]:
 
 def summarize(runs: list[dict[str, Any]], section: ExperimentSection) -> list[dict[str, Any]]:
     rows = []
-    for target in section.targets:
+    for target, demos in cells(section):
         for method in section.methods:
-            mine = [r for r in runs if r["target"] == target.embodiment and r["method"] == method]
+            mine = [r for r in runs if (r["target"], r["demos"], r["method"]) == (target, demos, method)]
             success = np.array([r["success_rate"] for r in mine], dtype=float)
             losses = np.array([r["final_val_loss"] for r in mine if r["final_val_loss"] is not None], dtype=float)
             rows.append(
                 {
-                    "target": target.embodiment,
+                    "target": target,
                     "method": method,
-                    "demos": target.demos or section.demos,
+                    "demos": demos,
                     "seeds": len(mine),
                     "success_mean": float(success.mean()),
                     "success_std": float(success.std()),
@@ -323,11 +362,14 @@ def plot(runs: list[dict[str, Any]], section: ExperimentSection, path: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    targets = [t.embodiment for t in section.targets]
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
-    for ax, target in zip(axes[0], targets):
+    panels = cells(section)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (target, demos) in zip(axes[0], panels):
         for method in section.methods:
-            curves = [r["val_curve"] for r in runs if r["target"] == target and r["method"] == method and r["val_curve"]]
+            curves = [
+                r["val_curve"] for r in runs
+                if (r["target"], r["demos"], r["method"]) == (target, demos, method) and r["val_curve"]
+            ]
             if not curves:
                 continue
             steps = [s for s, _ in curves[0]]
@@ -335,10 +377,41 @@ def plot(runs: list[dict[str, Any]], section: ExperimentSection, path: Path) -> 
             mean, std = values.mean(0), values.std(0)
             ax.plot(steps, mean, label=method)
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        ax.set_title(target)
+        ax.set_title(f"{target}, K={demos}")
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss")
         ax.set_yscale("log")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sweep(table: list[dict[str, Any]], path: Path) -> None:
+    """Success rate against the number of demonstrations, one panel per target, one line per
+    method: episodes pooled over seeds, error bars the Wilson 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(r["target"] for r in table))
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for method in dict.fromkeys(r["method"] for r in table):
+            rows = sorted((r for r in table if r["target"] == target and r["method"] == method), key=lambda r: r["demos"])
+            k = [r["demos"] for r in rows]
+            rate = np.array([r["success_pooled"] for r in rows])
+            low = rate - np.array([r["success_ci95"][0] for r in rows])
+            high = np.array([r["success_ci95"][1] for r in rows]) - rate
+            ax.errorbar(k, rate, yerr=[low, high], marker="o", capsize=3, label=method)
+        ax.set_title(target)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({r["demos"] for r in table if r["target"] == target}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("demonstrations (K)")
+        ax.set_ylabel("success rate (95% interval)")
+        ax.set_ylim(-0.02, 1.02)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -39,9 +39,9 @@ episodes = 6
     assert result["simulator_versions"]["mujoco-arm4"]["mujoco_version"]
     assert result["pretrain"]["embodiments"] == ["mujoco-arm3"]
     runs = {r["method"]: r for r in result["runs"]}
-    frozen = json.loads((out / "runs" / "mujoco-arm4" / "frozen-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
+    frozen = json.loads((out / "runs" / "mujoco-arm4" / "K4" / "frozen-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
     assert frozen["frozen_trunk"] is True and runs["scratch"]["val_curve"]
-    scratch = json.loads((out / "runs" / "mujoco-arm4" / "scratch-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
+    scratch = json.loads((out / "runs" / "mujoco-arm4" / "K4" / "scratch-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
     assert scratch["trunk"] == frozen["trunk"]  # same architecture, random trunk, recorded as the baseline
     assert scratch["mode"] == "transfer" and scratch["from_scratch"] is True and scratch["frozen_trunk"] is False
     assert "trunk_source" not in scratch
@@ -64,7 +64,7 @@ episodes = 6
     result2 = json.loads((out2 / "results.json").read_text())
     assert not (out2 / "pretrain").exists() and result2["pretrain"]["reused"] is True
     assert result2["pretrain"]["embodiments"] == ["mujoco-arm3"]
-    frozen2 = json.loads((out2 / "runs" / "mujoco-arm4" / "frozen-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
+    frozen2 = json.loads((out2 / "runs" / "mujoco-arm4" / "K4" / "frozen-seed0" / "checkpoints" / "latest" / "checkpoint.json").read_text())
     assert frozen2["trunk_source_sha256"] == frozen["trunk_source_sha256"]
     for r in result["runs"]:  # every rate with its interval, and the episodes it came from
         assert len(r["successes"]) == 2 and r["success_ci95"][0] <= r["success_rate"] <= r["success_ci95"][1]
