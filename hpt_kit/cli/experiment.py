@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from hpt_kit.cli.scaling import scaling_experiment
+
 experiment_app = typer.Typer(help="Experiments that measure what pre-training buys.", no_args_is_help=True)
 
 
@@ -50,6 +52,9 @@ def transfer_experiment(
 
     stdout_console().print(Markdown((result.out / "results.md").read_text()))
     console.print(f"wrote {result.out / 'results.json'}, {result.out / 'results.md'} and {result.out / 'val_loss.png'}")
+
+
+experiment_app.command("scaling")(scaling_experiment)
 
 
 def register(app: typer.Typer) -> None:

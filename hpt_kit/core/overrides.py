@@ -130,3 +130,36 @@ def override_recipe(recipe: Recipe, sets: Sequence[str]) -> Recipe:
     overrides = [parse_override(s) for s in sets]
     data = apply_overrides(recipe.to_dict(), overrides)
     return naming_overrides(lambda: parse_recipe(data, recipe.source), overrides)
+
+
+def load_section(
+    path: str | Path,
+    key: str,
+    cls: type[T],
+    sets: Sequence[str] = (),
+    relative: Sequence[str] = (),
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> T:
+    """A file of one ``[key]`` section (an experiment, a study) as ``cls``, with ``--set key.NAME=VALUE``
+    overrides applied before validation (``prepare`` may normalise the tables in between). The fields
+    named in ``relative`` that hold a path relative to the file, and exist there, become that path."""
+    import dataclasses
+
+    from hpt_kit.core.recipe import parse_table
+
+    path = Path(path)
+    overrides = [parse_override(s) for s in sets]
+    data = apply_overrides(read_toml(path, key), overrides)
+    data = prepare(data) if prepare else data
+    if set(data) != {key}:
+        raise RecipeError(f"{path}: expected only a [{key}] section, found {sorted(data)}")
+    try:
+        section = naming_overrides(lambda: parse_table(cls, data[key], key), overrides)
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    resolved = {}
+    for name in relative:
+        value = getattr(section, name)
+        if value and not Path(value).is_absolute() and (path.parent / value).exists():
+            resolved[name] = str(path.parent / value)
+    return dataclasses.replace(section, **resolved)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from hpt_kit.core.overrides import apply_overrides, naming_overrides, parse_override
+from hpt_kit.core.overrides import load_section
 from hpt_kit.core.presets import PRESETS, TrunkConfig, trunk_config
 from hpt_kit.core.recipe import (
     DatasetEntry,
@@ -35,14 +35,12 @@ from hpt_kit.core.recipe import (
     TransferSection,
     TrunkSection,
     load_recipe,
-    parse_table,
     planned_eval,
-    read_toml,
 )
 from hpt_kit.core.spec import RolloutRequest
-from hpt_kit.train.budget import LR, transfer_train
 from hpt_kit.core.stats import format_rate
 from hpt_kit.lab.comparison import comparison_markdown, paired_comparisons, pooled_rate
+from hpt_kit.train.budget import LR, transfer_train
 
 METHODS = ("scratch", "frozen", "finetune")
 
@@ -71,6 +69,9 @@ class ExperimentSection:
     # Rollouts per run, from the evaluation seed that `hpt-kit eval` uses ([eval] in a recipe): the
     # same episodes for every method and seed, and `hpt-kit eval RUN` repeats the number.
     eval_episodes: int = EvalSection().episodes
+    # Which pre-training data helps the targets: pre-train once more without each of these mixture
+    # embodiments and transfer again (every method but scratch), compared run by run with the full mixture.
+    leave_out: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -84,6 +85,12 @@ class ExperimentSection:
             bad = [k for k in demos if k < 1] + [k for k in set(demos) if demos.count(k) > 1]
             if bad or (where == "demos" and not demos):
                 raise ValueError(f"{where} must be distinct counts >= 1, got {list(demos)}")
+        if len(set(self.leave_out)) != len(self.leave_out):
+            raise ValueError(f"leave_out names an embodiment twice: {list(self.leave_out)}")
+        if self.leave_out and self.trunk:
+            raise ValueError("leave_out pre-trains without each embodiment; it cannot reuse a trunk (drop trunk)")
+        if self.leave_out and not [m for m in self.methods if m != "scratch"]:
+            raise ValueError("leave_out compares pre-trained trunks: add frozen or finetune to methods")
         for t in self.targets:
             if max(t.demos or self.demos) > t.episodes:
                 raise ValueError(f"target {t.embodiment}: {max(t.demos or self.demos)} demonstrations but only {t.episodes} episodes converted")
@@ -101,21 +108,7 @@ def cells(section: ExperimentSection) -> list[tuple[str, int]]:
 
 def load_experiment(path: str | Path, sets: Sequence[str] = ()) -> ExperimentSection:
     """The experiment file, with ``--set experiment.KEY=VALUE`` overrides applied before validation."""
-    path = Path(path)
-    overrides = [parse_override(s) for s in sets]
-    data = _demos_as_lists(apply_overrides(read_toml(path, "experiment"), overrides))
-    if set(data) != {"experiment"}:
-        raise RecipeError(f"{path}: expected only an [experiment] section, found {sorted(data)}")
-    try:
-        section = naming_overrides(lambda: parse_table(ExperimentSection, data["experiment"], "experiment"), overrides)
-    except RecipeError as exc:
-        raise RecipeError(f"{path}: {exc}") from None
-    relative = {}
-    for key in ("pretrain", "trunk"):
-        value = Path(getattr(section, key))
-        if getattr(section, key) and not value.is_absolute() and (path.parent / value).exists():
-            relative[key] = str(path.parent / value)
-    return dataclasses.replace(section, **relative)
+    return load_section(path, "experiment", ExperimentSection, sets, relative=("pretrain", "trunk"), prepare=_demos_as_lists)
 
 
 def _demos_as_lists(data: dict[str, Any]) -> dict[str, Any]:
@@ -204,11 +197,7 @@ def run_experiment(
     """``workers``: evaluation processes per policy (``hpt_kit.policy.parallel.evaluate``; None:
     one per core, 1: serial)."""
     from hpt_kit.core.registry import load_registry
-    from hpt_kit.models.hpt import HPT
-    from hpt_kit.policy import Policy
-    from hpt_kit.policy.parallel import evaluate
     from hpt_kit.train.loop import train
-    from hpt_kit.weights.checkpoint import latest_checkpoint, resolve_checkpoint
 
     say = on_stage or (lambda msg: None)
     registry = load_registry()
@@ -233,45 +222,26 @@ def run_experiment(
         if t.embodiment in mixture:
             raise RecipeError(f"experiment target {t.embodiment!r} is in the pre-training mixture; hold it out")
 
+    for name in section.leave_out:
+        if name not in mixture:
+            raise RecipeError(f"experiment.leave_out: {name!r} is not in the pre-training mixture ({', '.join(mixture)})")
+        if len(mixture) < 2:
+            raise RecipeError(f"experiment.leave_out: leaving {name!r} out leaves no pre-training data")
     if not section.trunk:
         say(f"pre-train ({pretrain.source})")
         train(pretrain, Path(trunk_dir), registry, resume=True, on_log=on_log)
 
-    runs: list[dict[str, Any]] = []
     versions: dict[str, Any] = {}
-    targets = {t.embodiment: t for t in section.targets}
-    for name, demos in cells(section):
-        target = targets[name]
-        for method in section.methods:
-            for seed in section.seeds:
-                say(f"{target.embodiment}, {demos} demonstrations: {method}, seed {seed}")
-                run_dir = run_dir_of(out, target.embodiment, demos, method, seed)
-                recipe = transfer_recipe(section, architecture, device, target, demos, method, seed, trunk_dir)
-                train(recipe, run_dir, registry, resume=True, on_log=on_log)
-                ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
-                settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it
-                ensemble = settings.temporal_ensemble or None
-                policy = Policy(HPT.from_checkpoint(ckpt, registry), target.embodiment, settings.execute_steps, ensemble=ensemble)
-                request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
-                rollout, _ = evaluate(registry.embodiment(target.embodiment), policy, request, workers)
-                curve = _curve(run_dir, target.embodiment)
-                notes = ckpt.description["embodiments"][target.embodiment]["dataset"].get("notes", {})
-                versions[target.embodiment] = {k: v for k, v in notes.items() if k.endswith("_version")}
-                runs.append(
-                    {
-                        "target": target.embodiment,
-                        "demos": demos,
-                        "method": method,
-                        "seed": seed,
-                        "success_rate": rollout.success_rate,
-                        "eval": {"episodes": settings.episodes, "seed": settings.seed},
-                        "success_ci95": pooled_rate([{"successes": rollout.successes}])["success_ci95"],
-                        "successes": list(rollout.successes),
-                        "final_val_loss": curve[-1][1] if curve else None,
-                        "val_curve": curve,
-                        "run_dir": str(run_dir),
-                    }
-                )
+    context = _Runs(registry, architecture, device, workers, say, on_log, versions)
+    runs = context.transfer(section, section.methods, trunk_dir, out, "")
+    left_out_runs: list[dict[str, Any]] = []
+    for name in section.leave_out:
+        without = dataclasses.replace(pretrain, datasets=tuple(d for d in pretrain.datasets if d.embodiment != name))
+        folder = out / "without" / name
+        say(f"pre-train without {name}")
+        train(without, folder / "pretrain", registry, resume=True, on_log=on_log)
+        methods = tuple(m for m in section.methods if m != "scratch")
+        left_out_runs += context.transfer(section, methods, str(folder / "pretrain"), folder, name)
     table = summarize(runs, section)
     result = {
         "pretrain": {"recipe": pretrain_source, "run_dir": str(trunk_dir), "embodiments": mixture, "reused": bool(section.trunk)},
@@ -281,6 +251,9 @@ def run_experiment(
         "comparisons": paired_comparisons(runs, cells(section), section.methods),
         "runs": runs,
     }
+    if section.leave_out:
+        result["leave_one_out"] = leave_one_out(runs, left_out_runs, section)
+        result["left_out_runs"] = left_out_runs
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "results.md").write_text(markdown(result))
     plot(runs, section, out / "val_loss.png")
@@ -304,6 +277,128 @@ def _pretrain_versions(trunk_dir: str) -> dict[str, Any]:
         name: {k: v for k, v in e.get("dataset", {}).get("notes", {}).items() if k.endswith("_version")}
         for name, e in desc.get("embodiments", {}).items()
     }
+
+
+@dataclass
+class _Runs:
+    """What every transfer run of one experiment shares: the registry, the trunk's architecture and
+    device, the evaluation workers, the callbacks, and the simulator versions met so far."""
+
+    registry: Any
+    architecture: TrunkSection
+    device: str
+    workers: int | None
+    say: Callable[[str], None]
+    on_log: Callable[[dict[str, Any]], None] | None
+    versions: dict[str, Any]
+
+    def transfer(self, section: ExperimentSection, methods: Sequence[str], trunk_dir: str, root: Path, left_out: str) -> list[dict[str, Any]]:
+        """Train and evaluate every cell, method and seed on ``trunk_dir`` under ``root/runs``;
+        ``left_out`` names the embodiment the trunk's mixture lacks ("" for the full mixture)."""
+        from hpt_kit.models.hpt import HPT
+        from hpt_kit.policy import Policy
+        from hpt_kit.policy.parallel import evaluate
+        from hpt_kit.train.loop import train
+        from hpt_kit.weights.checkpoint import latest_checkpoint, resolve_checkpoint
+
+        registry, runs = self.registry, []
+        targets = {t.embodiment: t for t in section.targets}
+        without = f" (pre-trained without {left_out})" if left_out else ""
+        for name, demos in cells(section):
+            target = targets[name]
+            for method in methods:
+                for seed in section.seeds:
+                    self.say(f"{target.embodiment}, {demos} demonstrations: {method}, seed {seed}{without}")
+                    run_dir = run_dir_of(root, target.embodiment, demos, method, seed)
+                    recipe = transfer_recipe(section, self.architecture, self.device, target, demos, method, seed, trunk_dir)
+                    train(recipe, run_dir, registry, resume=True, on_log=self.on_log)
+                    ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
+                    settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it
+                    ensemble = settings.temporal_ensemble or None
+                    policy = Policy(HPT.from_checkpoint(ckpt, registry), target.embodiment, settings.execute_steps, ensemble=ensemble)
+                    request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
+                    rollout, _ = evaluate(registry.embodiment(target.embodiment), policy, request, self.workers)
+                    curve = _curve(run_dir, target.embodiment)
+                    notes = ckpt.description["embodiments"][target.embodiment]["dataset"].get("notes", {})
+                    self.versions[target.embodiment] = {k: v for k, v in notes.items() if k.endswith("_version")}
+                    runs.append(
+                        {
+                            "target": target.embodiment,
+                            "demos": demos,
+                            "method": method,
+                            "seed": seed,
+                            **({"left_out": left_out} if left_out else {}),
+                            "success_rate": rollout.success_rate,
+                            "eval": {"episodes": settings.episodes, "seed": settings.seed},
+                            "success_ci95": pooled_rate([{"successes": rollout.successes}])["success_ci95"],
+                            "successes": list(rollout.successes),
+                            "final_val_loss": curve[-1][1] if curve else None,
+                            "val_curve": curve,
+                            "run_dir": str(run_dir),
+                        }
+                    )
+        return runs
+
+
+def leave_one_out(runs: Sequence[dict[str, Any]], left_out_runs: Sequence[dict[str, Any]], section: ExperimentSection) -> list[dict[str, Any]]:
+    """Per left-out embodiment, cell and method: the transfer pre-trained without it against the same
+    method, seeds and episodes on the full mixture. ``difference`` is full minus without: positive
+    when the embodiment's data helped the target, negative when it hurt (Newcombe's paired interval)."""
+    from hpt_kit.core.stats import paired_difference
+
+    rows = []
+    for name in section.leave_out:
+        for target, demos in cells(section):
+            for method in [m for m in section.methods if m != "scratch"]:
+                full = _by_seed(runs, (target, demos, method, None))
+                without = _by_seed(left_out_runs, (target, demos, method, name))
+                seeds = sorted(set(full) & set(without))
+                a = [s for seed in seeds for s in full[seed]["successes"]]
+                b = [s for seed in seeds for s in without[seed]["successes"]]
+                d = paired_difference(a, b)
+                loss = [without[seed]["final_val_loss"] - full[seed]["final_val_loss"] for seed in seeds
+                        if without[seed]["final_val_loss"] is not None and full[seed]["final_val_loss"] is not None]
+                rows.append({
+                    "left_out": name, "target": target, "demos": demos, "method": method, "seeds": seeds,
+                    "without_rate": d.b_rate, "full_rate": d.a_rate, "difference": d.difference, "ci95": [d.low, d.high],
+                    "resolved": d.resolved, "pairs": d.n,
+                    "val_loss_change": float(np.mean(loss)) if loss else None,  # without minus full: > 0, it helped
+                })
+    return rows
+
+
+def _by_seed(pool: Sequence[dict[str, Any]], key: tuple[str, int, str, str | None]) -> dict[int, dict[str, Any]]:
+    """The runs of one (target, demos, method, left-out embodiment or None), by seed."""
+    return {r["seed"]: r for r in pool if (r["target"], r["demos"], r["method"], r.get("left_out")) == key}
+
+
+def leave_one_out_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The report's section: for each left-out embodiment, whether its data helped each target."""
+    if not rows:
+        return []
+    lines = [
+        "## Which pre-training data helped",
+        "",
+        "Each row pre-trains without one embodiment and transfers again with the same method, seeds and "
+        "evaluation episodes. Full minus without: a positive difference means the embodiment's data "
+        "helped the target; the interval is Newcombe's for paired episodes. The validation-loss change "
+        "is without minus full (positive: the loss rose without it).",
+        "",
+        "| left out | target | demos | method | success without | with all | full − without (95% interval) | validation loss change | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        low, high = r["ci95"]
+        if not r["resolved"]:
+            word = "not resolved"
+        else:
+            word = "helped" if r["difference"] > 0 else "hurt"
+        loss = f"{r['val_loss_change']:+.4f}" if r["val_loss_change"] is not None else "n/a"
+        lines.append(
+            f"| {r['left_out']} | {r['target']} | {r['demos']} | {r['method']} | {r['without_rate']:.1%} | {r['full_rate']:.1%} "
+            f"| {100 * r['difference']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}) | {loss} | {word} |"
+        )
+    return lines + [""]
 
 
 def summarize(runs: list[dict[str, Any]], section: ExperimentSection) -> list[dict[str, Any]]:
@@ -349,6 +444,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['target']} | {r['method']} | {r['demos']} | {r['success_mean']:.1%} ± {r['success_std']:.1%} | {pooled} | {loss} |"
         )
     lines += ["", *comparison_markdown(result.get("comparisons", []))]
+    lines += leave_one_out_markdown(result.get("leave_one_out", []))
     lines += ["Simulator versions: " + json.dumps(result["simulator_versions"]), ""]
     return "\n".join(lines)
 

@@ -52,6 +52,12 @@ def test_shipped_recipes_validate_and_name_installed_embodiments():
         if "[experiment]" in path.read_text():
             experiment = load_experiment(path)
             names = [t.embodiment for t in experiment.targets] + [d.embodiment for d in load_recipe(experiment.pretrain).datasets]
+        elif "[scaling]" in path.read_text():
+            from hpt_kit.lab.scaling import load_scaling, points
+
+            study = load_scaling(path)
+            points(study, load_recipe(study.pretrain))  # every point within what the recipe gives
+            names = [d.embodiment for d in load_recipe(study.pretrain).datasets]
         else:
             names = [d.embodiment for d in load_recipe(path).datasets]
         for name in names:

@@ -280,7 +280,9 @@ def schema_sources() -> dict[str, str]:
 
 
 def test_every_recipe_key_is_read_by_the_kit():
-    known = sections(Recipe, ExperimentSection)
+    from hpt_kit.lab.scaling import ScalingSection
+
+    known = sections(Recipe, ExperimentSection, ScalingSection)
     assert {"RunSection", "TrunkSection", "DatasetEntry", "TrainSection", "TransferSection", "EvalSection",
             "Target"} <= set(known)
     assert unread(known, kit_sources(), schema_sources()) == []

@@ -73,3 +73,42 @@ episodes = 6
     compared = {c["method"]: c for c in result["comparisons"]}
     assert set(compared) == {"frozen", "finetune"} and all(c["pairs"] == 2 and c["versus"] == "scratch" for c in compared.values())
     assert "## Against training from scratch" in (out / "results.md").read_text()
+
+
+def test_leave_one_out_smoke(tmp_path):
+    """`leave_out` pre-trains once more without each named embodiment and transfers again."""
+    (tmp_path / "pre.toml").write_text(
+        (ROOT / "recipes" / "smoke.toml").read_text().replace("steps = 40", "steps = 6")
+        + '\n[[datasets]]\nembodiment = "metaworld-reach-v3"\nepisodes = 3\n'
+    )
+    spec = tmp_path / "experiment.toml"
+    spec.write_text(
+        """
+[experiment]
+pretrain = "pre.toml"
+methods = ["scratch", "frozen"]
+seeds = [0]
+demos = 4
+steps = 4
+batch_size = 16
+eval_episodes = 2
+leave_out = ["metaworld-reach-v3"]
+
+[[experiment.targets]]
+embodiment = "mujoco-arm4"
+episodes = 6
+"""
+    )
+    out = tmp_path / "out"
+    run = subprocess.run([HPT_KIT, "experiment", "transfer", spec, "--out", out], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    without = json.loads((out / "without" / "metaworld-reach-v3" / "pretrain" / "checkpoints" / "latest" / "checkpoint.json").read_text())
+    assert list(without["embodiments"]) == ["mujoco-arm3"]  # the mixture less the left-out embodiment
+    assert [(r["method"], r["left_out"]) for r in result["left_out_runs"]] == [("frozen", "metaworld-reach-v3")]
+    frozen = json.loads((out / "without" / "metaworld-reach-v3" / "runs" / "mujoco-arm4" / "K4" / "frozen-seed0" / "checkpoints"
+                         / "latest" / "checkpoint.json").read_text())
+    assert frozen["trunk_source_path"].startswith(str(out / "without" / "metaworld-reach-v3" / "pretrain"))
+    (row,) = result["leave_one_out"]
+    assert (row["left_out"], row["method"], row["pairs"]) == ("metaworld-reach-v3", "frozen", 2)
+    assert "## Which pre-training data helped" in (out / "results.md").read_text()
