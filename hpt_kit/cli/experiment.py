@@ -51,7 +51,8 @@ def transfer_experiment(
     from rich.markdown import Markdown
 
     stdout_console().print(Markdown((result.out / "results.md").read_text()))
-    console.print(f"wrote {result.out / 'results.json'}, {result.out / 'results.md'} and {result.out / 'val_loss.png'}")
+    plots = ", ".join(p.name for p in sorted(result.out.glob("*.png")))
+    console.print(f"wrote {result.out / 'results.json'}, {result.out / 'results.md'} and {plots} in {result.out}", highlight=False)
 
 
 experiment_app.command("scaling")(scaling_experiment)
