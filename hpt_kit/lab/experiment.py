@@ -505,6 +505,7 @@ def plot_sweep(table: list[dict[str, Any]], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["demos"] for r in table if r["target"] == target}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("demonstrations (K)")
         ax.set_ylabel("success rate (95% interval)")
         ax.set_ylim(-0.02, 1.02)
