@@ -49,8 +49,8 @@ def test_scaling_study_smoke(tmp_path):
     assert all(r["seeds"] == 2 and r["heldout_loss_mean"] > 0 and r["heldout_loss_std"] >= 0 for r in rows.values())
     assert result["probe"] == "mujoco-arm3" and result["heldout"]["episodes"] == 3
     assert result["settings"]["steps_per_point"] == 2  # the recipe's 4 steps at --scale 0.5
-    metrics = (out / "runs" / "d1-eall-tiny-seed0" / "metrics.jsonl").read_text().splitlines()
-    assert max(json.loads(line)["step"] for line in metrics) == 2
+    latest = out / "runs" / "d1-eall-tiny-seed0" / "checkpoints" / "latest" / "checkpoint.json"
+    assert json.loads(latest.read_text())["step"] == 2
     # the base point (both datasets, all episodes, tiny trunk) is on two axes and trained once per seed
     assert rows[("datasets", 2)]["heldout_loss_mean"] == rows[("trunk", "tiny")]["heldout_loss_mean"]
     assert len(list((out / "runs").iterdir())) == 4 * 2

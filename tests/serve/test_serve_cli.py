@@ -46,7 +46,7 @@ def test_serve_and_eval_through_it_give_the_in_process_result_and_sigterm_stops_
     )
     run = tmp_path / "run"
     hpt("pretrain", recipe, "--out", run, env=env)
-    local = json.loads(hpt("eval", run, "--episodes", 3, "--json", env=env).stdout)
+    local = json.loads(hpt("eval", run, "--episodes", 3, "--workers", 1, "--json", env=env).stdout)  # serial, as through a server
 
     served_env = {**env, "HPT_KIT_TOKEN": "robot-fleet-1"}
     server, url = start_server(run, "--port", 0, env=served_env)
