@@ -9,7 +9,7 @@ import typer
 
 
 def scaling_experiment(
-    spec: Annotated[Path, typer.Argument(metavar="SCALING.toml", help="Study file ([scaling] section).")] = Path("recipes/scaling.toml"),
+    spec: Annotated[Path, typer.Argument(metavar="SCALING.toml", help="Study file (its \\[scaling] table).")] = Path("recipes/scaling.toml"),
     out: Annotated[Path, typer.Option(help="Output folder (runs, results.json, results.md, scaling_*.png).")] = Path("runs/scaling"),
     scale: Annotated[float, typer.Option(min=0.0, help="Multiply the pre-training steps of every point (e.g. 10 on a GPU).")] = 1.0,
     seeds: Annotated[int | None, typer.Option(min=1, help="Use seeds 0..N-1 instead of the file's.")] = None,

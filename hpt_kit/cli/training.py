@@ -92,6 +92,13 @@ def transfer(
             "beside the checkpoint, merged when loaded). Sets transfer.lora_rank; 0 = none.",
         ),
     ] = None,
+    trunk_lr_scale: Annotated[
+        float | None,
+        typer.Option(
+            metavar="X",
+            help="While the trunk trains (--no-freeze-trunk or --from-scratch), its learning rate is X times the rest's (e.g. 0.1). Sets transfer.trunk_lr_scale; default 1.",
+        ),
+    ] = None,
     steps: Steps = None,
     out: RunDir = None,
     resume: Resume = False,
@@ -138,6 +145,8 @@ def transfer(
             section = dataclasses.replace(section, freeze_trunk=freeze_trunk)
         if lora is not None:
             section = dataclasses.replace(section, lora_rank=lora)
+        if trunk_lr_scale is not None:
+            section = dataclasses.replace(section, trunk_lr_scale=trunk_lr_scale)
         if from_scratch:
             if trunk is not None:
                 raise typer.BadParameter("--from-scratch trains a random trunk; drop --trunk", param_hint="--from-scratch")
@@ -145,7 +154,7 @@ def transfer(
                 raise typer.BadParameter("--from-scratch: a random trunk must train; drop --freeze-trunk", param_hint="--freeze-trunk")
             section = dataclasses.replace(section, trunk="", freeze_trunk=False, from_scratch=True)
     except ValueError as exc:  # e.g. LoRA on a trunk that is not frozen, or on a scratch trunk
-        raise typer.BadParameter(str(exc), param_hint="--lora/--freeze-trunk/--from-scratch") from None
+        raise typer.BadParameter(str(exc), param_hint="--lora/--freeze-trunk/--from-scratch/--trunk-lr-scale") from None
     if trunk_preset is not None:
         if not section.from_scratch:
             raise typer.BadParameter(

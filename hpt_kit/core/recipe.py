@@ -199,8 +199,13 @@ class TransferSection:
     # LoRA adapters of this rank on the frozen trunk's linear maps (extra hpt-kit[lora]); 0 = none.
     lora_rank: int = 0
     lora_alpha: float = 0.0  # adapters are scaled by alpha / rank; 0 = 2 * rank
+    # The trunk's learning rate as a fraction of train.lr while it trains (fine-tuned, or the scratch
+    # baseline's): 0.1 lets the new stem and head learn fast while the pre-trained trunk moves slowly.
+    trunk_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.trunk_lr_scale < float("inf"):
+            raise ValueError(f"trunk_lr_scale must be a finite number > 0 (1 = train.lr), got {self.trunk_lr_scale}")
         if self.lora_rank < 0 or self.lora_alpha < 0:
             raise ValueError("lora_rank and lora_alpha must be >= 0 (lora_rank 0 = no adapters)")
         if self.lora_rank and not (self.trunk and self.freeze_trunk):

@@ -63,9 +63,14 @@ class ExperimentSection:
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
     demos: tuple[int, ...] = (20,)  # K demonstrations per run; a list sweeps K (`demos = [5, 10, 20]`)
-    steps: int = 400  # training steps per transfer run
+    # Training steps per transfer run; 0: each (target, K) cell gets the step budget of `hpt-kit
+    # transfer` for its K demonstrations (hpt_kit.train.budget), the same for every method and seed.
+    steps: int = 400
     batch_size: int = 64
     lr: float = LR
+    # The fine-tuned trunk's learning rate as a fraction of lr (transfer.trunk_lr_scale of the
+    # finetune runs; scratch trains its random trunk at lr).
+    trunk_lr_scale: float = 1.0
     # Rollouts per run, from the evaluation seed that `hpt-kit eval` uses ([eval] in a recipe): the
     # same episodes for every method and seed, and `hpt-kit eval RUN` repeats the number.
     eval_episodes: int = EvalSection().episodes
@@ -81,6 +86,10 @@ class ExperimentSection:
             raise ValueError("add at least one [[experiment.targets]] table")
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0 (0 = the step budget of each cell), got {self.steps}")
+        if not 0 < self.trunk_lr_scale < float("inf"):
+            raise ValueError(f"trunk_lr_scale must be a finite number > 0, got {self.trunk_lr_scale}")
         for where, demos in [("demos", self.demos)] + [(f"targets {t.embodiment} demos", t.demos) for t in self.targets]:
             bad = [k for k in demos if k < 1] + [k for k in set(demos) if demos.count(k) > 1]
             if bad or (where == "demos" and not demos):
@@ -134,7 +143,7 @@ def scaled(section: ExperimentSection, pretrain: Recipe | None, scale: float) ->
         return section, pretrain
     section = dataclasses.replace(
         section,
-        steps=max(1, round(section.steps * scale)),
+        steps=max(1, round(section.steps * scale)) if section.steps else 0,
         eval_episodes=max(1, round(section.eval_episodes * scale)),
     )
     if pretrain is None:
@@ -145,15 +154,18 @@ def scaled(section: ExperimentSection, pretrain: Recipe | None, scale: float) ->
 
 def transfer_recipe(
     section: ExperimentSection, architecture: TrunkSection, device: str, target: Target, demos: int, method: str, seed: int,
-    trunk: str,
+    trunk: str, steps: int = 0,
 ) -> Recipe:
     """One run of the experiment: the training settings of `hpt-kit transfer --embodiment` without a
-    recipe (:func:`hpt_kit.train.budget.transfer_train`), the evaluation settings of `hpt-kit eval`."""
-    train = transfer_train(section.steps, section.batch_size, section.lr, device)
+    recipe (:func:`hpt_kit.train.budget.transfer_train`), the evaluation settings of `hpt-kit eval`.
+    ``steps``: the cell's step budget, used when the experiment's ``steps`` is 0."""
+    train = transfer_train(section.steps or steps, section.batch_size, section.lr, device)
     if method == "scratch":
         transfer = TransferSection(from_scratch=True, freeze_trunk=False)
+    elif method == "frozen":
+        transfer = TransferSection(trunk, freeze_trunk=True)
     else:
-        transfer = TransferSection(trunk, freeze_trunk=method == "frozen")
+        transfer = TransferSection(trunk, freeze_trunk=False, trunk_lr_scale=section.trunk_lr_scale)
     return Recipe(
         datasets=(DatasetEntry(target.embodiment, episodes=target.episodes, max_episodes=demos),),
         run=RunSection(name=f"{target.embodiment}-K{demos}-{method}-{seed}", seed=seed),
@@ -232,7 +244,7 @@ def run_experiment(
         train(pretrain, Path(trunk_dir), registry, resume=True, on_log=on_log)
 
     versions: dict[str, Any] = {}
-    context = _Runs(registry, architecture, device, workers, say, on_log, versions)
+    context = _Runs(registry, architecture, device, workers, say, on_log, versions, scale)
     runs = context.transfer(section, section.methods, trunk_dir, out, "")
     left_out_runs: list[dict[str, Any]] = []
     for name in section.leave_out:
@@ -291,6 +303,20 @@ class _Runs:
     say: Callable[[str], None]
     on_log: Callable[[dict[str, Any]], None] | None
     versions: dict[str, Any]
+    scale: float = 1.0
+
+    def budget(self, section: ExperimentSection, target: Target, demos: int, seed: int, trunk: str) -> int:
+        """``steps = 0``: the steps `hpt-kit transfer --episodes K` would choose for this run (its
+        training windows, split with its seed), times ``--scale``; the dataset is converted if missing."""
+        from hpt_kit.train.budget import step_budget, training_windows
+        from hpt_kit.train.setup import open_datasets
+
+        if section.steps:
+            return section.steps
+        recipe = transfer_recipe(section, self.architecture, self.device, target, demos, "scratch", seed, trunk, steps=1)
+        ds = open_datasets(recipe, self.registry)[target.embodiment]
+        windows = training_windows(ds, demos, recipe.train.val_fraction, seed)
+        return max(1, round(step_budget(windows, section.batch_size) * self.scale))
 
     def transfer(self, section: ExperimentSection, methods: Sequence[str], trunk_dir: str, root: Path, left_out: str) -> list[dict[str, Any]]:
         """Train and evaluate every cell, method and seed on ``trunk_dir`` under ``root/runs``;
@@ -310,7 +336,8 @@ class _Runs:
                 for seed in section.seeds:
                     self.say(f"{target.embodiment}, {demos} demonstrations: {method}, seed {seed}{without}")
                     run_dir = run_dir_of(root, target.embodiment, demos, method, seed)
-                    recipe = transfer_recipe(section, self.architecture, self.device, target, demos, method, seed, trunk_dir)
+                    steps = self.budget(section, target, demos, seed, trunk_dir)
+                    recipe = transfer_recipe(section, self.architecture, self.device, target, demos, method, seed, trunk_dir, steps)
                     train(recipe, run_dir, registry, resume=True, on_log=self.on_log)
                     ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
                     settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it
@@ -328,6 +355,7 @@ class _Runs:
                             "method": method,
                             "seed": seed,
                             **({"left_out": left_out} if left_out else {}),
+                            "steps": recipe.train.steps,
                             "success_rate": rollout.success_rate,
                             "eval": {"episodes": settings.episodes, "seed": settings.seed},
                             "success_ci95": pooled_rate([{"successes": rollout.successes}])["success_ci95"],
@@ -424,13 +452,29 @@ def summarize(runs: list[dict[str, Any]], section: ExperimentSection) -> list[di
     return rows
 
 
+def _steps_text(result: dict[str, Any]) -> str:
+    """"300 steps", or for ``steps = 0`` the budgets the runs got, per cell."""
+    s = result["settings"]
+    if s["steps"]:
+        return f"{s['steps']} steps"
+    per_cell: dict[tuple[str, int], set[int]] = {}
+    for r in result["runs"]:
+        per_cell.setdefault((r["target"], r["demos"]), set()).add(r.get("steps", 0))
+    budgets = "; ".join(
+        f"{t} K={k}: {'-'.join(str(v) for v in sorted({min(v), max(v)}))}" for (t, k), v in per_cell.items()
+    )
+    return f"the step budget of each run ({budgets} steps)"
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
+    scale = s.get("trunk_lr_scale", 1.0)
+    lr = f"lr {s['lr']:g}" + (f" (fine-tuned trunk x{scale:g})" if scale != 1 else "")
     lines = [
         "# HPT transfer experiment",
         "",
         f"Pre-trained on: {', '.join(result['pretrain']['embodiments'])}. "
-        f"Transfer: {s['steps']} steps, batch {s['batch_size']}, seeds {list(s['seeds'])}, "
+        f"Transfer: {_steps_text(result)}, batch {s['batch_size']}, {lr}, seeds {list(s['seeds'])}, "
         f"{s['eval_episodes']} evaluation episodes per run. Mean ± std over seeds; the interval is "
         "Wilson's 95% on all the method's episodes pooled over seeds.",
         "",

@@ -110,7 +110,8 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     source |= attach_lora(model, recipe, resumed)
     frozen = run["frozen_trunk"]
     par = parallelize(model, recipe, world, device, frozen)
-    state = RunState.fresh(seed, world, make_optimizer(par.trainable, cfg.lr, cfg.weight_decay, device), train_s)
+    optimizer = make_optimizer(par.trainable, cfg.lr, cfg.weight_decay, device, par.trunk, recipe.transfer.trunk_lr_scale)
+    state = RunState.fresh(seed, world, optimizer, train_s)
     if resumed is not None:
         state.restore(load_training_state(resumed.path), world, model, par.sharded, seed, str(resumed.path))
 

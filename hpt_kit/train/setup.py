@@ -288,6 +288,9 @@ def run_mode(recipe: Recipe) -> dict[str, Any]:
     t = recipe.transfer
     if t.from_scratch and t.trunk:
         raise RecipeError(f"{recipe.source}: transfer.from_scratch: a scratch run has no pre-trained trunk; drop transfer.trunk")
+    if t.trunk_lr_scale != 1 and ((t.trunk and t.freeze_trunk) or not (t.trunk or t.from_scratch)):
+        what = "the trunk is frozen; set transfer.freeze_trunk = false" if t.trunk else "pre-training trains every part at train.lr"
+        raise RecipeError(f"{recipe.source}: transfer.trunk_lr_scale = {t.trunk_lr_scale} scales the trunk's learning rate, but {what} (or drop trunk_lr_scale)")
     mode = {"mode": "transfer" if t.trunk or t.from_scratch else "pretrain", "frozen_trunk": bool(t.trunk) and t.freeze_trunk}
     return {**mode, "from_scratch": True} if t.from_scratch else mode
 
@@ -299,6 +302,7 @@ class Parallel:
     net: torch.nn.Module
     trainable: list[torch.nn.Parameter]
     sharded: bool
+    trunk: list[torch.nn.Parameter]  # the trainable parameters of the trunk (after sharding: its shards)
 
 
 def parallelize(model: HPT, recipe: Recipe, world: distributed.World, device: torch.device, frozen: bool) -> Parallel:
@@ -316,6 +320,7 @@ def parallelize(model: HPT, recipe: Recipe, world: distributed.World, device: to
     if sharded:
         distributed.shard(model, list(model.trunk.blocks))
     trainable = [p for p in model.parameters() if p.requires_grad]
+    trunk = [p for p in model.trunk.parameters() if p.requires_grad]
     net: torch.nn.Module = model
     embodiments = len(recipe.datasets)
     if world.active and not sharded:
@@ -328,7 +333,7 @@ def parallelize(model: HPT, recipe: Recipe, world: distributed.World, device: to
 
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 2 * embodiments)
         net = torch.compile(net, mode=compile_mode(device, distributed=world.active))
-    return Parallel(net, trainable, sharded)
+    return Parallel(net, trainable, sharded, trunk)
 
 
 def attach_lora(model: HPT, recipe: Recipe, resumed: Checkpoint | None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,12 +35,23 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW that decays matrices only: biases, norms, latents and other 1-D tensors are not decayed."""
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+def make_optimizer(
+    params: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device,
+    scaled: Sequence[torch.nn.Parameter] = (), lr_scale: float = 1.0,
+) -> torch.optim.Optimizer:
+    """AdamW that decays matrices only: biases, norms, latents and other 1-D tensors are not decayed.
+    The ``scaled`` parameters (the trunk's, for ``transfer.trunk_lr_scale``) learn at ``lr * lr_scale``
+    in groups of their own; with ``lr_scale`` 1 there are just the two groups."""
+    chosen = {id(p) for p in scaled} if lr_scale != 1 else set()
+    groups = []
+    for part, scale in ((lambda p: id(p) not in chosen, 1.0), (lambda p: id(p) in chosen, lr_scale)):
+        members = [p for p in params if part(p)]
+        if groups and not members:  # no scaled parameters: the two groups above are all
+            continue
+        groups += [
+            {"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr_scale": scale},
+            {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale},
+        ]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
@@ -99,7 +110,7 @@ def optimizer_step(
     the weights never take in a non-finite value. The norm is the same on every rank (gradients are
     averaged before it), so every rank makes the same choice."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     if compiled:
         torch.compiler.cudagraph_mark_step_begin()
     with autocast(device):

@@ -20,12 +20,18 @@ def test_scratch_baseline_with_the_step_budget_and_the_best_checkpoint(tmp_path,
     assert refused.returncode == 2 and "drop --freeze-trunk" in refused.stderr
     refused = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--trunk-preset", "tiny", "--trunk", tmp_path)
     assert refused.returncode == 2 and "--trunk-preset goes with --from-scratch" in refused.stderr
+    refused = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--from-scratch", "--trunk-lr-scale", 0)
+    assert refused.returncode == 2 and "trunk_lr_scale must be a finite number > 0" in refused.stderr
+    refused = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--trunk", tmp_path, "--trunk-lr-scale", 0.1, "--steps", 2,
+                  "--out", tmp_path / "refused")
+    assert refused.returncode != 0 and "trunk_lr_scale = 0.1 scales the trunk's learning rate, but the trunk is frozen" in refused.stderr
 
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(RECIPE)
     assert hpt(plugin_env, "convert", "drift-arm", "--episodes", 6).returncode == 0
     run = tmp_path / "scratch"
-    out = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--from-scratch", "--trunk-preset", "tiny", "--out", run)
+    out = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--from-scratch", "--trunk-preset", "tiny", "--trunk-lr-scale", 0.5,
+              "--out", run)
     assert out.returncode == 0, out.stderr
     # No --steps: the budget from the data. 6 episodes of 8 steps, 1 held out: 40 windows at batch 64.
     budget = step_budget(40, 64)
@@ -37,6 +43,7 @@ def test_scratch_baseline_with_the_step_budget_and_the_best_checkpoint(tmp_path,
     assert latest["step"] == budget and latest["mode"] == "transfer"
     assert latest["from_scratch"] is True and latest["frozen_trunk"] is False
     assert latest["trunk"]["preset"] == "tiny" and not any(k.startswith("trunk_source") for k in latest)
+    assert latest["recipe"]["transfer"]["trunk_lr_scale"] == 0.5
     assert latest["recipe"]["train"]["warmup_steps"] == budget // 20 and latest["recipe"]["train"]["val_fraction"] == 0.2
 
     # checkpoints/best: the validated checkpoint with the lowest validation loss.

@@ -1,5 +1,8 @@
 """The demonstrations sweep of the transfer experiment: its settings, run folders and plot."""
 
+import math
+
+import numpy as np
 import pytest
 
 from hpt_kit.core.recipe import RecipeError
@@ -92,3 +95,73 @@ def test_impossible_leave_outs_are_refused(tmp_path, body, message):
     path = write(tmp_path, body + '\n[[experiment.targets]]\nembodiment = "mujoco-arm4"\nepisodes = 30\n')
     with pytest.raises((RecipeError, ValueError), match=message):
         load_experiment(path)
+
+
+def test_steps_zero_gives_every_run_the_step_budget_of_its_demonstrations(tmp_path, data_root):
+    """`steps = 0`: each run trains for the steps `hpt-kit transfer --episodes K` would choose, from a
+    real dataset converted on the spot; `--scale` multiplies them; a fixed `steps` is used as is."""
+    from hpt_kit import hookimpl
+    from hpt_kit.core.recipe import TrunkSection
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.data.sampler import split_episodes
+    from hpt_kit.data.store import Dataset
+    from hpt_kit.lab.experiment import _Runs
+    from tests.conftest import make_toy
+
+    class Toys:
+        @staticmethod
+        @hookimpl
+        def hpt_register_embodiments(registry):
+            registry.add(make_toy("toy", length=12))
+
+    registry = load_registry(load_entrypoints=False, extra_plugins=[("toys", Toys)])
+    section = load_experiment(write(tmp_path, 'steps = 0\nbatch_size = 4\ndemos = [5, 10]\n'
+                                              '[[experiment.targets]]\nembodiment = "toy"\nepisodes = 12\n'))
+    target = section.targets[0]
+
+    def runs(scale):
+        return _Runs(registry, TrunkSection(preset="tiny"), "cpu", 1, print, None, {}, scale)
+
+    k10 = runs(1.0).budget(section, target, 10, 0, "")
+    # The dataset it converted: K = 10 trains on 8 of the first 10 episodes (0.2 validate, split with
+    # the run's seed), 30 draws of each of their steps at batch 4.
+    ds = Dataset(data_root / "toy.zarr")
+    assert ds.num_episodes == 12
+    train_eps, _ = split_episodes(10, 0.2, 0)
+    lengths = np.diff(ds.episode_ends, prepend=0)
+    assert len(train_eps) == 8 and k10 == math.ceil(30 * lengths[train_eps].sum() / 4) > 200
+    assert runs(2.0).budget(section, target, 10, 0, "") == 2 * k10
+    assert runs(1.0).budget(section, target, 5, 0, "") < k10
+    fixed = load_experiment(write(tmp_path, 'steps = 77\ndemos = 10\n[[experiment.targets]]\nembodiment = "toy"\nepisodes = 12\n'))
+    assert runs(1.0).budget(fixed, fixed.targets[0], 10, 0, "") == 77
+
+
+def test_only_the_fine_tuned_runs_take_the_trunk_learning_rate_scale(tmp_path):
+    from hpt_kit.core.recipe import TrunkSection
+    from hpt_kit.lab.experiment import transfer_recipe
+
+    section = load_experiment(write(tmp_path, 'trunk_lr_scale = 0.1\n[[experiment.targets]]\nembodiment = "mujoco-arm4"\nepisodes = 30\n'))
+    made = {m: transfer_recipe(section, TrunkSection(), "cpu", section.targets[0], 20, m, 0, "pre", 300).transfer for m in
+            ("scratch", "frozen", "finetune")}
+    assert {m: t.trunk_lr_scale for m, t in made.items()} == {"scratch": 1.0, "frozen": 1.0, "finetune": 0.1}
+    assert made["finetune"].freeze_trunk is False and made["frozen"].freeze_trunk is True and made["scratch"].from_scratch
+    with pytest.raises(ValueError, match="trunk_lr_scale must be a finite number > 0"):
+        load_experiment(write(tmp_path, 'trunk_lr_scale = 0\n[[experiment.targets]]\nembodiment = "mujoco-arm4"\nepisodes = 30\n'))
+
+
+def test_the_report_says_which_steps_and_learning_rates_the_runs_had(tmp_path):
+    import dataclasses
+
+    from hpt_kit.lab.experiment import markdown
+
+    section = load_experiment(write(tmp_path, 'steps = 0\ndemos = [5, 10]\nmethods = ["scratch"]\nseeds = [0, 1]\ntrunk_lr_scale = 0.1\n'
+                                              '[[experiment.targets]]\nembodiment = "mujoco-arm4"\nepisodes = 30\n'))
+    runs = [{"target": "mujoco-arm4", "demos": k, "method": "scratch", "seed": s, "steps": steps, "successes": [True],
+             "success_rate": 1.0, "final_val_loss": 0.1} for k, s, steps in ((5, 0, 200), (5, 1, 200), (10, 0, 290), (10, 1, 310))]
+    result = {"pretrain": {"embodiments": ["mujoco-arm3"]}, "settings": dataclasses.asdict(section), "runs": runs,
+              "table": summarize(runs, section), "simulator_versions": {}}
+    text = markdown(result)
+    assert "the step budget of each run (mujoco-arm4 K=5: 200; mujoco-arm4 K=10: 290-310 steps)" in text
+    assert "lr 0.001 (fine-tuned trunk x0.1)" in text
+    result["settings"] = {**result["settings"], "steps": 300, "trunk_lr_scale": 1.0}
+    assert "Transfer: 300 steps, batch 64, lr 0.001, seeds" in markdown(result)

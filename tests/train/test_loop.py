@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpt_kit.core.recipe import TrainSection, parse_recipe
+from hpt_kit.core.recipe import RecipeError, TrainSection, parse_recipe
 from hpt_kit.core.registry import load_registry
 from hpt_kit.models.hpt import HPT
 from hpt_kit.policy import Policy
@@ -146,6 +146,56 @@ def test_fine_tuned_transfer_changes_the_trunk(registry, tmp_path):
     pre = resolve_checkpoint(tmp_path / "pre").tensors()
     post = resolve_checkpoint(tmp_path / "xfer").tensors()
     assert not torch.equal(pre["trunk.blocks.0.mlp.fc1.weight"], post["trunk.blocks.0.mlp.fc1.weight"])
+
+
+def _fine_tune(registry, tmp_path, name, trunk_lr_scale, stop_at=None, resume=False):
+    recipe = _recipe("toy-b", steps=12, checkpoint_every=6, log_every=1)
+    transfer = dataclasses.replace(recipe.transfer, trunk=str(tmp_path / "pre"), freeze_trunk=False, trunk_lr_scale=trunk_lr_scale)
+    recipe = dataclasses.replace(recipe, transfer=transfer)
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        if record.get("step") == stop_at and "loss" in record:
+            raise Stop
+
+    try:
+        train(recipe, tmp_path / name, registry, resume=resume, on_log=stop if stop_at else None)
+    except Stop:
+        return None
+    return resolve_checkpoint(tmp_path / name).tensors()
+
+
+def _moved(before, after, prefix):
+    return sum(float((after[k] - before[k]).norm()) for k in before if k.startswith(prefix) and k in after)
+
+
+def test_the_fine_tuned_trunk_learns_at_its_own_rate(registry, tmp_path):
+    """transfer.trunk_lr_scale: the trunk's steps shrink by the scale, the new stem's and head's do not;
+    a stopped run resumes with the same groups and rates."""
+    train(_recipe(steps=10), tmp_path / "pre", registry)
+    pre = resolve_checkpoint(tmp_path / "pre").tensors()
+    full, slow = _fine_tune(registry, tmp_path, "full", 1.0), _fine_tune(registry, tmp_path, "slow", 0.01)
+    assert 0 < _moved(pre, slow, "trunk.") < 0.05 * _moved(pre, full, "trunk.")
+    mid = {n: resolve_checkpoint(tmp_path / n / "checkpoints" / "step_00000006").tensors() for n in ("full", "slow")}
+    head_full, head_slow = _moved(mid["full"], full, "heads.toy-b."), _moved(mid["slow"], slow, "heads.toy-b.")
+    assert head_slow > 0.3 * head_full > 0  # steps 6-12: the head trained at the full rate in both runs
+    assert _fine_tune(registry, tmp_path, "resumed", 0.01, stop_at=8) is None
+    resumed = _fine_tune(registry, tmp_path, "resumed", 0.01, resume=True)
+    for k in slow:
+        torch.testing.assert_close(resumed[k], slow[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_a_trunk_lr_scale_on_a_frozen_trunk_is_refused(registry, tmp_path):
+    train(_recipe(steps=4), tmp_path / "pre", registry)
+    recipe = _recipe("toy-b", steps=4)
+    recipe = dataclasses.replace(recipe, transfer=dataclasses.replace(recipe.transfer, trunk=str(tmp_path / "pre"), trunk_lr_scale=0.1))
+    with pytest.raises(RecipeError, match="trunk_lr_scale = 0.1 .*the trunk is frozen"):
+        train(recipe, tmp_path / "xfer", registry)
+    assert not (tmp_path / "xfer" / "checkpoints").exists()
+    with pytest.raises(ValueError, match="trunk_lr_scale must be a finite number > 0"):
+        dataclasses.replace(recipe.transfer, trunk_lr_scale=0.0)
 
 
 def test_transfer_from_a_mismatched_trunk_lists_the_bad_keys(registry, tmp_path):
