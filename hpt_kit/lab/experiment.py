@@ -469,12 +469,12 @@ def _steps_text(result: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
     scale = s.get("trunk_lr_scale", 1.0)
-    lr = f"lr {s['lr']:g}" + (f" (fine-tuned trunk x{scale:g})" if scale != 1 else "")
+    lr = (f", lr {s['lr']:g}" if "lr" in s else "") + (f" (fine-tuned trunk x{scale:g})" if scale != 1 else "")
     lines = [
         "# HPT transfer experiment",
         "",
         f"Pre-trained on: {', '.join(result['pretrain']['embodiments'])}. "
-        f"Transfer: {_steps_text(result)}, batch {s['batch_size']}, {lr}, seeds {list(s['seeds'])}, "
+        f"Transfer: {_steps_text(result)}, batch {s['batch_size']}{lr}, seeds {list(s['seeds'])}, "
         f"{s['eval_episodes']} evaluation episodes per run. Mean ± std over seeds; the interval is "
         "Wilson's 95% on all the method's episodes pooled over seeds.",
         "",
