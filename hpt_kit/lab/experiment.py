@@ -88,8 +88,7 @@ class ExperimentSection:
             raise ValueError("seeds must not be empty")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0 (0 = the step budget of each cell), got {self.steps}")
-        if not 0 < self.trunk_lr_scale < float("inf"):
-            raise ValueError(f"trunk_lr_scale must be a finite number > 0, got {self.trunk_lr_scale}")
+        TransferSection(trunk_lr_scale=self.trunk_lr_scale)  # its check of the scale, before any training
         for where, demos in [("demos", self.demos)] + [(f"targets {t.embodiment} demos", t.demos) for t in self.targets]:
             bad = [k for k in demos if k < 1] + [k for k in set(demos) if demos.count(k) > 1]
             if bad or (where == "demos" and not demos):
@@ -332,12 +331,12 @@ class _Runs:
         without = f" (pre-trained without {left_out})" if left_out else ""
         for name, demos in cells(section):
             target = targets[name]
+            budgets = {seed: self.budget(section, target, demos, seed, trunk_dir) for seed in section.seeds}
             for method in methods:
                 for seed in section.seeds:
                     self.say(f"{target.embodiment}, {demos} demonstrations: {method}, seed {seed}{without}")
                     run_dir = run_dir_of(root, target.embodiment, demos, method, seed)
-                    steps = self.budget(section, target, demos, seed, trunk_dir)
-                    recipe = transfer_recipe(section, self.architecture, self.device, target, demos, method, seed, trunk_dir, steps)
+                    recipe = transfer_recipe(section, self.architecture, self.device, target, demos, method, seed, trunk_dir, budgets[seed])
                     train(recipe, run_dir, registry, resume=True, on_log=self.on_log)
                     ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
                     settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it

@@ -43,15 +43,14 @@ def make_optimizer(
     The ``scaled`` parameters (the trunk's, for ``transfer.trunk_lr_scale``) learn at ``lr * lr_scale``
     in groups of their own; with ``lr_scale`` 1 there are just the two groups."""
     chosen = {id(p) for p in scaled} if lr_scale != 1 else set()
-    groups = []
-    for part, scale in ((lambda p: id(p) not in chosen, 1.0), (lambda p: id(p) in chosen, lr_scale)):
-        members = [p for p in params if part(p)]
-        if groups and not members:  # no scaled parameters: the two groups above are all
-            continue
-        groups += [
-            {"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr_scale": scale},
-            {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale},
-        ]
+    parts = [([p for p in params if id(p) not in chosen], 1.0)]
+    if chosen:
+        parts.append(([p for p in params if id(p) in chosen], lr_scale))
+    groups = [
+        {"params": [p for p in members if (p.ndim >= 2) == decayed], "weight_decay": weight_decay if decayed else 0.0, "lr_scale": scale}
+        for members, scale in parts
+        for decayed in (True, False)
+    ]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
