@@ -21,10 +21,12 @@ system:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libosmesa6 >/dev/null; \
 	fi
 
+# setuptools reports every editable install as a warning ("Editable installation."): information,
+# not a problem, so it is filtered; any other build warning still shows.
 venv:
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,experiment,vision,serve,video,track,lora]' $(addprefix -e ,$(PACKAGES))
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install -q -c constraints.txt -e '.[dev,experiment,vision,serve,video,track,lora]' $(addprefix -e ,$(PACKAGES))
 
 # Pre-train the small trunk on mujoco-arm3, attach the held-out mujoco-arm4 with the trunk frozen,
 # and evaluate it next to the scripted expert. Re-running resumes the finished runs.
