@@ -6,10 +6,12 @@ from a generator, step, observation, video frame) and the controller that drives
 episode on its own, the expert collection with retries and its notes (:func:`collect_episodes`),
 evaluation into a ``RolloutResult`` (:func:`evaluate`) and videos on disk (:func:`save_video`, mp4 or npz).
 
-Seeding: attempt ``j`` at a source with seed key ``key`` draws from
+Seeding: episode ``j`` of a source with seed key ``key`` draws from
 ``SeedSequence(seed, spawn_key=(stream, *key, j))``, with one stream for conversion and another for
 rollouts, so evaluating with a dataset's seed never replays its episodes, and every episode is
-reproducible on its own whatever ran before it.
+reproducible on its own whatever ran before it. An expert's retry ``r`` of episode ``j`` draws from
+``(stream, *key, j, r)``: which episodes a conversion yields does not depend on failures before
+them, so a range of episodes (``ConvertRequest.first``) converts alone to what the whole run gives.
 
 This module is part of the plugin-facing API: it imports numpy and the standard library only, and
 the kit's spec types from the package root when a function runs.
@@ -17,6 +19,7 @@ the kit's spec types from the package root when a function runs.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,25 +152,31 @@ def collect_episodes(
     name: str, request: ConvertRequest, sources: Sequence[EpisodeSource]
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``request.episodes`` successful episodes of each source's controller (its expert), for a
-    plugin's ``convert_dataset``.
+    plugin's ``convert_dataset``: episodes ``request.first`` .. ``first + episodes - 1`` of the
+    sequence, each the same whichever range it is converted in (see the module's seeding).
 
-    Episode ``k`` comes from source ``k mod n``. A failed attempt is dropped and redrawn from that
-    source's next seed; a source that needs more than twice its share plus ``SPARE_ATTEMPTS`` attempts
-    is an error.
+    Episode ``k`` comes from source ``k mod n``. A failed attempt is dropped and retried with that
+    episode's next retry seed; a source that needs more than twice its share plus ``SPARE_ATTEMPTS``
+    attempts is an error.
     After every attempt ``request.notes`` holds ``episodes_attempted``, ``episodes_dropped`` and
-    ``expert_success_rate`` over all sources, and with named sources the same ``per_task``.
+    ``expert_success_rate`` over all sources, and with named sources the same ``per_task``; a range
+    that does not start at 0 also records ``first_episode``.
     """
-    share = [len(range(i, request.episodes, len(sources))) for i in range(len(sources))]
+    first, end = request.first, request.first + request.episodes
+    share = [len([k for k in range(first, end) if k % len(sources) == i]) for i in range(len(sources))]
     kept, attempts = [0] * len(sources), [0] * len(sources)
-    for k in range(request.episodes):
+    if first:
+        request.notes["first_episode"] = first
+    for k in range(first, end):
         i = k % len(sources)
         source = sources[i]
-        while True:
+        for retry in itertools.count():
             if attempts[i] >= 2 * share[i] + SPARE_ATTEMPTS:
                 expert = f"{source.name} expert" if source.name else "expert"
                 failed = attempts[i] - kept[i]
                 raise RuntimeError(f"{name}: the {expert} failed {failed} of {attempts[i]} episodes")
-            rng = episode_rng(request.seed, CONVERT_STREAM, *source.key, attempts[i])
+            j = k // len(sources)  # the episode's index within its source
+            rng = episode_rng(request.seed, CONVERT_STREAM, *source.key, *((j,) if retry == 0 else (j, retry)))
             log = run_episode(name, source.env, source.controller, rng)
             attempts[i] += 1
             kept[i] += log.success

@@ -148,7 +148,8 @@ def test_collection_drops_failed_expert_episodes_and_redraws():
     request = ConvertRequest(episodes=4, seed=3)
     episodes = list(collect_episodes("point", request, [EpisodeSource(PointEnv(), Expert())]))
 
-    targets = [target_of(3, CONVERT_STREAM, j) for j in range(request.notes["episodes_attempted"])]
+    targets = [t for k in range(4) for t in attempted_targets(3, k)]
+    assert len(targets) == request.notes["episodes_attempted"]
     kept = [t for t in targets if reached(t)]
     assert len(kept) == 4 and reached(targets[-1])  # it stopped at the fourth success
     assert 0 < request.notes["episodes_dropped"] == len(targets) - 4  # the seed was picked for drops
@@ -165,6 +166,25 @@ def test_collection_drops_failed_expert_episodes_and_redraws():
         assert a.keys() == b.keys() == {"state", "action"}
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+def attempted_targets(seed, j, *key):
+    """The targets the expert met on episode ``j`` of a source: its first draw, then its retries'."""
+    targets = [target_of(seed, CONVERT_STREAM, *key, j)]
+    while not reached(targets[-1]):
+        targets.append(target_of(seed, CONVERT_STREAM, *key, j, len(targets)))
+    return targets
+
+
+def test_a_range_of_episodes_is_the_same_episodes_as_in_the_whole_run():
+    whole = list(collect_episodes("point", ConvertRequest(episodes=6, seed=3), [EpisodeSource(PointEnv(), Expert())]))
+    request = ConvertRequest(episodes=3, seed=3, first=2)
+    part = list(collect_episodes("point", request, [EpisodeSource(PointEnv(), Expert())]))
+    assert len(part) == 3 and request.notes["first_episode"] == 2
+    for a, b in zip(whole[2:5], part, strict=True):
+        np.testing.assert_array_equal(a["state"], b["state"])
+        np.testing.assert_array_equal(a["action"], b["action"])
+    assert request.notes["episodes_attempted"] == sum(len(attempted_targets(3, k)) for k in range(2, 5))
 
 
 def test_collection_notes_are_current_after_every_episode():
@@ -196,8 +216,7 @@ def test_collection_deals_named_sources_in_turn_and_reports_each():
     episodes = list(collect_episodes("points", request, [source("a", 7), source("b", 9), source("c", 11)]))
     assert [e["instruction"] for e in episodes] == ["go a", "go b", "go c"]
     for episode, key in zip(episodes, (7, 9, 11), strict=True):
-        first_reached = next(t for j in range(100) if reached(t := target_of(5, CONVERT_STREAM, key, j)))
-        assert episode["state"][0, 1] == pytest.approx(first_reached)
+        assert episode["state"][0, 1] == pytest.approx(attempted_targets(5, 0, key)[-1])
 
     request = ConvertRequest(episodes=1, seed=5)
     list(collect_episodes("points", request, [source("a", 7), source("b", 9)]))

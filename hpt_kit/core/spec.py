@@ -165,6 +165,10 @@ class ConvertRequest:
     seed: int
     render: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    # The index of the first episode asked for: episodes first .. first + episodes - 1 of what the
+    # converter yields from 0, so that ranges convert in parallel (hpt_kit.rollout.collect_episodes
+    # does it and notes ``first_episode``; a converter that cannot is run without --workers).
+    first: int = 0
 
 
 @dataclass(frozen=True)
