@@ -1,0 +1,166 @@
+"""The three engines behind :func:`open_engine` (see the package docstring)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Passed on to Ray workers, which do not inherit the driver's environment: where datasets live and
+# how simulators render.
+PASSED_ENV = ("HPT_KIT_DATA", "MUJOCO_GL", "PYOPENGL_PLATFORM", "HF_HOME", "HF_HUB_OFFLINE")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # one thread per worker: workers share the cores
+
+
+class UnitError(RuntimeError):
+    """A unit failed or its worker died; the message names the unit and what happened."""
+
+
+def ray_address(address: str | None = None) -> str | None:
+    """The cluster to use: ``address`` if given, else ``RAY_ADDRESS``, else none (this machine)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Engine:
+    """Runs units; ``name`` says where (for progress lines), ``workers`` how many at a time."""
+
+    name = "this process"
+    workers = 1
+
+    def run(
+        self, fn: Callable[[Any], Any], units: Sequence[Any], describe: Callable[[Any], str] = str
+    ) -> Iterator[tuple[int, Any]]:
+        for i, unit in enumerate(units):
+            try:
+                result = fn(unit)
+            except Exception as exc:  # noqa: BLE001 - any unit failure is reported the same way
+                raise UnitError(f"{describe(unit)}: {_first_line(exc)}") from exc
+            yield i, result
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _worker_start(threads: int) -> None:
+    for key in THREAD_ENV:
+        os.environ.setdefault(key, str(threads))
+
+
+class PoolEngine(Engine):
+    """``workers`` local processes from multiprocessing's fork server (a plain fork of a process that
+    has loaded torch or zarr can hang on a lock one of their threads held)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.name = f"{workers} local processes"
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_worker_start, initargs=(1,)
+        )
+
+    def run(self, fn, units, describe=str):
+        queue = list(enumerate(units))
+        pending: dict[Future, int] = {}
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.workers:  # no more queued than run: a failure cancels the rest
+                    i, unit = queue.pop(0)
+                    pending[self._pool.submit(fn, unit)] = i
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:  # every unit in flight fails with it: name them all
+                        running = sorted([i, *pending.values()])
+                        which = "it" if len(running) == 1 else "one of them"
+                        raise UnitError(
+                            f"{'; '.join(describe(units[j]) for j in running)}: a worker process died while "
+                            f"running {which} (killed, or out of memory)"
+                        ) from None
+                    except Exception as exc:  # noqa: BLE001
+                        raise UnitError(f"{describe(units[i])}: {_first_line(exc)}") from exc
+                    yield i, result
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayEngine(Engine):
+    """Units as Ray tasks (one CPU each) on the cluster at ``address``. A task is not retried when
+    its worker dies: the run stops naming the unit, and the command's ``--resume`` redoes it."""
+
+    def __init__(self, address: str, workers: int | None):
+        try:
+            import ray
+        except ImportError:
+            raise UnitError(
+                f"--address {address}: Ray is not installed here; install it with pip install 'hpt-kit[cluster]'"
+            ) from None
+        self._ray = ray
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ} | {k: "1" for k in THREAD_ENV}
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, logging_level=logging.ERROR)
+        except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError
+            raise UnitError(f"Ray cluster at {address}: cannot connect ({_first_line(exc)})") from None
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = workers or cpus
+        self.name = f"Ray cluster at {address} ({cpus} CPUs)"
+
+    def run(self, fn, units, describe=str):
+        ray = self._ray
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        queue = list(enumerate(units))
+        pending: dict[Any, int] = {}
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.workers:
+                    i, unit = queue.pop(0)
+                    pending[remote.remote(unit)] = i
+                done, _ = ray.wait(list(pending), num_returns=1)
+                i = pending.pop(done[0])
+                try:
+                    result = ray.get(done[0])
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                    raise UnitError(f"{describe(units[i])}: {_first_line(cause)}") from None
+                except ray.exceptions.RayError as exc:  # the worker or its node died
+                    raise UnitError(
+                        f"{describe(units[i])}: its Ray worker died while running it ({type(exc).__name__})"
+                    ) from None
+                yield i, result
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        self._ray.shutdown()
+
+
+def open_engine(workers: int = 1, address: str | None = None) -> Engine:
+    """The engine for ``workers`` and ``address`` (see :func:`ray_address`)."""
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    address = ray_address(address)
+    if address:
+        return RayEngine(address, workers if workers > 1 else None)
+    return PoolEngine(workers) if workers > 1 else Engine()
