@@ -236,6 +236,16 @@ class LogSection:
     # files in <run>/tensorboard (extra hpt-kit[track]): losses, lr, samples/s, validation per
     # embodiment, the recipe as hyperparameters.
     tensorboard: bool = False
+    # "offline" or "online": the same records as a Weights & Biases run in <run>/wandb (extra
+    # hpt-kit[track]); "" = off. A resumed run continues the W&B run whose id <run>/wandb/run-id holds.
+    wandb: str = ""
+    wandb_project: str = "hpt-kit"
+
+    def __post_init__(self) -> None:
+        if self.wandb not in ("", "offline", "online"):
+            raise ValueError(f"wandb must be \"offline\", \"online\" or \"\" (off), got {self.wandb!r}")
+        if not self.wandb_project:
+            raise ValueError("wandb_project must not be empty")
 
 
 @dataclass(frozen=True)
@@ -318,7 +328,7 @@ RESUMABLE_CHANGES = (
     "train.steps", "train.log_every", "train.val_every", "train.val_batches", "train.checkpoint_every",
     "train.keep_checkpoints", "train.device", "train.compile", "train.parallel", "train.skip_nonfinite",
     "train.stream", "train.stream_memory_mb", "train.stream_blocks", "train.stream_refresh",
-    "eval.*",
+    "eval.*", "log.*",
     "datasets[].episodes", "datasets[].convert", "datasets[].path",
 )
 
