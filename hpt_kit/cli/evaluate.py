@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from hpt_kit.cli.choose import Best, Choice, choice, describe
+
 if TYPE_CHECKING:
     from hpt_kit.core.recipe import EvalSection
     from hpt_kit.core.spec import Embodiment
@@ -61,9 +63,8 @@ def eval_command(
         str | None,
         typer.Option(metavar="URL", help="Act through a policy server (ws://HOST:PORT) instead of in-process; RUN_DIR may then be the URL."),
     ] = None,
-    best: Annotated[
-        bool, typer.Option("--best", help="The run's best checkpoint (lowest validation loss, checkpoints/best) instead of its latest.")
-    ] = False,
+    best: Best = False,
+    checkpoint: Choice = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     workers: Annotated[
         int | None,
@@ -85,24 +86,24 @@ def eval_command(
     ] = True,
 ) -> None:
     """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
-    if best:
-        from hpt_kit.weights.best import best_checkpoint
+    chosen = choice(checkpoint, best)
+    if chosen is not None:  # the folder itself from here on, also for --server's description
+        from hpt_kit.weights.checkpoint import resolve_checkpoint
 
-        folder = best_checkpoint(location)
-        if folder is None:
-            raise typer.BadParameter(f"{location}: no checkpoints/best (no validated checkpoint yet)", param_hint="--best")
-        location = str(folder)
+        location = str(resolve_checkpoint(location, chosen).path)
     if server is not None or location.startswith(("ws://", "wss://")):
         if execute_steps is not None or temporal_ensemble is not None:
             raise typer.BadParameter("the server decides chunk execution; drop it here", param_hint="--execute-steps")
         _eval_server(location, server or location, embodiment, episodes, seed, (video, video_format.value), expert, as_json)
         return
+    from hpt_kit.cli.output import console
     from hpt_kit.core.registry import load_registry
     from hpt_kit.models.hpt import HPT
     from hpt_kit.policy import Policy
     from hpt_kit.weights.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(location)
+    console.print(f"evaluating {describe(ckpt)}", highlight=False, soft_wrap=True)
     settings, sources = eval_settings(ckpt.description, episodes, seed, execute_steps, temporal_ensemble)
     registry = load_registry()
     name = embodiment or next(iter(ckpt.specs))

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from hpt_kit.cli.choose import Choice
+
 
 def push_command(
     location: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT", help="What to upload.")],
@@ -17,6 +19,7 @@ def push_command(
     dry_run: Annotated[
         Path | None, typer.Option("--dry-run", metavar="DIR", help="Write the folder that would be uploaded to DIR; upload nothing.")
     ] = None,
+    checkpoint: Choice = None,
 ) -> None:
     """Upload a checkpoint with a generated model card to the Hugging Face Hub."""
     from hpt_kit.weights.checkpoint import resolve_checkpoint
@@ -24,7 +27,7 @@ def push_command(
     from hpt_kit.weights.locations import parse_hf
 
     parse_hf(f"hf://{repo_id}")  # validates OWNER/REPO
-    ckpt = resolve_checkpoint(location)
+    ckpt = resolve_checkpoint(location, checkpoint)
     if dry_run is not None:
         folder = prepare_upload(ckpt.path, ckpt.description, repo_id, dry_run)
         typer.echo(f"prepared {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))}); nothing uploaded")
@@ -44,9 +47,14 @@ def export_command(
     embodiment: Annotated[
         list[str] | None, typer.Option(help="With --onnx: the embodiment(s) to export (repeatable; default all of the checkpoint's).")
     ] = None,
+    checkpoint: Choice = None,
 ) -> None:
     """Export a checkpoint's trunk in the published HPT format (config.yaml + trunk.pth), or with
     --onnx its embodiments' policies as ONNX graphs that run without Python torch."""
+    if checkpoint is not None:  # the chosen folder from here on
+        from hpt_kit.weights.checkpoint import resolve_checkpoint
+
+        location = str(resolve_checkpoint(location, checkpoint).path)
     if onnx:
         _export_onnx(location, out, embodiment or [])
         return

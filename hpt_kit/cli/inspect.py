@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from hpt_kit.cli.choose import Choice
+
 
 def _sha256(path) -> str:
     h = hashlib.sha256()
@@ -31,6 +33,7 @@ def _check_loads(ckpt, tensors) -> None:
 def info_command(
     location: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="Checkpoint, run directory or hf://.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    checkpoint: Choice = None,
 ) -> None:
     """Show format, trunk preset, parameter counts per part, embodiments, statistics and the weights' sha256."""
     from hpt_kit.weights.checkpoint import WEIGHTS, resolve_checkpoint
@@ -39,10 +42,10 @@ def info_command(
     from hpt_kit.weights.tensors import tensor_digest
 
     path = resolve_location(location)
-    if is_published(path):
+    if is_published(path) and checkpoint is None:
         _published_info(path, as_json)
         return
-    ckpt = resolve_checkpoint(path)
+    ckpt = resolve_checkpoint(path, checkpoint)
     tensors = ckpt.tensors()
     _check_loads(ckpt, tensors)
     parts: dict[str, int] = {}

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from hpt_kit.cli.choose import Best, Choice, choice, describe
+
 
 def serve_command(
     checkpoints: Annotated[list[str], typer.Argument(metavar="CHECKPOINT...", help="Run directories, checkpoints or hf:// locations sharing one trunk.")],
@@ -20,6 +22,14 @@ def serve_command(
     idle_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds after which a silent robot's state is dropped.")] = 300.0,
     max_message_mb: Annotated[float, typer.Option(min=0.01, help="Largest message accepted, in MiB.")] = 16.0,
     backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, CPU; one pass per embodiment in a batch).")] = "torch",
+    max_robots: Annotated[
+        int, typer.Option(min=1, help="Most live robot sessions on the server; a new robot beyond it is refused (existing ones keep acting).")
+    ] = 256,
+    max_robots_per_connection: Annotated[
+        int, typer.Option(min=1, help="Most live robot sessions one connection may open.")
+    ] = 32,
+    best: Best = False,
+    checkpoint: Choice = None,
 ) -> None:
     """Serve trained policies to robots over the network: reset(robot, embodiment), act(robot, observation)."""
     import asyncio
@@ -29,17 +39,23 @@ def serve_command(
     from hpt_kit.core.registry import load_registry
     from hpt_kit.serve.fleet import Fleet
     from hpt_kit.serve.server import PolicyServer, ServerConfig
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
 
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         console.print(f"warning: serving on {host} without a token: anyone who reaches the port can drive the policy", markup=False)
-    fleet = Fleet.load(checkpoints, load_registry(embodiments=False), device, backend)
+    chosen = choice(checkpoint, best)
+    ckpts = [resolve_checkpoint(loc, chosen) for loc in checkpoints]  # a damaged latest is refused here, named
+    fleet = Fleet.load([str(c.path) for c in ckpts], load_registry(embodiments=False), device, backend)
     config = ServerConfig(
-        host, port, token, batching, batch_window_ms, max_batch, idle_timeout, int(max_message_mb * 2**20)
+        host, port, token, batching, batch_window_ms, max_batch, idle_timeout, int(max_message_mb * 2**20),
+        max_robots, max_robots_per_connection,
     )
     server = PolicyServer(fleet, config)
 
     def ready(bound: int) -> None:
+        for ckpt in ckpts:
+            console.print(f"{describe(ckpt)}: {', '.join(ckpt.specs)}", markup=False, highlight=False, soft_wrap=True)
         names = ", ".join(fleet.served)
         auth = "token required" if token else "no token"
         console.print(f"serving {names} on ws://{host}:{bound} ({auth}); stop with Ctrl-C or SIGTERM", markup=False)

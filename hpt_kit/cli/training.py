@@ -68,6 +68,14 @@ def transfer(
     ] = None,
     embodiment: Annotated[str | None, typer.Option(help="The new embodiment to attach.")] = None,
     trunk: Annotated[str | None, typer.Option(help="Pre-trained trunk: run dir, checkpoint or hf://OWNER/REPO.")] = None,
+    trunk_checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            metavar="STEP|best|PATH",
+            help="Which checkpoint of the --trunk run directory: a step number, best, latest or a folder under its "
+            "checkpoints. Default: latest, refused when it is damaged.",
+        ),
+    ] = None,
     freeze_trunk: Annotated[
         bool | None, typer.Option("--freeze-trunk/--no-freeze-trunk", help="Train only stem and head.")
     ] = None,
@@ -166,6 +174,12 @@ def transfer(
             raise typer.BadParameter(str(exc), param_hint="--trunk-preset") from None
     if not section.trunk and not section.from_scratch:
         raise typer.BadParameter("no trunk: give --trunk (or --from-scratch) or set transfer.trunk in the recipe", param_hint="--trunk")
+    if trunk_checkpoint is not None and not section.trunk:
+        raise typer.BadParameter("--trunk-checkpoint chooses a checkpoint of --trunk; give --trunk", param_hint="--trunk-checkpoint")
+    if section.trunk and (not resume or trunk_checkpoint is not None):  # a damaged trunk run is refused before any data is read
+        from hpt_kit.weights.trunks import check_trunk
+
+        section = dataclasses.replace(section, trunk=check_trunk(section.trunk, trunk_checkpoint))
     recipe = dataclasses.replace(recipe, datasets=datasets, transfer=section)
     registry = None
     steps_set = any(s.split("=", 1)[0].strip() == "train.steps" for s in sets or ())

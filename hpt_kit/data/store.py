@@ -121,7 +121,7 @@ def write_dataset(
     with dataset_lock(path):
         recover(path, locked=True)
         if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists; pass overwrite to replace it")
+            raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
         if path.exists():
             Dataset(path, verify=False)  # only a dataset is ever replaced: anything else raises DatasetError, untouched
         path.parent.mkdir(parents=True, exist_ok=True)

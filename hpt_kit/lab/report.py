@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hpt_kit.train import record as train_record
-from hpt_kit.weights.checkpoint import CheckpointError, resolve_checkpoint
+from hpt_kit.weights.checkpoint import NoCheckpointError, resolve_checkpoint
 
 TAIL = 5  # logged steps averaged for the "final" training loss and throughput
 
@@ -155,17 +155,21 @@ def summary(run_dir: Path, c: Curves, recipe: Mapping[str, Any], description: Ma
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> RunReport:
-    """Plots and ``report.md`` for the run in ``run_dir``, written to ``out`` (default: the run's ``report/``)."""
+def write_report(run_dir: Path, out: Path | None = None, checkpoint: str | None = None) -> RunReport:
+    """Plots and ``report.md`` for the run in ``run_dir``, written to ``out`` (default: the run's ``report/``).
+    The checkpoint described is the latest (refused when damaged) or the one ``checkpoint`` chooses;
+    a run without a checkpoint yet is reported from its metrics alone."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report"
     c = curves(read_metrics(run_dir / "metrics.jsonl"))
     recipe_path = run_dir / "recipe.toml"
     recipe = tomllib.loads(recipe_path.read_text()) if recipe_path.is_file() else {}
-    try:
-        description: dict[str, Any] | None = resolve_checkpoint(run_dir).description
-    except CheckpointError:
-        description = None
+    description: dict[str, Any] | None = None
+    if (run_dir / "checkpoints").is_dir() or checkpoint is not None:
+        try:
+            description = resolve_checkpoint(run_dir, checkpoint).description
+        except NoCheckpointError:
+            pass
     out.mkdir(parents=True, exist_ok=True)
     losses = {f"training {n}": p for n, p in c.train.items()} | {f"validation {n}": p for n, p in c.val.items()}
     plots = (

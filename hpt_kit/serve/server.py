@@ -12,15 +12,22 @@ form the next batch.
 Dynamic batching: the first robot that needs a new chunk opens a window of ``batch_window_ms``;
 every chunk asked for until it closes (or until ``max_batch``, or until every robot inside a request
 is waiting for one) goes through one trunk pass.
+
+Each robot name holds a session (its closed-loop history) until it is silent for ``idle_timeout_s``;
+``max_robots`` live sessions per server and ``max_robots_per_connection`` per connection bound that
+memory: a new robot beyond either is refused with an error reply, and the robots already served keep
+acting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +48,8 @@ class ServerConfig:
     max_batch: int = 64
     idle_timeout_s: float = 300.0  # a robot silent this long loses its closed-loop state
     max_message_bytes: int = 16 * 2**20
+    max_robots: int = 256  # live robot sessions; each holds a policy's history, so many names must not grow memory without end
+    max_robots_per_connection: int = 32  # one client cannot take every place
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Session:
     embodiment: str
     policy: Any
     seen: float
+    owner: int = 0  # the connection that reset it last (0: called in-process)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -60,6 +70,7 @@ class Stats:
     batches: int = 0
     largest_batch: int = 0
     refused_connections: int = 0
+    refused_robots: int = 0
 
     def as_dict(self, sessions: int) -> dict[str, Any]:
         mean = self.predictions / self.batches if self.batches else 0.0
@@ -114,6 +125,8 @@ class PolicyServer:
     def __init__(self, fleet: Fleet, config: ServerConfig = ServerConfig()):
         self.fleet, self.config = fleet, config
         self.sessions: dict[str, Session] = {}
+        self._owned: Counter[int] = Counter()  # live sessions per connection
+        self._connections = itertools.count(1)
         self.stats = Stats()
         self._batcher: Batcher | None = None
         self._stop: asyncio.Event | None = None
@@ -163,21 +176,23 @@ class PolicyServer:
     async def _connection(self, connection: Any) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        owner = next(self._connections)
         try:
             async for payload in connection:
-                reply = await self.handle(payload)
+                reply = await self.handle(payload, owner)
                 await connection.send(encode(reply))
         except ConnectionClosed:  # a client that went away mid-request: its robot's state stays until idle
             return
 
-    async def handle(self, payload: bytes | str) -> dict[str, Any]:
-        """One request -> its reply; a bad request gets an error reply and harms nobody else."""
+    async def handle(self, payload: bytes | str, owner: int = 0) -> dict[str, Any]:
+        """One request -> its reply; a bad request gets an error reply and harms nobody else.
+        ``owner`` names the connection it came on (the per-connection robot limit)."""
         self.stats.requests += 1
         ident = None
         try:
             message = decode(payload)
             ident = message.get("id")
-            result = await self._dispatch(message)
+            result = await self._dispatch(message, owner)
             return {"id": ident, "ok": True, "result": result}
         except (WireError, ServeError) as exc:
             self.stats.errors += 1
@@ -187,7 +202,7 @@ class PolicyServer:
             log.exception("request failed")
             return {"id": ident, "ok": False, "error": f"internal error ({type(exc).__name__}: {exc})"}
 
-    async def _dispatch(self, message: dict[str, Any]) -> Any:
+    async def _dispatch(self, message: dict[str, Any], owner: int = 0) -> Any:
         op = message.get("op")
         if op == "metadata":
             return {**self.fleet.metadata(), "protocol": PROTOCOL, "batching": self.config.batching}
@@ -202,9 +217,38 @@ class PolicyServer:
             embodiment = message.get("embodiment")
             if not isinstance(embodiment, str):
                 raise ServeError("embodiment: a string is required")
-            self.sessions[robot] = Session(embodiment, self.fleet.policy(embodiment), time.monotonic())
+            self._admit(robot, owner)
+            policy = self.fleet.policy(embodiment)
+            self._forget(robot)
+            self.sessions[robot] = Session(embodiment, policy, time.monotonic(), owner)
+            self._owned[owner] += 1
             return {"robot": robot, "embodiment": embodiment}
         return {"action": await self._act(robot, message.get("observation"))}
+
+    def _admit(self, robot: str, owner: int) -> None:
+        """A robot new to the server, or new to this connection, must fit under both limits; robots
+        already served are never dropped to make room."""
+        known = self.sessions.get(robot)
+        cfg = self.config
+        if known is None and len(self.sessions) >= cfg.max_robots:
+            self.stats.refused_robots += 1
+            raise ServeError(
+                f"robot: {robot!r} refused: the server already serves {len(self.sessions)} robots (max_robots "
+                f"{cfg.max_robots}, hpt-kit serve --max-robots); robots silent for {cfg.idle_timeout_s:g} s are dropped"
+            )
+        if (known is None or known.owner != owner) and self._owned[owner] >= cfg.max_robots_per_connection:
+            self.stats.refused_robots += 1
+            raise ServeError(
+                f"robot: {robot!r} refused: this connection already drives {self._owned[owner]} robots "
+                f"(max_robots_per_connection {cfg.max_robots_per_connection}, hpt-kit serve --max-robots-per-connection)"
+            )
+
+    def _forget(self, robot: str) -> None:
+        session = self.sessions.pop(robot, None)
+        if session is not None:
+            self._owned[session.owner] -= 1
+            if self._owned[session.owner] <= 0:
+                del self._owned[session.owner]
 
     async def _act(self, robot: str, observation: Any) -> Any:
         session = self.sessions.get(robot)
@@ -230,5 +274,5 @@ class PolicyServer:
             await asyncio.sleep(period)
             cutoff = time.monotonic() - self.config.idle_timeout_s
             for robot in [r for r, s in self.sessions.items() if s.seen < cutoff and not s.lock.locked()]:
-                del self.sessions[robot]
+                self._forget(robot)
                 log.info("robot %s idle for %.0f s: state dropped", robot, self.config.idle_timeout_s)

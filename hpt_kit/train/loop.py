@@ -76,11 +76,32 @@ def train(
     holder.
     """
     world, device = distributed.setup(pick_device(recipe.train.device))
+    created = _missing_folders(Path(run_dir)) if world.is_main else []
     try:
         with contextlib.ExitStack() as cleanup:  # streaming samplers' reading processes, however the run ends
             return _train(recipe, Path(run_dir), registry, resume, on_log, on_convert, world, device, cleanup)
+    except BaseException:
+        _remove_if_empty(created)  # a run refused or stopped before it wrote anything leaves no folder behind
+        raise
     finally:
         distributed.teardown(world)
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()  # only ever an empty one
+        except OSError:
+            return
 
 
 def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device, cleanup) -> TrainResult:
@@ -122,7 +143,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
         "trunk": sum(p.numel() for p in model.trunk.parameters()),
     }
     record = RunRecord.open(run_dir, recipe, world, datasets, {**mode, **source}, counts, state.step, on_log)
-    cleanup.callback(record.close)
+    cleanup.push(record.close)  # as an exit callback: it knows whether an error is stopping the run
     if state.step == 0:
         record.emit({"event": "start", **mode, **source, **counts, "embodiments": names, "device": str(device)})
     model.train()

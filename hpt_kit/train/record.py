@@ -108,6 +108,7 @@ class RunRecord:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
         except OSError as exc:
+            self._discard()  # the line left in the buffer must not fail again in cleanup, hiding this error
             raise CheckpointError(f"{self.run_dir / 'metrics.jsonl'}: cannot write it ({exc.strerror or exc})") from None
         for tracker in self._trackers:
             tracker.log(record)
@@ -152,8 +153,27 @@ class RunRecord:
             save_run_checkpoint(self.run_dir, step, model, desc, training_state, keep=keep, tensors=tensors, extra_tensors=extra)
         distributed.barrier(self.world)
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        for tracker in self._trackers:
-            tracker.close()
+    def _discard(self) -> None:
+        """Close ``metrics.jsonl`` after a failed write, dropping what its buffer still holds."""
+        file, self._file = self._file, None
+        try:
+            file.close()  # flushes again, fails again; the descriptor is closed all the same
+        except OSError:
+            pass
+
+    def close(self, *exc_info: object) -> None:
+        """Close the records. As an exit callback (``ExitStack.push``) while an error stops the run, a
+        failure here is logged and the error that stopped the run is the one reported."""
+        closers = [(str(self.run_dir / "metrics.jsonl"), self._file.close)] if self._file is not None else []
+        closers += [(f"{type(t).__name__} tracker", t.close) for t in self._trackers]
+        self._file, self._trackers = None, []
+        failures = []
+        for what, closer in closers:
+            try:
+                closer()
+            except OSError as exc:
+                failures.append(f"{what}: cannot close it ({exc.strerror or exc})")
+        if failures and exc_info and exc_info[0] is not None:
+            log.warning("; ".join(failures))
+        elif failures:
+            raise CheckpointError("; ".join(failures))

@@ -265,7 +265,7 @@ def _trunk_config(recipe: Recipe) -> TrunkConfig:
 def _transfer_model(location: str, specs: Mapping[str, EmbodimentData], stats: Mapping[str, Any], registry: Registry) -> tuple[HPT, dict[str, Any]]:
     from hpt_kit.weights.trunks import resolve_trunk
 
-    source = resolve_trunk(location)
+    source = resolve_trunk(location, option="--trunk-checkpoint")
     model = HPT(source.config, specs, stats, registry)
     load_strict(model.trunk, source.tensors, f"{source.path} (trunk)")
     digest = source.digest

@@ -7,7 +7,10 @@ before they are deleted, so an interrupted prune leaves no half folder under a s
 
 What a crash can still leave (a temporary folder, a folder being deleted, ``latest`` pointing at a
 folder that is gone or damaged) is found by :func:`repair_run` when a run resumes: leftovers are
-removed and ``latest`` is pointed at the newest complete checkpoint, each change reported.
+removed and ``latest`` is pointed at the newest complete checkpoint, each change reported. Every
+other reader of a run (:func:`resolve_checkpoint`: info, eval, serve, export, push, report, a
+transfer's trunk) refuses a damaged latest, naming the file and the reason, and takes an older
+checkpoint only when it is chosen explicitly.
 """
 
 from __future__ import annotations
@@ -105,17 +108,90 @@ def read_checkpoint(folder: str | Path) -> Checkpoint:
     return ckpt
 
 
-def resolve_checkpoint(location: str | Path) -> Checkpoint:
-    """A checkpoint folder, a run directory (its latest checkpoint) or ``hf://OWNER/REPO[@REV]``."""
+class DamagedCheckpointError(CheckpointError):
+    """The checkpoint a run directory's ``latest`` names is missing or damaged. Commands that read a run
+    refuse it rather than quietly using an older one; only ``--resume`` falls back (:func:`repair_run`)."""
+
+
+class NoCheckpointError(CheckpointError):
+    """A run directory that has not written a checkpoint yet."""
+
+
+def resolve_checkpoint(location: str | Path, choice: str | None = None, option: str = "--checkpoint") -> Checkpoint:
+    """A checkpoint folder, a run directory or ``hf://OWNER/REPO[@REV]``.
+
+    Of a run directory: its latest checkpoint, which must be complete (a damaged one is a
+    :class:`DamagedCheckpointError` naming the file and the reason, and how to choose another), or the
+    one ``choice`` names (:func:`chosen_folder`). ``option`` is the command's name for the choice, for
+    the messages."""
     path = resolve_location(location, "checkpoint or run directory")
+    run = (path / "checkpoints").is_dir()
+    if choice is not None:
+        if not run:
+            raise CheckpointError(f"{path}: {option} {choice} chooses among a run directory's checkpoints; this is not a run directory")
+        return read_checkpoint(chosen_folder(path, choice, option))
     if (path / DESCRIPTION).is_file():
         return read_checkpoint(path)
-    if (path / "checkpoints").is_dir():
-        latest = latest_checkpoint(path, resumable=False)
-        if latest is None:
-            raise CheckpointError(f"{path}: a run directory without a complete checkpoint")
-        return read_checkpoint(latest)
+    if run:
+        return read_checkpoint(latest_of_run(path, option))
     raise CheckpointError(f"{path}: neither a checkpoint ({DESCRIPTION}) nor a run directory (checkpoints/{LATEST})")
+
+
+def latest_of_run(run_dir: Path, option: str = "--checkpoint") -> Path:
+    """The folder ``latest`` points to, refused unless complete: the one-line problem (file and
+    reason), then the complete checkpoints one may choose instead."""
+    link = Path(run_dir) / "checkpoints" / LATEST
+    if not link.is_symlink() and not link.exists():
+        if not step_folders(run_dir):
+            raise NoCheckpointError(f"{run_dir}: a run directory without a checkpoint yet")
+        problem = f"{link} is missing"
+    elif not link.exists():
+        problem = f"{link} points to {os.readlink(link)}, which is missing"
+    else:
+        folder = link.resolve()
+        problem = checkpoint_problem(folder, resumable=False)
+        if problem is None:
+            return folder
+        if not problem.startswith(str(folder)):
+            problem = f"{folder}: {problem}"
+    raise DamagedCheckpointError(f"{problem}; it is the latest checkpoint of {run_dir}, refused. {_alternatives(run_dir, option)}")
+
+
+def _alternatives(run_dir: Path, option: str) -> str:
+    """How to choose an older checkpoint explicitly, naming the complete ones."""
+    complete = [f for f in reversed(step_folders(run_dir)) if checkpoint_problem(f, resumable=False) is None]
+    best = Path(run_dir) / "checkpoints" / "best"
+    choices = [f"{option} {int(f.name[5:])} ({f})" for f in complete[:1]]
+    if len(complete) > 1:
+        choices[0] += f" or another complete step ({', '.join(str(int(f.name[5:])) for f in complete[1:])})"
+    if best.exists() and checkpoint_problem(best.resolve(), resumable=False) is None:
+        choices.append(f"{option} best")
+    if not choices:
+        return "The run has no other complete checkpoint."
+    return "To use an older one, choose it explicitly: " + ", or ".join(choices)
+
+
+def chosen_folder(run_dir: Path, choice: str, option: str = "--checkpoint") -> Path:
+    """The checkpoint folder of ``run_dir`` that ``choice`` names: a step number, ``best``, ``latest``,
+    a folder name under ``checkpoints/`` or a path."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if choice == LATEST:
+        return latest_of_run(run_dir, option)
+    if choice == "best":
+        link = ckpt_dir / "best"
+        if not link.exists():
+            raise CheckpointError(f"{run_dir}: no checkpoints/best (no validated checkpoint yet); {option} takes a step instead")
+        return link.resolve()
+    if choice.isdigit():
+        folder = ckpt_dir / f"step_{int(choice):08d}"
+        if not folder.is_dir():
+            steps = ", ".join(str(int(f.name[5:])) for f in step_folders(run_dir)) or "none"
+            raise CheckpointError(f"{run_dir}: no checkpoint at step {int(choice)} ({option}); its steps: {steps}")
+        return folder
+    for folder in (ckpt_dir / choice, Path(choice)):
+        if folder.is_dir():
+            return folder.resolve()
+    raise CheckpointError(f"{run_dir}: {option} {choice!r} is neither a step number, best, latest nor a checkpoint folder")
 
 
 def describe(
@@ -239,7 +315,8 @@ def checkpoint_problem(folder: Path, resumable: bool = True) -> str | None:
 
 def latest_checkpoint(run_dir: Path, resumable: bool = True) -> Path | None:
     """The checkpoint ``latest`` points to; when it dangles or is damaged, the newest complete one
-    (with a warning). None when the run has no complete checkpoint."""
+    (with a warning). None when the run has no complete checkpoint. For resuming and for a run's own
+    loop: commands that read a run use :func:`resolve_checkpoint`, which refuses a damaged latest."""
     link = Path(run_dir) / "checkpoints" / LATEST
     if link.exists() and checkpoint_problem(link.resolve(), resumable) is None:
         return link.resolve()

@@ -142,3 +142,18 @@ def reference(arm3, tmp_path_factory) -> dict[str, torch.Tensor]:
     root = tmp_path_factory.mktemp("faults-reference")
     hpt("pretrain", write_recipe(root / "recipe.toml", arm3), "--out", root / "run")
     return weights(root / "run")
+
+
+@pytest.fixture(scope="session")
+def trained(arm3, tmp_path_factory) -> Path:
+    """A finished 40-step run: checkpoints at steps 20, 30 and 40 (latest) and ``best``. Tests that
+    damage it copy it first (``run_copy``)."""
+    root = tmp_path_factory.mktemp("faults-trained")
+    hpt("pretrain", write_recipe(root / "recipe.toml", arm3, steps=40), "--out", root / "run")
+    return root / "run"
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    """This test's own copy of ``trained``, free to damage."""
+    return Path(shutil.copytree(trained, tmp_path / "run", symlinks=True))
