@@ -41,13 +41,14 @@ def _register() -> None:
         importing,
         inspect,
         listing,
+        openx,
         report,
         scaffold,
         serve,
         training,
     )
 
-    for module in (listing, scaffold, check, data, datasets, importing, training, evaluate, serve, inspect, hub, bench, experiment, report):
+    for module in (listing, scaffold, check, data, datasets, importing, openx, training, evaluate, serve, inspect, hub, bench, experiment, report):
         module.register(app)
 
 

@@ -1,0 +1,166 @@
+"""Small sources with the exact feature layouts TFDS publishes for the Open-X catalogue's datasets.
+
+Each layout below is the "Feature structure" of the dataset's TFDS catalog page
+(https://www.tensorflow.org/datasets/catalog/NAME), written as nested dicts: a leaf is
+``("tensor", dtype, shape)``, ``("image", shape)`` or ``("text",)``. :func:`write_openx` writes the
+version folder as TFDS does (``features.json``, ``dataset_info.json``, ``NAME-train.tfrecord-*``
+shards of one ``tf.train.Example`` per episode) with the rlds tests' JSON helpers and the
+``tfrecord`` writer; frame contents are small gradients, vectors smooth functions of the step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from rlds_fixtures import TFDS, encode, features_dict, frame, image, tensor, text
+from tfrecord.writer import TFRecordWriter
+
+RT1_ACTION = {  # world_vector / rotation_delta / gripper / terminate: the RT-1 style dict action
+    "rotation_delta": ("tensor", "float32", (3,)),
+    "terminate_episode": ("tensor", "float32", ()),
+    "world_vector": ("tensor", "float32", (3,)),
+}
+LAYOUTS: dict[str, dict] = {
+    "roboturk": {
+        "action": {**RT1_ACTION, "gripper_closedness_action": ("tensor", "float32", (1,))},
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "front_rgb": ("image", (480, 640, 3)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+    "taco_play": {
+        "action": {
+            "actions": ("tensor", "float32", (7,)),
+            "rel_actions_gripper": ("tensor", "float32", (7,)),
+            "rel_actions_world": ("tensor", "float32", (7,)),
+            "terminate_episode": ("tensor", "float32", ()),
+        },
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "depth_gripper": ("tensor", "float32", (84, 84)),
+            "depth_static": ("tensor", "float32", (150, 200)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+            "rgb_gripper": ("image", (84, 84, 3)),
+            "rgb_static": ("image", (150, 200, 3)),
+            "robot_obs": ("tensor", "float32", (15,)),
+            "structured_language_instruction": ("tensor", "string", ()),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+    "viola": {
+        "action": {**RT1_ACTION, "gripper_closedness_action": ("tensor", "float32", ())},
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "agentview_rgb": ("image", (224, 224, 3)),
+            "ee_states": ("tensor", "float32", (16,)),
+            "eye_in_hand_rgb": ("image", (224, 224, 3)),
+            "gripper_states": ("tensor", "float32", (1,)),
+            "joint_states": ("tensor", "float32", (7,)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+    "toto": {
+        "action": {**RT1_ACTION, "open_gripper": ("tensor", "bool", ())},
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "image": ("image", (480, 640, 3)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+            "state": ("tensor", "float32", (7,)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+}  # fmt: skip
+INSTRUCTIONS = ("stack the bowls", "fold the cloth", "pour into the cup")
+
+
+def _feature_json(node: Mapping | tuple) -> dict:
+    if isinstance(node, Mapping):
+        return features_dict({k: _feature_json(v) for k, v in node.items()})
+    if node[0] == "image":
+        return image(node[1], "jpeg")
+    if node[0] == "text":
+        return text()
+    return tensor(node[2], node[1])
+
+
+def features_json(layout: Mapping) -> dict:
+    steps = {
+        "pythonClassName": f"{TFDS}.dataset_feature.Dataset",
+        "sequence": {"feature": _feature_json(layout), "length": "-1"},
+    }
+    return features_dict({"steps": steps})
+
+
+def _leaves(node: Mapping, prefix: str = "steps") -> list[tuple[str, tuple]]:
+    out = []
+    for name, child in node.items():
+        key = f"{prefix}/{name}"
+        out += _leaves(child, key) if isinstance(child, Mapping) else [(key, child)]
+    return out
+
+
+def episode_record(layout: Mapping, episode: int, steps: int) -> dict[str, tuple[object, str]]:
+    """One episode in the wire form TFDS writes: every step's values of a key in one list."""
+    record: dict[str, tuple[object, str]] = {}
+    t = np.arange(steps, dtype=np.float64)
+    for i, (key, leaf) in enumerate(_leaves(layout)):
+        if leaf[0] == "image":
+            height, width, _ = leaf[1]
+            blobs = [encode(frame(episode, s, i % 4, (height, width)), "jpeg") for s in range(steps)]
+            record[key] = (blobs, "byte")
+            continue
+        dtype, shape = leaf[1], leaf[2]
+        width = int(np.prod(shape)) if shape else 1
+        if dtype == "string":
+            words = INSTRUCTIONS[episode % len(INSTRUCTIONS)] if "instruction" in key else "x"
+            record[key] = ([words.encode()] * steps, "byte")
+        elif dtype == "bool":
+            if key.endswith("is_first"):
+                values = (t == 0).astype(int)
+            elif key.endswith(("is_last", "is_terminal")):
+                values = (t == steps - 1).astype(int)
+            else:
+                values = ((t + episode) % 3 == 0).astype(int)
+            record[key] = (values.tolist(), "int")
+        else:
+            values = np.sin(0.3 * t[:, None] + 0.1 * np.arange(width) + episode).astype(np.float32)
+            record[key] = (values.ravel().tolist(), "float")
+    return record
+
+
+def write_openx(root: str | Path, name: str, episodes: int = 3, steps: int = 5, *, version: str = "0.1.0",
+                layout: Mapping | None = None, shards: int = 1) -> Path:
+    """The version folder ``root/name/version`` of a small source with the dataset's TFDS layout
+    (or ``layout``, to write a changed one)."""
+    layout = LAYOUTS[name] if layout is None else layout
+    folder = Path(root) / name / version
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "features.json").write_text(json.dumps(features_json(layout), indent=2))
+    lengths = []
+    for shard, chunk in enumerate(np.array_split(np.arange(episodes), shards)):
+        writer = TFRecordWriter(str(folder / f"{name}-train.tfrecord-{shard:05d}-of-{shards:05d}"))
+        for episode in chunk:
+            writer.write(episode_record(layout, int(episode), steps))
+        writer.close()
+        lengths.append(str(len(chunk)))
+    info = {
+        "description": f"a small source with the TFDS layout of {name}",
+        "fileFormat": "tfrecord",
+        "moduleName": "tensorflow_datasets.robotics.rtx.rtx",
+        "name": name,
+        "releaseNotes": {version: "Initial release."},
+        "splits": [{"filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", "name": "train", "shardLengths": lengths}],
+        "version": version,
+    }
+    (folder / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    return folder

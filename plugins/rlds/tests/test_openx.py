@@ -1,0 +1,139 @@
+"""The Open-X catalogue: loading and its checks, each entry imported from a small source with its
+dataset's TFDS layout, a source that differs from its entry, and the ``hpt-kit openx`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hpt_kit.core.importer import ImportSourceError
+from hpt_kit.data.importing import ImportOptions, import_dataset
+from hpt_kit.data.store import Dataset
+from openx_fixtures import LAYOUTS, episode_record, write_openx
+
+from hpt_kit_rlds import openx
+
+CATALOGUE = openx.load_catalogue()
+WITH_STATE = [e.name for e in CATALOGUE.entries if e.state]
+
+
+def _options(entry: openx.Entry) -> ImportOptions:
+    return ImportOptions(name=entry.embodiment, state=(openx.STATE_KEY,), action=openx.ACTION_KEY, image_size=32)
+
+
+def test_catalogue_covers_the_layouts_and_cites_every_field():
+    assert {e.name for e in CATALOGUE.entries} == set(LAYOUTS)
+    for e in CATALOGUE.entries:
+        assert e.published == f"gs://gresearch/robotics/{e.name}/{e.version}"
+        assert set(e.cite.values()) <= set(CATALOGUE.sources)
+        assert all(u.split(":", 1)[0] for u in e.unresolved)
+        assert e.action_dim >= 1 and e.control_hz > 0
+    assert CATALOGUE.entry("openx-taco-play").name == "taco_play"
+    with pytest.raises(openx.CatalogueError, match="no Open-X entry 'fractal'.*roboturk"):
+        CATALOGUE.entry("fractal")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.replace('name = "viola"', 'name = "viola"\ncolour = "red"'), r"\(viola\): unknown key\(s\) colour"),
+        (lambda s: s.replace('name = "viola"', 'name = "toto"'), r"name 'toto' already used"),
+        (lambda s: s.replace('name = "viola"', 'name = "viola"\npaper_weight = 0'), r"\(viola\): paper_weight must be a number > 0"),
+        (lambda s: s.replace('control_hz = "lerobot_openx", episodes = "tfds", features = "tfds", robot = "tfds" }\n\n[[dataset]]\nname = "toto"',
+                             'episodes = "tfds", features = "tfds", robot = "tfds" }\n\n[[dataset]]\nname = "toto"'),
+         r"\(viola\): field 'control_hz' cites no source"),
+    ],
+)
+def test_catalogue_errors_name_the_entry(tmp_path, edit, message):
+    text = openx.CATALOGUE.read_text()
+    changed = edit(text)
+    assert changed != text
+    path = tmp_path / "openx.toml"
+    path.write_text(changed)
+    with pytest.raises(openx.CatalogueError, match=message):
+        openx.load_catalogue(path)
+
+
+@pytest.mark.parametrize("name", WITH_STATE)
+def test_entry_imports_its_layout(tmp_path, name):
+    entry = CATALOGUE.entry(name)
+    source = write_openx(tmp_path / "src", name, episodes=3, steps=5)
+    out = import_dataset(openx.OpenXSource(entry), str(source), tmp_path / f"{name}.zarr", _options(entry))
+    ds = Dataset(out)
+    spec = ds.spec
+    assert (ds.num_episodes, ds.num_steps) == (3, 15)
+    assert (spec.observation.state_dim, spec.action.dim) == (entry.state_dim, entry.action_dim)
+    assert spec.action.control_hz == entry.control_hz
+    assert spec.observation.image.views == tuple(k.rsplit("/", 1)[-1] for k in entry.cameras)
+    assert spec.observation.language is not None  # the instruction, encoded by the kit's text encoder
+    record = episode_record(LAYOUTS[name], 1, 5)
+    expected = np.concatenate([np.asarray(record[f"steps/{k}"][0], np.float32).reshape(5, -1) for k in entry.action], axis=1)
+    np.testing.assert_allclose(ds.episode(1)["action"], expected, rtol=1e-6)
+    note = ds.notes["import"]
+    assert note["format"] == "openx" and note["extra"]["openx"]["name"] == name
+    assert note["extra"]["openx"]["action"] == list(entry.action)
+
+
+def test_several_cameras_of_different_sizes_share_one_size(tmp_path):
+    entry = CATALOGUE.entry("taco_play")
+    assert {entry.features[k][:2] for k in entry.cameras} == {(150, 200), (84, 84)}
+    source = write_openx(tmp_path / "src", "taco_play", episodes=2, steps=4)
+    ds = Dataset(import_dataset(openx.OpenXSource(entry), str(source), tmp_path / "t.zarr", _options(entry)))
+    assert ds.episode(0)["image"].shape == (4, 2, 32, 32, 3)
+
+
+def test_a_dataset_without_state_is_refused_with_the_reason(tmp_path):
+    entry = CATALOGUE.entry("roboturk")
+    assert entry.state == () and entry.action_dim == 7
+    source = write_openx(tmp_path / "src", "roboturk", episodes=1, steps=3)
+    with pytest.raises(ImportSourceError, match="roboturk: the dataset has no proprioceptive state.*state_dim >= 1"):
+        import_dataset(openx.OpenXSource(entry), str(source), tmp_path / "r.zarr", _options(entry))
+
+
+@pytest.mark.parametrize(
+    "path, shape, message",
+    [
+        (("observation", "rgb_static"), ("image", (160, 200, 3)), r"'observation/rgb_static' has shape \[160, 200, 3\], the catalogue declares \[150, 200, 3\]"),
+        (("observation", "natural_language_embedding"), ("tensor", "float32", (768,)),
+         r"'observation/natural_language_embedding' has shape \[768\], the catalogue declares \[512\]"),
+    ],
+)
+def test_a_source_that_differs_from_its_entry_names_key_and_shapes(tmp_path, path, shape, message):
+    layout = json.loads(json.dumps(LAYOUTS["taco_play"]))  # a deep copy (tuples become lists)
+    layout[path[0]][path[1]] = shape
+    source = write_openx(tmp_path / "src", "taco_play", episodes=1, steps=3, layout=layout)
+    entry = CATALOGUE.entry("taco_play")
+    with pytest.raises(ImportSourceError, match=message):
+        import_dataset(openx.OpenXSource(entry), str(source), tmp_path / "t.zarr", _options(entry))
+    del layout[path[0]][path[1]]
+    source = write_openx(tmp_path / "src2", "taco_play", episodes=1, steps=3, layout=layout)
+    with pytest.raises(ImportSourceError, match=f"key '{'/'.join(path)}' is missing"):
+        openx.check_source(entry, source)
+
+
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("hpt-kit")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=240)
+
+
+def test_cli_import_and_list(tmp_path):
+    env = {**os.environ, "HPT_KIT_DATA": str(tmp_path / "data")}
+    source = write_openx(tmp_path / "src", "viola", episodes=2, steps=4)
+    done = _cli("openx", "import", "viola", str(source), "--image-size", "32", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["embodiment"] == "openx-viola" and (result["state_dim"], result["action_dim"]) == (8, 7)
+    assert result["control_hz"] == 20.0 and result["notes"]["import"]["extra"]["openx"]["version"] == "0.1.0"
+    listed = _cli("openx", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in json.loads(listed.stdout)["datasets"]}
+    assert rows["viola"]["imported"] and not rows["taco_play"]["imported"]
+    assert rows["roboturk"]["state_dim"] == 0 and rows["toto"]["episodes"] is None
+    bad = _cli("openx", "import", "fractal", str(source), env=env)
+    assert bad.returncode == 1 and re.search(r"no Open-X entry 'fractal'", bad.stderr) and "Traceback" not in bad.stderr
