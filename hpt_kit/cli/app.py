@@ -60,6 +60,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from hpt_kit.core.registry import UnknownNameError
     from hpt_kit.core.spec import SpecError
     from hpt_kit.data.store import DatasetError
+    from hpt_kit.engine import UnitError
     from hpt_kit.models.hpt import ComponentError
     from hpt_kit.models.vision import EncoderWeightsError
     from hpt_kit.serve.fleet import ServeError
@@ -82,6 +83,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         ServeError,
         FileExistsError,
         LockError,
+        UnitError,
         TrainingError,
     )
 

@@ -36,16 +36,28 @@ def convert_command(
         int,
         typer.Option(min=0, metavar="N", help="Resize frames to N x N before the encoder (0 = as rendered)."),
     ] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Convert in N processes (or, with --address, at most N Ray tasks at a time) into a sharded dataset."),
+    ] = 1,
+    address: Annotated[
+        str | None,
+        typer.Option(metavar="HOST:PORT", help="Run the work units on this running Ray cluster (default: $RAY_ADDRESS)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Keep the finished units of an interrupted --workers/--address conversion and do the rest.")
+    ] = False,
+    unit_episodes: Annotated[
+        int, typer.Option(min=0, metavar="N", help="Episodes per work unit and shard (0: about four units per worker).")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Convert an embodiment's raw data (e.g. a scripted expert) into a validated zarr dataset."""
-    from dataclasses import asdict
-
-    from hpt_kit.cli.output import conversion_progress
     from hpt_kit.core.registry import load_registry
     from hpt_kit.core.spec import check_arch
-    from hpt_kit.data.convert import check_dataset, convert, default_dataset_path
+    from hpt_kit.data.convert import check_dataset, default_dataset_path
     from hpt_kit.data.store import Dataset
+    from hpt_kit.engine import ray_address
 
     if image_encoder:
         try:
@@ -57,8 +69,28 @@ def convert_command(
     target = out or default_dataset_path(name)
     if target.exists() and not overwrite:  # a plugin changed since: say which fields, before any progress bar
         check_dataset(embodiment, Dataset(target))
+    if workers > 1 or ray_address(address) or resume:  # work units, one shard each (hpt_kit/data/fanout.py)
+        from hpt_kit.cli.fanout import fanout_progress
+        from hpt_kit.data.fanout import convert_sharded
+
+        with fanout_progress(f"convert {name}") as on_progress:
+            path = convert_sharded(
+                name, target, episodes, seed, render, overwrite, image_encoder, image_encoder_weights,
+                image_encoder_resize, workers, address, resume, unit_episodes, on_progress,
+            )
+    else:
+        path = _convert_here(embodiment, out, episodes, seed, render, overwrite, image_encoder,
+                             image_encoder_weights, image_encoder_resize, registry, name)
+    _summary(name, path, as_json)
+
+
+def _convert_here(embodiment, out, episodes, seed, render, overwrite, image_encoder, image_encoder_weights,
+                  image_encoder_resize, registry, name):
+    from hpt_kit.cli.output import conversion_progress
+    from hpt_kit.data.convert import convert
+
     with conversion_progress() as on_convert:
-        path = convert(
+        return convert(
             embodiment,
             out,
             episodes=episodes,
@@ -71,6 +103,13 @@ def convert_command(
             image_encoder_resize=image_encoder_resize,
             registry=registry,
         )
+
+
+def _summary(name: str, path: Path, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from hpt_kit.data.store import Dataset
+
     ds = Dataset(path)
     feats = ds.spec.observation.image_features
     encoder = asdict(feats.encoder) if feats is not None and feats.encoder is not None else None

@@ -190,17 +190,17 @@ def split_command(
 @data_app.command("merge")
 def merge_command(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="The merged dataset folder.")],
-    paths: Annotated[list[Path], typer.Argument(metavar="DATASET...", help="Two or more datasets of the same spec.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="DATASET...", help="Two or more datasets of the same spec, or one sharded dataset.")],
     overwrite: Overwrite = False,
     as_json: AsJson = False,
 ) -> None:
-    """Merge datasets of one spec into one, episodes in the order given."""
+    """Merge datasets of one spec into one, episodes in the order given (one sharded dataset: its shards into one store)."""
     from hpt_kit.data.store import Dataset
     from hpt_kit.data.tools import merge_datasets
 
     datasets = [Dataset(p) for p in paths]
-    if len(datasets) < 2:
-        raise typer.BadParameter("give at least two datasets to merge")
+    if len(datasets) < 2 and not hasattr(datasets[0], "shards"):
+        raise typer.BadParameter("give at least two datasets to merge, or one sharded dataset")
     total = sum(ds.num_episodes for ds in datasets)
     written = _write("merge", total, lambda cb: merge_datasets(datasets, out, overwrite, cb))
     _written([written], as_json)

@@ -47,8 +47,11 @@ def convert(
     image_encoder_weights: str | None = "imagenet",
     image_encoder_resize: int = 0,
     registry: Registry | None = None,
+    first: int = 0,
 ) -> Path:
-    """Run the plugin's converter and store exactly ``episodes`` validated episodes at ``out``.
+    """Run the plugin's converter and store exactly ``episodes`` validated episodes at ``out``:
+    episodes ``first`` .. ``first + episodes - 1`` of the sequence the seed gives (a unit of a
+    parallel conversion, :mod:`hpt_kit.data.fanout`, converts such a range).
 
     ``image_encoder`` (a torchvision ResNet name, e.g. "resnet18") also encodes every rendered frame
     once with that network, frozen (weights ``image_encoder_weights``: "imagenet", "none" or a file;
@@ -61,7 +64,7 @@ def convert(
     path = Path(out) if out is not None else default_dataset_path(embodiment.name)
     if path.exists() and not overwrite:  # say whether the plugin still matches what is there
         check_dataset(embodiment, Dataset(path))
-    request = ConvertRequest(episodes=episodes, seed=seed, render=render or bool(image_encoder))
+    request = ConvertRequest(episodes=episodes, seed=seed, render=render or bool(image_encoder), first=first)
 
     def counted():
         n = 0
@@ -72,6 +75,11 @@ def convert(
             yield ep
         if n != episodes:
             raise SpecError(f"embodiment {embodiment.name!r}: asked for {episodes} episodes, convert_dataset gave {n}")
+        if first and request.notes.get("first_episode") != first:
+            raise SpecError(
+                f"embodiment {embodiment.name!r}: its converter does not convert a range of episodes "
+                "(ConvertRequest.first, which hpt_kit.rollout.collect_episodes honours); convert it without --workers"
+            )
 
     spec: Embodiment | EmbodimentData = converted_spec(embodiment, request.render)  # an optional camera only if rendered
     notes = request.notes

@@ -9,8 +9,11 @@ Layout::
         image_features  (T, views, tokens, C) float32  the spec records the encoder if the kit computed them
         language        (T, tokens, C) float32
         episode_ends    (N,) int64                  exclusive end index of every episode
-    attributes: format, format_version, embodiment, spec, stats, num_episodes, num_steps, notes,
-                kit_version, created, checksums
+    attributes: format, format_version, embodiment, spec, stats, moments (the raw sums behind stats),
+                num_episodes, num_steps, notes, kit_version, created, checksums
+
+A dataset may also be a folder of such stores (shards) with a ``manifest.json``
+(:mod:`hpt_kit.data.shards`); :class:`Dataset` opens it as one dataset.
 
 Writes go to a hidden temporary folder beside the target and are renamed into place only when every
 episode was validated and written: an interrupted or failed conversion leaves no half dataset. A
@@ -91,6 +94,25 @@ class RunningStats:
         self.s2 += (s * s).sum(0)
         self.amin = np.minimum(self.amin, ep[ACTION].min(0))
         self.amax = np.maximum(self.amax, ep[ACTION].max(0))
+
+    def moments(self) -> dict[str, Any]:
+        """The raw sums the statistics come from (stored as the dataset's ``moments``): statistics
+        over several datasets are merged from these exactly, not averaged from their results."""
+        return {"count": self.n, "state_sum": self.s1.tolist(), "state_sumsq": self.s2.tolist(),
+                "action_min": self.amin.tolist(), "action_max": self.amax.tolist()}
+
+    @classmethod
+    def merged(cls, parts: Iterable[Mapping[str, Any]]) -> RunningStats:
+        """The statistics of several datasets' steps together, from their :meth:`moments`."""
+        parts = list(parts)
+        out = cls(len(parts[0]["state_sum"]), len(parts[0]["action_min"]))
+        for part in parts:
+            out.n += int(part["count"])
+            out.s1 += np.asarray(part["state_sum"], dtype=np.float64)
+            out.s2 += np.asarray(part["state_sumsq"], dtype=np.float64)
+            out.amin = np.minimum(out.amin, np.asarray(part["action_min"], dtype=np.float64))
+            out.amax = np.maximum(out.amax, np.asarray(part["action_max"], dtype=np.float64))
+        return out
 
     def result(self) -> dict[str, dict[str, list[float]]]:
         mean = self.s1 / self.n
@@ -186,6 +208,7 @@ def _write(tmp: Path, spec: Any, episodes: Iterable[Mapping[str, Any]], notes, o
             "embodiment": spec.name,
             "spec": (final_spec(stats.result(), np.diff(ends, prepend=0)) if final_spec else spec).to_dict(),
             "stats": stats.result(),
+            "moments": stats.moments(),
             "num_episodes": len(ends),
             "num_steps": total,
             "notes": _jsonable(dict(notes or {})),
@@ -278,6 +301,14 @@ class Dataset:
 
     ``verify``: check that every chunk file is present (datasets with checksums); ``recovering``:
     first put back a dataset left between the renames of an interrupted replacement."""
+
+    def __new__(cls, path: str | Path, *args: Any, **kwargs: Any) -> Dataset:
+        """A folder of shards with a manifest opens as one :class:`~hpt_kit.data.shards.ShardedDataset`."""
+        if cls is Dataset and (Path(path) / "manifest.json").is_file():
+            from hpt_kit.data.shards import ShardedDataset
+
+            return super().__new__(ShardedDataset)
+        return super().__new__(cls)
 
     def __init__(self, path: str | Path, verify: bool = True, recovering: bool = True):
         self.path = Path(path)

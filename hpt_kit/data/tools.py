@@ -179,9 +179,10 @@ def merge_datasets(
     datasets: Sequence[Dataset], out: Path, overwrite: bool = False,
     on_episode: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Every episode of ``datasets``, in order, as one dataset at ``out``; their specs must be equal."""
-    if len(datasets) < 2:
-        raise ValueError("merge needs at least two datasets")
+    """Every episode of ``datasets``, in order, as one dataset at ``out``; their specs must be equal.
+    One sharded dataset (:mod:`hpt_kit.data.shards`) becomes one store."""
+    if len(datasets) < 2 and not hasattr(datasets[0], "shards"):
+        raise ValueError("merge needs at least two datasets, or one sharded dataset")
     first = datasets[0]
     for ds in datasets[1:]:
         if ds.spec.to_dict() != first.spec.to_dict():
