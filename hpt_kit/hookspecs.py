@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hpt_kit.core.registry import (
         ComponentRegistrar,
         EmbodimentRegistrar,
+        ExporterRegistrar,
         ImporterRegistrar,
         TextEncoderRegistrar,
     )
@@ -92,4 +93,19 @@ def hpt_register_importers(registry: ImporterRegistrar) -> None:
     the format and yields the selected keys of each episode, one at a time; the kit selects keys,
     sizes frames, encodes language, validates, computes statistics and writes the dataset. An invalid
     or duplicate importer is reported against this plugin and skipped. Return nothing.
+    """
+
+
+@hookspec
+def hpt_register_exporters(registry: ExporterRegistrar) -> None:
+    """Register dataset exporters (``registry.add(exporter)``), one per format.
+
+    Called once per plugin when the kit builds its registry (``hpt-kit data export``, ``hpt-kit
+    list``). An exporter is an object with ``name`` (the format on the command line, lowercase:
+    ``lerobot``) and the method ``export(source, episodes, out, options)`` (see
+    ``hpt_kit.core.exporter``): ``source`` describes the dataset (rate, names, cameras, tasks),
+    ``episodes`` yields one ``ExportEpisode`` at a time (state, action, each camera's frames, the
+    instruction), and the exporter writes its format into the empty folder ``out``; the kit reads the
+    dataset and renames ``out`` into place once ``export`` returns. An invalid or duplicate exporter
+    is reported against this plugin and skipped. Return nothing.
     """

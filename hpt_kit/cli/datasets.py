@@ -1,14 +1,19 @@
-"""``hpt-kit data info|view|select|split|merge``: look into datasets and make new ones from their episodes."""
+"""``hpt-kit data info|view|select|split|merge|export``: look into datasets, make new ones from their
+episodes, write them in other formats."""
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-data_app = typer.Typer(help="Inspect and draw datasets; select, split and merge their episodes.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Inspect and draw datasets; select, split and merge their episodes; export them to other formats.",
+    no_args_is_help=True,
+)
 
 Source = Annotated[Path, typer.Argument(metavar="DATASET", help="A dataset folder (NAME.zarr).")]
 Episodes = Annotated[str | None, typer.Option(metavar="LIST", help="Episode indices and ranges, e.g. 0,3,5-9.")]
@@ -204,6 +209,38 @@ def merge_command(
     total = sum(ds.num_episodes for ds in datasets)
     written = _write("merge", total, lambda cb: merge_datasets(datasets, out, overwrite, cb))
     _written([written], as_json)
+
+
+class Cameras(StrEnum):
+    video = "video"
+    images = "images"
+
+
+@data_app.command("export")
+def export_command(
+    path: Source,
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="The folder to write (must not exist, unless --overwrite).")],
+    format: Annotated[str, typer.Option("--format", metavar="FORMAT", help="An exporter (see `hpt-kit list`).")] = "lerobot",
+    cameras: Annotated[Cameras, typer.Option(help="Camera frames as video files or as images in the rows.")] = Cameras.video,
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
+) -> None:
+    """Write a dataset in another format (LeRobot v3.0): cameras as video or images, instructions as tasks."""
+    from hpt_kit.cli.importing import _import_progress
+    from hpt_kit.core.exporter import ExportOptions
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.data.exporting import export_dataset, export_summary
+    from hpt_kit.data.store import Dataset
+
+    exporter = load_registry(embodiments=False).exporter(format)
+    with _import_progress(f"export {format}") as (on_start, on_episode):
+        on_start(Dataset(path).num_episodes)
+        written = export_dataset(exporter, path, out, ExportOptions(cameras.value), overwrite, on_episode)
+    summary = export_summary(written)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"wrote {format} dataset {summary['path']}: {summary['files']} files, {summary['bytes'] / 1e6:.2f} MB")
 
 
 @data_app.command("push")

@@ -12,7 +12,7 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show installed embodiments (with their plugin's distribution and version), imported datasets
-    (data-only embodiments), stems, heads, text encoders, importers and plugin errors."""
+    (data-only embodiments), stems, heads, text encoders, importers, exporters and plugin errors."""
     from hpt_kit.core.registry import load_registry
 
     registry = load_registry()
@@ -71,6 +71,7 @@ def _as_json(registry, rows: list[dict[str, Any]], errors: list[dict[str, Any]])
         "heads": sorted(registry.heads),
         "text_encoders": owned(registry.text_encoders),
         "importers": owned(registry.importers),
+        "exporters": owned(registry.exporters),
         "errors": errors,
     }
 
@@ -101,6 +102,8 @@ def _print(registry, rows: list[dict[str, Any]]) -> None:
     console.print(f"text encoders: {', '.join(encoders) or 'none'}", markup=False)
     importers = [f"{n} ({t.plugin.distribution})" for n, t in sorted(registry.importers.items())]
     console.print(f"importers: {', '.join(importers) or 'none'}", markup=False)
+    exporters = [f"{n} ({t.plugin.distribution})" for n, t in sorted(registry.exporters.items())]
+    console.print(f"exporters: {', '.join(exporters) or 'none'}", markup=False)
     for x in registry.errors:
         console.print("plugin error ", style="red", end="")
         console.print(str(x), highlight=False, markup=False)

@@ -25,6 +25,7 @@ from typing import Any
 import pluggy
 
 from hpt_kit import hookspecs
+from hpt_kit.core.exporter import EXPORTER_MEMBERS
 from hpt_kit.core.importer import IMPORTER_MEMBERS
 from hpt_kit.core.spec import NAME_PATTERN, Embodiment, missing_members, spec_problems
 
@@ -78,6 +79,12 @@ class RegisteredImporter:
     plugin: PluginInfo
 
 
+@dataclass(frozen=True)
+class RegisteredExporter:
+    exporter: Any
+    plugin: PluginInfo
+
+
 @dataclass
 class Registry:
     """Everything the installed plugins registered, plus everything that went wrong."""
@@ -90,6 +97,7 @@ class Registry:
     errors: list[PluginError] = field(default_factory=list)
     owners: dict[tuple[str, str], str] = field(default_factory=dict)  # ("stem"|"head", name) -> plugin
     importers: dict[str, RegisteredImporter] = field(default_factory=dict)
+    exporters: dict[str, RegisteredExporter] = field(default_factory=dict)
 
     def embodiment(self, name: str) -> Embodiment:
         if name not in self.embodiments:
@@ -113,6 +121,13 @@ class Registry:
             known = ", ".join(sorted(self.importers)) or "none installed (pip install the importer plugins)"
             raise UnknownNameError(f"unknown dataset format {name!r}; known: {known}")
         return self.importers[name].importer
+
+    def exporter(self, name: str) -> Any:
+        """The exporter of format ``name``; an unknown one lists the installed formats."""
+        if name not in self.exporters:
+            known = ", ".join(sorted(self.exporters)) or "none installed (pip install the exporter plugins)"
+            raise UnknownNameError(f"unknown export format {name!r}; known: {known}")
+        return self.exporters[name].exporter
 
     def owner(self, what: str, kind: str) -> str:
         """The plugin that registered the stem or head ``kind`` (``what`` is "stem" or "head")."""
@@ -234,6 +249,25 @@ class ImporterRegistrar(_Registrar):
         self._error(reason, str(name))
 
 
+class ExporterRegistrar(_Registrar):
+    """Handed to ``hpt_register_exporters``; format names follow embodiment names' rules."""
+
+    def add(self, exporter: Any) -> None:
+        name = getattr(exporter, "name", None)
+        taken = self._registry.exporters.get(name) if isinstance(name, str) else None
+        missing = missing_members(exporter, EXPORTER_MEMBERS)
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            reason = "an exporter's name must be lowercase letters, digits, '-' or '_', from a letter"
+        elif missing:
+            reason = f"an exporter needs the methods {', '.join(EXPORTER_MEMBERS)} (missing: {', '.join(missing)})"
+        elif taken is not None:
+            reason = f"duplicate exporter name, already registered by plugin {taken.plugin.name!r}"
+        else:
+            self._registry.exporters[name] = RegisteredExporter(exporter, self._plugin)
+            return
+        self._error(reason, str(name))
+
+
 def _disabled() -> set[str]:
     raw = os.environ.get("HPT_KIT_DISABLE_PLUGINS", "")
     return {p.strip() for p in raw.split(",") if p.strip()}
@@ -343,6 +377,7 @@ def load_registry(
     ]
     if importers:
         hooks.append(("hpt_register_importers", lambda info: ImporterRegistrar(registry, info)))
+        hooks.append(("hpt_register_exporters", lambda info: ExporterRegistrar(registry, info)))
     if embodiments:
         hooks.append(("hpt_register_embodiments", lambda info: EmbodimentRegistrar(registry, info)))
     for hook_name, make in hooks:

@@ -117,6 +117,7 @@ def test_every_hook_is_prefixed_documented_and_used():
         "hpt_register_heads",
         "hpt_register_text_encoders",
         "hpt_register_importers",
+        "hpt_register_exporters",
     }
     for f in specs:
         doc = inspect.getdoc(f) or ""
@@ -126,6 +127,7 @@ def test_every_hook_is_prefixed_documented_and_used():
     registry = load_registry()
     assert registry.stems and registry.heads and registry.text_encoders and registry.embodiments
     assert {"lerobot", "robomimic", "rlds"} <= set(registry.importers)
+    assert {"lerobot"} <= set(registry.exporters)
 
 
 def test_importers_register_by_format_name_and_bad_ones_are_reported():
@@ -167,6 +169,35 @@ def test_importers_register_by_format_name_and_bad_ones_are_reported():
     }
     with pytest.raises(KeyError, match="unknown dataset format 'nope'; known: toyformat"):
         registry.importer("nope")
+
+
+def test_exporters_register_by_format_name_and_bad_ones_are_reported():
+    class Good:
+        name = "toyformat"
+
+        def export(self, source, episodes, out, options):
+            pass
+
+    class NoExport:
+        name = "half"
+
+    class Formats:
+        @staticmethod
+        @hpt_kit.hookimpl
+        def hpt_register_exporters(registry):
+            registry.add(Good())
+            registry.add(NoExport())
+            registry.add(Good())
+
+    registry = load_registry(load_entrypoints=False, extra_plugins=[("formats", Formats)])
+    assert registry.exporter("toyformat").name == "toyformat"
+    reasons = {(e.item, e.reason.split(" (")[0]) for e in registry.errors if e.plugin == "formats"}
+    assert reasons == {
+        ("half", "an exporter needs the methods export"),
+        ("toyformat", "duplicate exporter name, already registered by plugin 'formats'"),
+    }
+    with pytest.raises(KeyError, match="unknown export format 'nope'; known: toyformat"):
+        registry.exporter("nope")
 
 
 def test_a_plugin_cannot_take_a_built_in_name():
