@@ -2,9 +2,10 @@
 
 The metadata (``dataset_info.json``, ``features.json``) gives the splits, the shards, the episode
 counts and every feature's shape and dtype, so ``describe`` reads no shard except the first record,
-for the instruction. ``episodes`` streams the split's shards in order with the ``tfrecord``
-package's record reader, parsing each episode's ``tf.train.Example`` and converting only the keys
-asked for. TensorFlow is never imported.
+for the instruction. ``episodes`` streams the split's shards in order (``records.py``: every frame's
+two CRC-32C checksums verified; a record that fails is a bad episode naming shard and record),
+parsing each episode's ``tf.train.Example`` and converting only the keys asked for. TensorFlow is
+never imported.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from hpt_kit.core.importer import (
     SourceEpisode,
     SourceInfo,
 )
-from tfrecord.reader import tfrecord_iterator
 
 from hpt_kit_rlds import decode
+from hpt_kit_rlds.records import read_frames
 from hpt_kit_rlds.schema import (
     FEATURES_FILE,
     INFO_FILE,
@@ -205,9 +206,10 @@ def first_episode(src: Source, split: Split) -> Mapping[str, Any] | None:
     if shard is None:
         return None
     try:
-        with contextlib.closing(tfrecord_iterator(str(shard))) as records:
-            return decode.parse_example(next(records))
-    except (StopIteration, RuntimeError, OSError, DecodeError):
+        with contextlib.closing(read_frames(shard)) as frames:
+            frame = next(frames)
+        return decode.parse_example(frame.data) if frame.data is not None else None
+    except (StopIteration, OSError, DecodeError):
         return None
 
 
@@ -303,16 +305,17 @@ def _shard_episodes(shard: Path, declared: int, start: int, plan: Plan) -> Itera
             yield SourceEpisode(start + i, problem=f"shard {shard.name} is missing (record {i})")
         return
     count, broken = 0, ""
-    with contextlib.closing(tfrecord_iterator(str(shard))) as records:
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
+    with contextlib.closing(read_frames(shard)) as frames:
+        for frame in frames:
+            if frame.last:  # a frame cut short or a damaged length: nothing after it can be trusted
+                broken = f"shard {shard.name} is {frame.problem}" if frame.problem.startswith("truncated") else (
+                    f"shard {shard.name}, {frame.problem}; the rest of the shard cannot be read"
+                )
                 break
-            except (RuntimeError, OSError) as exc:  # the reader's "Failed to read the record": truncated
-                broken = f"shard {shard.name} is truncated at record {count} ({exc})"
-                break
-            yield _episode(start + count, record, shard, count, plan)
+            if frame.data is None:  # this record's data failed its checksum; the next one is intact
+                yield SourceEpisode(start + count, problem=f"shard {shard.name}, {frame.problem}")
+            else:
+                yield _episode(start + count, frame.data, shard, count, plan)
             count += 1
     for i in range(count, max(declared, count + bool(broken))):
         yield SourceEpisode(
