@@ -38,13 +38,23 @@ class PolicyClient:
     ):
         """``embodiment`` defaults to the server's first; ``robot_id`` to a fresh unique name;
         ``token`` to $HPT_KIT_TOKEN."""
+        from websockets.exceptions import InvalidStatus
         from websockets.sync.client import connect
 
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._connection = connect(
-            url, additional_headers=headers, max_size=max_message_bytes, open_timeout=timeout, compression=None
-        )  # no per-message deflate: it costs more time than it saves on a robot's network
+        try:
+            self._connection = connect(
+                url, additional_headers=headers, max_size=max_message_bytes, open_timeout=timeout, compression=None
+            )  # no per-message deflate: it costs more time than it saves on a robot's network
+        except InvalidStatus as exc:
+            if exc.response.status_code != 401:
+                raise ServerError(f"{url} refused the connection: HTTP {exc.response.status_code}") from None
+            sent = "the token sent was refused" if token else "no token was sent"
+            raise ServerError(
+                f"{url} requires the token it was started with (serve --token or {TOKEN_ENV}): {sent}; "
+                f"set {TOKEN_ENV} to it here, or pass token= to PolicyClient"
+            ) from None
         self._ws = self._connection.__enter__()  # websockets asks for its context manager: held until close()
         self._timeout = timeout
         self._ids = itertools.count()

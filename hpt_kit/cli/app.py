@@ -54,6 +54,7 @@ def _register() -> None:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, reported in one line without a traceback."""
+    from hpt_kit.client import ServerError
     from hpt_kit.core.exporter import ExportError
     from hpt_kit.core.importer import ImportSourceError
     from hpt_kit.core.lock import LockError
@@ -83,6 +84,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         ImportSourceError,
         ExportError,
         ServeError,
+        ServerError,
         FileExistsError,
         LockError,
         UnitError,

@@ -107,6 +107,9 @@ def _print_info(info: dict[str, Any]) -> None:
         s = f.get("stats", {})
         table.add_row(name, str(tuple(f["shape"])), f["dtype"], *(fmt(s[k]) if s else "" for k in ("min", "max", "mean", "std")))
     console.print(table)
+    for name, f in info["fields"].items():
+        if f.get("names"):
+            console.print(f"{name} {'views' if name == 'image' else 'names'}: {', '.join(f['names'])}", highlight=False, soft_wrap=True)
     console.print("vectors of more than 4 dimensions show the range over their dimensions (--json: each)", style="dim")
     if info["instructions"]:
         console.print("instructions: " + "; ".join(f"{t!r} x{n}" for t, n in info["instructions"].items()), highlight=False)

@@ -66,6 +66,18 @@ def eval_command(
     best: Best = False,
     checkpoint: Choice = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    replay: Annotated[
+        int | None,
+        typer.Option(
+            metavar="EPISODE",
+            min=0,
+            help="Embodiments without a simulator: plot this episode's predicted against recorded actions (PNG, --plot) "
+            "instead of the held-out table.",
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(metavar="FILE.png", help="With --replay: where the plot goes (default replay-NAME-episodeNNN.png here).")
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -114,8 +126,12 @@ def eval_command(
     if name not in registry.embodiments:  # no simulator (an imported dataset): offline metrics
         if video is not None or expert:
             raise typer.BadParameter(f"embodiment {name!r} has no simulator: no videos, no expert", param_hint="--expert/--video")
-        _offline(ckpt, model, name, as_json)
+        from hpt_kit.cli.eval_offline import offline
+
+        offline(ckpt, model, name, as_json, replay, plot)
         return
+    if replay is not None:
+        raise typer.BadParameter(f"embodiment {name!r} has a simulator: evaluate it by rollouts (--replay is for data-only ones)", param_hint="--replay")
     ensemble = settings.temporal_ensemble
     policy = Policy(model, name, settings.execute_steps, ensemble=ensemble or None)
     emb = registry.embodiment(name)
@@ -220,34 +236,6 @@ def _check_plugin(emb: Embodiment, stored: Any, where: str) -> None:
     from hpt_kit.core.drift import check_drift
 
     check_drift(emb, stored, where, f"train again on a dataset converted with the current plugin (hpt-kit convert {emb.name} --overwrite)")
-
-
-def _offline(ckpt: Any, model: Any, name: str, as_json: bool) -> None:
-    """An embodiment without a simulator: action error on the run's held-out episodes."""
-    from hpt_kit.train.offline import held_out, offline_metrics
-
-    if name not in model.specs:
-        known = ", ".join(model.specs)
-        raise typer.BadParameter(f"the checkpoint has no embodiment {name!r}; it has {known}", param_hint="--embodiment")
-    ds, val = held_out(ckpt.description, name, model.specs[name])
-    metrics = offline_metrics(model, name, val)
-    out = {"embodiment": name, "checkpoint": str(ckpt.path), "step": ckpt.step, "mode": "offline", "dataset": str(ds.path),
-           "held_out_episodes": int(len(set(val.start.tolist()))), **metrics}
-    if as_json:
-        typer.echo(json.dumps(out))
-        return
-    from hpt_kit.cli.output import stdout_console
-
-    console = stdout_console()
-    console.print(
-        f"{name} has no simulator (a data-only embodiment): offline metrics on {out['held_out_episodes']} held-out "
-        f"episodes of {ds.path} ({out['windows']} windows), not a success rate",
-        highlight=False, markup=False, soft_wrap=True,
-    )
-    console.print(f"validation loss {out['val_loss']:.5f}", highlight=False)
-    dims = ", ".join(f"{v:.4g}" for v in out["action_mae"])
-    first = ", ".join(f"{v:.4g}" for v in out["first_action_mae"])
-    console.print(f"action error per dimension (mean absolute, robot units): chunk [{dims}], first step [{first}]", highlight=False, markup=False)
 
 
 def _contact_sheet(path: Path, result: Any) -> Path:

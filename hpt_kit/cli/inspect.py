@@ -99,6 +99,11 @@ def info_command(
         )
         console.print(f"  action min {_fmt(stats['action']['min'])} max {_fmt(stats['action']['max'])}", highlight=False)
         console.print(f"  state mean {_fmt(stats['state']['mean'])} std {_fmt(stats['state']['std'])}", highlight=False)
+        obs = spec["observation"]
+        for what, names in (("state", obs.get("state_names")), ("action", spec["action"].get("names")),
+                            ("cameras", (obs.get("image") or {}).get("views"))):
+            if names:  # the source's names, where the data kept them
+                console.print(f"  {what}: {', '.join(names)}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"sha256 {out['sha256']} (model.safetensors), trunk tensors {out['trunk_sha256']}")
     if "trunk_source" in out:
         console.print(f"trunk loaded from {out['trunk_source']} ({out['trunk_source_format']}, trunk sha256 {out['trunk_source_sha256']})")

@@ -30,6 +30,23 @@ def serve_command(
     ] = 32,
     best: Best = False,
     checkpoint: Choice = None,
+    execute_steps: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="[NAME=]N",
+            help="Chunk steps executed before re-planning (0 = the whole chunk): N for every embodiment, NAME=N for one "
+            "(repeatable). Default: each run's recipe (eval.execute_steps).",
+        ),
+    ] = None,
+    temporal_ensemble: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--temporal-ensemble",
+            metavar="[NAME=]M",
+            help="Predict every step and average the overlapping chunks with weights exp(-M*i), oldest first (ACT uses "
+            "0.01); 0 = off: M for every embodiment, NAME=M for one (repeatable). Default: each run's recipe (eval.temporal_ensemble).",
+        ),
+    ] = None,
 ) -> None:
     """Serve trained policies to robots over the network: reset(robot, embodiment), act(robot, observation)."""
     import asyncio
@@ -47,6 +64,7 @@ def serve_command(
     chosen = choice(checkpoint, best)
     ckpts = [resolve_checkpoint(loc, chosen) for loc in checkpoints]  # a damaged latest is refused here, named
     fleet = Fleet.load([str(c.path) for c in ckpts], load_registry(embodiments=False), device, backend)
+    _set_chunks(fleet, execute_steps or [], temporal_ensemble or [])
     config = ServerConfig(
         host, port, token, batching, batch_window_ms, max_batch, idle_timeout, int(max_message_mb * 2**20),
         max_robots, max_robots_per_connection,
@@ -56,11 +74,40 @@ def serve_command(
     def ready(bound: int) -> None:
         for ckpt in ckpts:
             console.print(f"{describe(ckpt)}: {', '.join(ckpt.specs)}", markup=False, highlight=False, soft_wrap=True)
+        for name, served in fleet.served.items():
+            console.print(f"{name}: {served.chunk_mode()} (from the {served.chunks_from}); actions clipped to its action bounds",
+                          markup=False, highlight=False, soft_wrap=True)
         names = ", ".join(fleet.served)
         auth = "token required" if token else "no token"
         console.print(f"serving {names} on ws://{host}:{bound} ({auth}); stop with Ctrl-C or SIGTERM", markup=False)
 
     asyncio.run(server.run(ready))
+
+
+def _set_chunks(fleet, execute_steps: list[str], ensembles: list[str]) -> None:
+    """``--execute-steps`` and ``--temporal-ensemble`` onto the fleet: a bare value for every
+    embodiment, NAME=VALUE for one; an embodiment given either option gets that mode."""
+    from hpt_kit.serve.fleet import ServeError
+
+    chosen: dict[str, tuple[int | None, float | None]] = {}
+    for values, option, kind in ((execute_steps, "--execute-steps", int), (ensembles, "--temporal-ensemble", float)):
+        for given in values:
+            name, _, value = given.rpartition("=")
+            names = [name] if name else list(fleet.served)
+            try:
+                number = kind(value)
+            except ValueError:
+                raise typer.BadParameter(f"{given!r}: expected [NAME=]{'N' if kind is int else 'M'}", param_hint=option) from None
+            for n in names:
+                if n not in fleet.served:
+                    raise typer.BadParameter(f"{given!r}: no embodiment {n!r} is served; served: {', '.join(fleet.served)}", param_hint=option)
+                steps, ensemble = chosen.get(n, (None, None))
+                chosen[n] = (number, ensemble) if kind is int else (steps, number or None)  # m = 0: off
+    for name, (steps, ensemble) in chosen.items():
+        try:
+            fleet.set_chunks(name, steps, ensemble)
+        except ServeError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--execute-steps/--temporal-ensemble") from None
 
 
 def register(app: typer.Typer) -> None:

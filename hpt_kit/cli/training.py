@@ -107,6 +107,15 @@ def transfer(
             help="While the trunk trains (--no-freeze-trunk or --from-scratch), its learning rate is X times the rest's (e.g. 0.1). Sets transfer.trunk_lr_scale; default 1.",
         ),
     ] = None,
+    val_episodes: Annotated[
+        str | None,
+        typer.Option(
+            metavar="F|I,J,...",
+            help="The held-out episodes offline evaluation reports on: a fraction below 1 (drawn with the run's seed) or "
+            "episode indices, e.g. 0,4,7. Sets train.val_fraction or datasets[].val_episodes. Default: 0.2, and at least "
+            "3 episodes while two thirds still train (train.val_min_episodes).",
+        ),
+    ] = None,
     steps: Steps = None,
     out: RunDir = None,
     resume: Resume = False,
@@ -116,7 +125,7 @@ def transfer(
     or train the same network from a random trunk (--from-scratch) as the baseline to compare with."""
     from hpt_kit.core.overrides import load_recipe, override_recipe
     from hpt_kit.core.recipe import DatasetEntry, Recipe, RunSection, TrunkSection, read_toml
-    from hpt_kit.train.budget import transfer_train
+    from hpt_kit.train.budget import VAL_MIN_EPISODES, transfer_train
 
     if recipe_path is not None:
         recipe = load_recipe(recipe_path, sets or ())
@@ -126,7 +135,7 @@ def transfer(
         recipe = Recipe(
             datasets=(DatasetEntry(embodiment),),
             run=RunSection(name=f"transfer-{embodiment}"),
-            train=transfer_train(1000),  # steps: --steps or the budget from the data, below
+            train=transfer_train(1000, val_min_episodes=VAL_MIN_EPISODES),  # steps: --steps or the budget from the data, below
             source="<command line>",
         )
         recipe = override_recipe(recipe, sets or ())
@@ -181,10 +190,12 @@ def transfer(
 
         section = dataclasses.replace(section, trunk=check_trunk(section.trunk, trunk_checkpoint))
     recipe = dataclasses.replace(recipe, datasets=datasets, transfer=section)
+    if val_episodes is not None:
+        recipe = _with_held_out(recipe, val_episodes)
     registry = None
     steps_set = any(s.split("=", 1)[0].strip() == "train.steps" for s in sets or ())
     if steps:
-        train = transfer_train(steps, device=recipe.train.device) if recipe_path is None else dataclasses.replace(recipe.train, steps=steps)
+        train = _transfer_train(recipe, steps) if recipe_path is None else dataclasses.replace(recipe.train, steps=steps)
         recipe = dataclasses.replace(recipe, train=train)
     elif not steps_set and (recipe_path is None or "steps" not in read_toml(recipe_path).get("train", {})):
         from hpt_kit.core.registry import load_registry
@@ -198,7 +209,7 @@ def _with_step_budget(recipe, registry, from_file: bool):
     """The recipe with a step budget from its datasets' size (``hpt_kit.train.budget``), converting
     missing datasets first; said on the console, since no option or recipe key chose it."""
     from hpt_kit.cli.output import console, conversion_progress
-    from hpt_kit.train.budget import PASSES, step_budget, training_windows, transfer_train
+    from hpt_kit.train.budget import PASSES, step_budget, training_windows
     from hpt_kit.train.setup import open_datasets
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -207,16 +218,44 @@ def _with_step_budget(recipe, registry, from_file: bool):
         datasets = open_datasets(recipe, registry, on_convert)
     val_fraction = recipe.train.val_fraction
     windows = sum(
-        training_windows(datasets[e.embodiment], e.max_episodes, val_fraction, recipe.run.seed) for e in recipe.datasets
+        training_windows(datasets[e.embodiment], e.max_episodes, val_fraction, recipe.run.seed, recipe.train.val_min_episodes, e.val_episodes)
+        for e in recipe.datasets
     )
     budget = step_budget(windows, recipe.train.batch_size)
-    train = dataclasses.replace(recipe.train, steps=budget) if from_file else transfer_train(budget, device=recipe.train.device)
+    train = dataclasses.replace(recipe.train, steps=budget) if from_file else _transfer_train(recipe, budget)
     console.print(
         f"steps: {budget} (no --steps: about {PASSES} draws of each of {windows} training windows at batch "
         f"{train.batch_size}; warm-up {train.warmup_steps}, validation every {train.val_every})",
         highlight=False,
     )
     return dataclasses.replace(recipe, train=train)
+
+
+def _transfer_train(recipe, steps: int):
+    """The transfer defaults for ``steps``, keeping the recipe's device and held-out choices."""
+    from hpt_kit.train.budget import transfer_train
+
+    cfg = recipe.train
+    return transfer_train(steps, device=cfg.device, val_fraction=cfg.val_fraction, val_min_episodes=cfg.val_min_episodes)
+
+
+def _with_held_out(recipe, given: str):
+    """``--val-episodes``: a fraction below 1 sets ``train.val_fraction``; indices set the one
+    dataset's ``val_episodes``."""
+    text = given.strip()
+    try:
+        if "," not in text and "." in text:
+            fraction = float(text)
+            if not 0 <= fraction < 1:
+                raise ValueError(f"a fraction must be in [0, 1), got {fraction}")
+            return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, val_fraction=fraction))
+        indices = tuple(int(part) for part in text.split(",") if part.strip())
+        if len(recipe.datasets) != 1:
+            raise ValueError("episode indices need a single embodiment; add --embodiment")
+        entry = dataclasses.replace(recipe.datasets[0], val_episodes=indices)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{given!r}: {exc}", param_hint="--val-episodes") from None
+    return dataclasses.replace(recipe, datasets=(entry,))
 
 
 def register(app: typer.Typer) -> None:

@@ -26,6 +26,9 @@ T = TypeVar("T")
 # Field metadata of a dataclass field that is not a key of the data (a recipe's source file, an
 # embodiment's callables): never read from data, never written to it.
 NOT_A_KEY = types.MappingProxyType({"config_key": False})
+# Field metadata of a key added to a stored format later (a spec's names): left out of the data while
+# it holds its default, so what older kits wrote reads back and is written again byte for byte.
+OMIT_DEFAULT = types.MappingProxyType({"omit_default": True})
 
 
 class ConfigError(ValueError):
@@ -107,11 +110,15 @@ def from_data(cls: type[T], table: Mapping[str, Any], where: str = "") -> T:
 def to_data(value: Any) -> Any:
     """A dataclass as plain data (dicts, lists, scalars), ready for JSON or :func:`to_toml`.
 
-    The inverse of :func:`from_data`: tuples become lists (as JSON stores them) and fields marked
-    :data:`NOT_A_KEY` are left out.
+    The inverse of :func:`from_data`: tuples become lists (as JSON stores them), fields marked
+    :data:`NOT_A_KEY` are left out, and so are fields marked :data:`OMIT_DEFAULT` at their default.
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value) if is_key(f)}
+        return {
+            f.name: to_data(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if is_key(f) and not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
+        }
     if isinstance(value, list | tuple):
         return [to_data(v) for v in value]
     if isinstance(value, Mapping):

@@ -37,6 +37,7 @@ class Feature:
     dtype: str  # as stored: a numpy dtype name ("float32", "uint8"), or "video/<codec>", "jpeg", "png"
     fps: float = 0.0  # a camera's own frame rate, where the source gives one
     description: str = ""
+    names: tuple[str, ...] = ()  # a vector's per-value names where the source gives them (LeRobot's "names")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -57,6 +57,9 @@ class DatasetEntry:
     episodes: int = 100  # episodes to convert when the dataset does not exist yet
     path: str = ""  # default: the dataset root ($HPT_KIT_DATA or ~/.cache/hpt-kit/datasets)
     max_episodes: int = 0  # use only the first N episodes (0 = all), e.g. K demonstrations
+    # The held-out episodes, named by index (among the first max_episodes); empty: train.val_fraction
+    # of them, drawn with the run's seed.
+    val_episodes: tuple[int, ...] = ()
     convert: bool = True  # convert the dataset if it is missing
     # Overrides of the embodiment's own spec for this run (0 / "" / empty = keep the embodiment's).
     observation_horizon: int = 0
@@ -79,6 +82,8 @@ class DatasetEntry:
             raise ValueError(f"weight must be a finite number > 0, got {self.weight}")
         if self.episodes < 1 or self.max_episodes < 0:
             raise ValueError("episodes must be >= 1 and max_episodes >= 0")
+        if any(e < 0 for e in self.val_episodes) or len(set(self.val_episodes)) != len(self.val_episodes):
+            raise ValueError(f"val_episodes must be distinct episode indices >= 0, got {list(self.val_episodes)}")
         if self.observation_horizon < 0 or self.action_horizon < 0:
             raise ValueError("observation_horizon and action_horizon must be >= 0 (0 keeps the embodiment's)")
         bad = [k for k, v in self.stem_options.items() if not isinstance(v, dict)]
@@ -128,6 +133,9 @@ class TrainSection:
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     val_fraction: float = 0.1  # share of episodes held out for validation
+    # Fewest episodes held out when val_fraction > 0, as long as two thirds still train: an interval
+    # over held-out episodes needs several (`hpt-kit transfer` without a recipe uses 3).
+    val_min_episodes: int = 1
     val_every: int = 200
     val_batches: int = 8
     checkpoint_every: int = 500
@@ -185,6 +193,8 @@ class TrainSection:
             raise ValueError(f"history_mask is a probability in [0, 1], got {self.history_mask}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_min_episodes < 1:
+            raise ValueError(f"val_min_episodes must be >= 1, got {self.val_min_episodes}")
         if min(self.val_every, self.checkpoint_every, self.log_every, self.keep_checkpoints) < 1:
             raise ValueError("val_every, checkpoint_every, log_every and keep_checkpoints must be >= 1")
 

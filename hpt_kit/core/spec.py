@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hpt_kit.core.config import NOT_A_KEY, ConfigError, from_data, to_data
+from hpt_kit.core.config import NOT_A_KEY, OMIT_DEFAULT, ConfigError, from_data, to_data
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
 
@@ -106,6 +106,12 @@ class ObservationSpec:
     image: ImageSpec | None = None
     image_features: ImageFeatureSpec | None = None
     language: LanguageSpec | None = None
+    # A name per state value, as the source names its joints ("shoulder_pan.pos"); empty when unknown.
+    state_names: tuple[str, ...] = field(default=(), metadata=OMIT_DEFAULT)
+
+    def __post_init__(self) -> None:
+        if self.state_names and len(self.state_names) != self.state_dim:
+            raise ValueError(f"state_names: {len(self.state_names)} names for state_dim {self.state_dim}")
 
     def field_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-step shape of every observation field a converted episode carries."""
@@ -133,6 +139,11 @@ class ActionSpec:
     low: tuple[float, ...]
     high: tuple[float, ...]
     control_hz: float
+    names: tuple[str, ...] = field(default=(), metadata=OMIT_DEFAULT)  # a name per action value, from the source
+
+    def __post_init__(self) -> None:
+        if self.names and len(self.names) != self.dim:
+            raise ValueError(f"names: {len(self.names)} names for action dim {self.dim}")
 
 
 @dataclass(frozen=True)
@@ -315,6 +326,16 @@ def converted_spec(emb: EmbodimentData, render: bool) -> EmbodimentData:
     if not stems:
         raise SpecError(f"embodiment {emb.name!r}: without its optional camera no stem is left; add a state stem")
     return dataclasses.replace(base, observation=dataclasses.replace(base.observation, image=None), stems=stems)
+
+
+def state_labels(obs: ObservationSpec) -> tuple[str, ...]:
+    """A label per state value for tables and plots: the source's names, else ``state[i]``."""
+    return obs.state_names or tuple(f"state[{i}]" for i in range(obs.state_dim))
+
+
+def action_labels(action: ActionSpec) -> tuple[str, ...]:
+    """A label per action value for tables and plots: the source's names, else ``action[i]``."""
+    return action.names or tuple(f"action[{i}]" for i in range(action.dim))
 
 
 def spec_to_dict(emb: EmbodimentData) -> dict[str, Any]:

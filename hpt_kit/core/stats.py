@@ -105,3 +105,31 @@ def _paired_correlation(both: int, a_only: int, b_only: int, neither: int) -> fl
 def format_rate(rate: float, interval: tuple[float, float]) -> str:
     """``0.6`` and ``(0.39, 0.78)`` as ``60.0% [39.1–78.1%]``: a rate with its 95% interval."""
     return f"{rate:.1%} [{interval[0]:.1%}–{interval[1]:.1%}]".replace("%–", "–", 1)
+
+
+# Student's t 97.5% quantiles for 1..30 degrees of freedom (standard tables, 3 decimals).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """Student's t 97.5% quantile: the table up to 30 degrees of freedom, beyond it the
+    Cornish-Fisher expansion around the normal quantile (within 1e-4 there)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = Z95
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df * df)
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float] | None:
+    """The mean of ``values`` (one per independent unit, e.g. per held-out episode) with its t
+    interval (95%): (mean, low, high); None for fewer than two values, where no interval exists."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half

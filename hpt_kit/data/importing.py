@@ -134,8 +134,9 @@ def infer_spec(info: SourceInfo, selection: Selection, name: str, language: Lang
         stems.append(StemSpec(LANGUAGE))
     return EmbodimentData(
         name=name,
-        observation=ObservationSpec(state_dim, image=image, language=language),
-        action=ActionSpec(action_dim, (-1.0,) * action_dim, (1.0,) * action_dim, float(info.fps or DEFAULT_HZ)),
+        observation=ObservationSpec(state_dim, image=image, language=language, state_names=value_names(info, selection.state)),
+        action=ActionSpec(action_dim, (-1.0,) * action_dim, (1.0,) * action_dim, float(info.fps or DEFAULT_HZ),
+                          names=value_names(info, (selection.action,))),
         stems=tuple(stems),
         head=HeadSpec(),
         description=f"imported from {info.format} {info.location}",
@@ -151,6 +152,19 @@ def finish_spec(spec: EmbodimentData, stats: Mapping[str, Any], lengths: np.ndar
     low, high = np.where(flat, low - 1.0, low), np.where(flat, high + 1.0, high)
     action = dataclasses.replace(spec.action, low=tuple(low.tolist()), high=tuple(high.tolist()))
     return dataclasses.replace(spec, action=action, max_episode_steps=int(lengths.max()))
+
+
+def value_names(info: SourceInfo, keys: Sequence[str]) -> tuple[str, ...]:
+    """A name per value of the keys concatenated: the source's own per-value names (LeRobot's
+    ``names``), else the key's short name (robomimic's and RLDS's keys), indexed ``key[i]`` when it
+    holds more than one value."""
+    out: list[str] = []
+    for key in keys:
+        feature = info.feature(key)
+        width = _width(feature)
+        short = _view_name(key)
+        out += feature.names if len(feature.names) == width else [short] if width == 1 else [f"{short}[{i}]" for i in range(width)]
+    return tuple(out)
 
 
 def _width(feature: Feature) -> int:

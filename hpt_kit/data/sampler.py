@@ -27,13 +27,27 @@ from hpt_kit.data.stream import BlockSampler, Streaming
 STATS_ROWS = 1 << 16  # rows of state and action read at a time for streamed normaliser statistics
 
 
-def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation episode indices: a seeded shuffle, at least one episode on each side
-    whenever there are two or more episodes and ``val_fraction`` > 0."""
+def split_episodes(
+    num_episodes: int, val_fraction: float, seed: int, min_val: int = 1, chosen: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation episode indices.
+
+    ``chosen``: the held-out episodes named (indices below ``num_episodes``); the rest train. Otherwise
+    a seeded shuffle holds out ``val_fraction`` of them, and whenever there are two or more episodes
+    and ``val_fraction`` > 0 at least one, and at least ``min_val`` as long as two thirds of the
+    episodes still train (an interval over held-out episodes needs several of them)."""
+    if len(chosen):
+        val = np.unique(np.asarray(chosen, dtype=np.int64))
+        bad = [int(e) for e in val if not 0 <= e < num_episodes]
+        if bad:
+            raise ValueError(f"val_episodes: episode {bad[0]} is not among the {num_episodes} episodes the run uses (0 to {num_episodes - 1})")
+        if len(val) >= num_episodes:
+            raise ValueError(f"val_episodes: holds out all {num_episodes} episodes; leave at least one to train on")
+        return np.setdiff1d(np.arange(num_episodes), val), val
     order = np.random.default_rng(seed).permutation(num_episodes)
     n_val = int(round(val_fraction * num_episodes))
     if val_fraction > 0 and num_episodes >= 2:
-        n_val = min(max(n_val, 1), num_episodes - 1)
+        n_val = min(max(n_val, min(min_val, num_episodes // 3), 1), num_episodes - 1)
     else:
         n_val = 0
     return np.sort(order[n_val:]), np.sort(order[:n_val])
@@ -138,10 +152,13 @@ def make_samplers(
     max_episodes: int | None = None,
     shard: tuple[int, int] = (0, 1),
     stream: Streaming | None = None,
+    held_out: Sequence[int] = (),
+    min_val: int = 1,
 ) -> tuple[SequenceSampler | BlockSampler, SequenceSampler | None]:
     """Train and validation samplers over one dataset, split by episode.
 
     ``max_episodes`` keeps only the first that many episodes (e.g. K demonstrations for transfer).
+    ``held_out`` and ``min_val`` choose the validation episodes as :func:`split_episodes` does.
     ``shard = (rank, world)`` gives each process its share of the training episodes; validation is
     not sharded. In memory every world-th episode from the rank-th on; with ``stream`` a contiguous
     1/world of them, so that a rank's stretches read from disk hold mostly its own episodes.
@@ -151,7 +168,7 @@ def make_samplers(
     then computed in one pass over state and action, :data:`STATS_ROWS` rows at a time.
     """
     n = dataset.num_episodes if max_episodes is None else min(max_episodes, dataset.num_episodes)
-    train_eps, val_eps = split_episodes(n, val_fraction, seed)
+    train_eps, val_eps = split_episodes(n, val_fraction, seed, min_val, held_out)
     wanted = [f for f in fields if f != ACTION]
     read = dataset.load if stream is None else dataset.array  # whole into memory, or lazily from disk
     arrays = {f: read(f) for f in {*wanted, STATE, ACTION}}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hpt_kit.core.spec import EPISODE_DTYPES, STATE, episode_field_shapes
+from hpt_kit.core.spec import ACTION, EPISODE_DTYPES, IMAGE, STATE, episode_field_shapes
 from hpt_kit.data.store import Dataset, DatasetError, write_dataset
 
 STAT_ROWS = 65_536  # rows per slab when computing field statistics
@@ -59,6 +59,9 @@ def dataset_info(ds: Dataset, stats: bool = True) -> dict[str, Any]:
     """What a dataset holds, as plain data: counts, episode lengths, fields (per-step shape, dtype,
     chunking, statistics), instructions, notes, size on disk, provenance."""
     lengths = np.diff(ds.episode_ends, prepend=0)
+    obs = ds.spec.observation
+    # the source's names: a value's (joints, motors) for vectors, a view's (cameras) for frames
+    names = {STATE: obs.state_names, ACTION: ds.spec.action.names, IMAGE: obs.image.views if obs.image is not None else ()}
     fields = {}
     for name, step_shape in episode_field_shapes(ds.spec).items():
         arr = ds.array(name)
@@ -66,6 +69,7 @@ def dataset_info(ds: Dataset, stats: bool = True) -> dict[str, Any]:
             "shape": list(step_shape),
             "dtype": str(np.dtype(EPISODE_DTYPES.get(name, np.float32))),
             "chunk_rows": int(arr.chunks[0]),
+            **({"names": list(names[name])} if names.get(name) else {}),
             **({"stats": _field_stats(ds, name)} if stats else {}),
         }
     instructions = [t for t in episode_instructions(ds) if t is not None]

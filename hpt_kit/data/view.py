@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hpt_kit.core.spec import ACTION, IMAGE, STATE
+from hpt_kit.core.spec import ACTION, IMAGE, STATE, action_labels, state_labels
 from hpt_kit.data.store import Dataset
 
 STRIP = 6  # frames in a PNG's strip
 LEGEND_DIMS = 8  # curves get a legend up to this many dimensions
 
 
-def _figure(ep: dict[str, np.ndarray], title: str, frames: int):
+def _figure(ep: dict[str, np.ndarray], title: str, frames: int, labels: dict[str, tuple[str, ...]]):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +36,7 @@ def _figure(ep: dict[str, np.ndarray], title: str, frames: int):
         ax = fig.add_subplot(grid[row, :])
         values = ep[field]
         for d in range(values.shape[1]):
-            ax.plot(values[:, d], linewidth=1, label=f"{field}[{d}]")
+            ax.plot(values[:, d], linewidth=1, label=labels[field][d])
         ax.set_ylabel(field)
         ax.set_xlim(0, max(len(values) - 1, 1))
         ax.grid(alpha=0.3)
@@ -72,18 +72,21 @@ def view_episode(ds: Dataset, index: int, out: Path) -> Path:
     ep = ds.episode(index)
     steps = len(ep[ACTION])
     title = f"{ds.name}: episode {index} of {ds.path.name}, {steps} steps"
+    if ds.spec.observation.image is not None:
+        title += f"; views left to right: {', '.join(ds.spec.observation.image.views)}"
+    labels = {STATE: state_labels(ds.spec.observation), ACTION: action_labels(ds.spec.action)}  # the source's names where kept
     images = ep.get(IMAGE)
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
         shown = np.unique(np.linspace(0, steps - 1, min(STRIP, steps)).round().astype(int)) if images is not None else []
-        fig, image_axes, _ = _figure(ep, title, len(shown))
+        fig, image_axes, _ = _figure(ep, title, len(shown), labels)
         for ax, t in zip(image_axes, shown, strict=True):
             ax.imshow(_views(images[t]))
             ax.set_title(f"step {t}", fontsize=8)
         fig.savefig(out)
         plt.close(fig)
         return out
-    fig, image_axes, curves = _figure(ep, title, 1 if images is not None else 0)
+    fig, image_axes, curves = _figure(ep, title, 1 if images is not None else 0, labels)
     picture = image_axes[0].imshow(_views(images[0])) if images is not None else None
     cursors = [ax.axvline(0, color="black", linewidth=1) for ax in curves]
     rendered = []

@@ -5,6 +5,7 @@ the field; and batched prediction across robots and embodiments through one trun
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,15 @@ import torch
 
 from hpt_kit.core.recipe import planned_eval
 from hpt_kit.core.registry import Registry
-from hpt_kit.core.spec import IMAGE, IMAGE_FEATURES, INSTRUCTION, LANGUAGE, EmbodimentData
+from hpt_kit.core.spec import (
+    IMAGE,
+    IMAGE_FEATURES,
+    INSTRUCTION,
+    LANGUAGE,
+    EmbodimentData,
+    action_labels,
+    state_labels,
+)
 from hpt_kit.core.version import __version__
 from hpt_kit.models.hpt import HPT
 from hpt_kit.policy import Policy
@@ -30,12 +39,22 @@ class ServeError(ValueError):
 
 @dataclass(frozen=True)
 class Served:
-    """One served embodiment: its spec and the chunk execution its run planned (``[eval]``)."""
+    """One served embodiment: its spec and its chunk execution: the run's plan (``[eval]``) unless
+    ``serve --execute-steps/--temporal-ensemble`` chose (``chunks_from``: "recipe" or "option")."""
 
     spec: EmbodimentData
     execute_steps: int
     ensemble: float | None
     checkpoint: str
+    chunks_from: str = "recipe"
+
+    def chunk_mode(self) -> str:
+        """The chunk execution in words, for the console."""
+        horizon = self.spec.action_horizon
+        if self.ensemble is not None:
+            return f"temporal ensemble m={self.ensemble:g} (a chunk predicted every step)"
+        steps = self.execute_steps or horizon
+        return f"{steps} of each {horizon}-step chunk executed" + (" (the whole chunk)" if steps == horizon else "")
 
 
 class Fleet:
@@ -50,6 +69,10 @@ class Fleet:
         self.device = device
         self.backend = backend
         self._fields = {name: _fields(s.spec) for name, s in self.served.items()}  # read on every request
+        self._bounds = {
+            name: (np.asarray(s.spec.action.low, np.float32), np.asarray(s.spec.action.high, np.float32))
+            for name, s in self.served.items()
+        }
         self._onnx: dict[str, Any] = {}
         if backend == "onnx":
             from hpt_kit.policy.onnx import OnnxPredictor
@@ -87,6 +110,28 @@ class Fleet:
         load_strict(model, merged, ", ".join(str(c.path) for c in ckpts))
         return cls(model, served, digests[0], torch.device(device), backend)
 
+    def set_chunks(self, embodiment: str, execute_steps: int | None = None, ensemble: float | None = None) -> None:
+        """Serve ``embodiment`` with this chunk execution instead of its run's plan: ``execute_steps``
+        (0 = the whole chunk) or temporal ensembling with ``ensemble`` = m; robots reset after it get it."""
+        if embodiment not in self.served:
+            raise ServeError(f"embodiment: unknown {embodiment!r}; served: {', '.join(self.served)}")
+        s = self.served[embodiment]
+        if execute_steps is not None and ensemble is not None:
+            raise ServeError(f"{embodiment}: choose execute_steps or temporal ensembling, not both")
+        if execute_steps is not None and not 0 <= execute_steps <= s.spec.action_horizon:
+            raise ServeError(f"{embodiment}: execute_steps {execute_steps} is outside 0..{s.spec.action_horizon} (its action horizon)")
+        if ensemble is not None and not (np.isfinite(ensemble) and ensemble >= 0):
+            raise ServeError(f"{embodiment}: temporal ensembling needs a finite m >= 0, got {ensemble}")
+        self.served[embodiment] = dataclasses.replace(
+            s, execute_steps=execute_steps or 0, ensemble=ensemble, chunks_from="option"
+        )
+
+    def clip(self, embodiment: str, action: np.ndarray) -> tuple[np.ndarray, int]:
+        """``action`` within the embodiment's advertised bounds, and how many of its values were outside."""
+        low, high = self._bounds[embodiment]
+        clipped = np.clip(action, low, high)
+        return clipped, int(np.count_nonzero(clipped != action))
+
     def metadata(self) -> dict[str, Any]:
         """What a client needs to drive its robot: each embodiment's spec, action bounds, control
         rate, the observation fields with shapes and dtypes, and the trunk and kit versions."""
@@ -99,10 +144,15 @@ class Fleet:
                     "spec": s.spec.to_dict(),
                     "action_low": list(s.spec.action.low),
                     "action_high": list(s.spec.action.high),
+                    "action_clipped": True,  # every served action lies within [action_low, action_high]
+                    "action_names": list(action_labels(s.spec.action)),
+                    "state_names": list(state_labels(s.spec.observation)),
+                    "cameras": list(s.spec.observation.image.views) if s.spec.observation.image is not None else [],
                     "control_hz": s.spec.action.control_hz,
                     "observation": {f: {"shape": list(shape), "dtype": dtype} for f, (shape, dtype) in self.fields(name).items()},
                     "execute_steps": s.execute_steps,
                     "temporal_ensemble": s.ensemble,
+                    "chunks_from": s.chunks_from,
                     "checkpoint": s.checkpoint,
                 }
                 for name, s in self.served.items()

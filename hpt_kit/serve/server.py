@@ -13,6 +13,10 @@ Dynamic batching: the first robot that needs a new chunk opens a window of ``bat
 every chunk asked for until it closes (or until ``max_batch``, or until every robot inside a request
 is waiting for one) goes through one trunk pass.
 
+Every action sent lies within the embodiment's advertised ``action_low``/``action_high``: a network's
+output outside them is clipped, and ``stats`` counts the actions (``clipped_actions``) and values
+(``clipped_values``) that were.
+
 Each robot name holds a session (its closed-loop history) until it is silent for ``idle_timeout_s``;
 ``max_robots`` live sessions per server and ``max_robots_per_connection`` per connection bound that
 memory: a new robot beyond either is refused with an error reply, and the robots already served keep
@@ -71,6 +75,8 @@ class Stats:
     largest_batch: int = 0
     refused_connections: int = 0
     refused_robots: int = 0
+    clipped_actions: int = 0  # actions with a value outside [action_low, action_high], sent clipped
+    clipped_values: int = 0
 
     def as_dict(self, sessions: int) -> dict[str, Any]:
         mean = self.predictions / self.batches if self.batches else 0.0
@@ -264,7 +270,11 @@ class PolicyServer:
             finally:
                 self._in_flight -= 1
             action = session.policy.take(chunk)
+        action, outside = self.fleet.clip(session.embodiment, action)  # never beyond what metadata advertises
         self.stats.actions += 1
+        if outside:
+            self.stats.clipped_actions += 1
+            self.stats.clipped_values += outside
         return action
 
     async def _reap(self) -> None:

@@ -15,6 +15,7 @@ validation share, split as the run splits them), so every window is drawn about 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,13 +27,18 @@ PASSES = 30  # average draws of each training window
 MIN_STEPS = 200  # enough for the warm-up and a few validations on a handful of demonstrations
 MAX_STEPS = 20_000  # beyond this, ask for it with --steps
 VAL_FRACTION = 0.2  # a larger share than pre-training's 0.1: transfer datasets are small
+# `hpt-kit transfer` without a recipe holds out at least this many episodes (while two thirds still
+# train), so that offline evaluation can put an interval on its errors; experiments keep 1.
+VAL_MIN_EPISODES = 3
 LR = 1e-3
 
 
-def training_windows(ds: Dataset, max_episodes: int, val_fraction: float, seed: int) -> int:
+def training_windows(
+    ds: Dataset, max_episodes: int, val_fraction: float, seed: int, min_val: int = 1, held_out: Sequence[int] = ()
+) -> int:
     """Steps of the episodes a run trains on (its first ``max_episodes``, 0 = all, less validation)."""
     n = min(max_episodes, ds.num_episodes) if max_episodes else ds.num_episodes
-    train_eps, _ = split_episodes(n, val_fraction, seed)
+    train_eps, _ = split_episodes(n, val_fraction, seed, min_val, held_out)
     lengths = np.diff(ds.episode_ends, prepend=0)
     return int(lengths[train_eps].sum())
 
@@ -42,7 +48,9 @@ def step_budget(windows: int, batch_size: int) -> int:
     return int(min(MAX_STEPS, max(MIN_STEPS, math.ceil(PASSES * windows / batch_size))))
 
 
-def transfer_train(steps: int, batch_size: int = 64, lr: float = LR, device: str = "auto") -> TrainSection:
+def transfer_train(
+    steps: int, batch_size: int = 64, lr: float = LR, device: str = "auto", val_fraction: float = VAL_FRACTION, val_min_episodes: int = 1
+) -> TrainSection:
     """The ``[train]`` section of such a run: warm-up over the first 5% of the steps, validation and a
     checkpoint every 10% (so the ``best`` checkpoint can be any validated step), a log line every 5%."""
     return TrainSection(
@@ -53,6 +61,7 @@ def transfer_train(steps: int, batch_size: int = 64, lr: float = LR, device: str
         val_every=max(1, steps // 10),
         checkpoint_every=max(1, steps // 10),
         log_every=max(1, steps // 20),
-        val_fraction=VAL_FRACTION,
+        val_fraction=val_fraction,
+        val_min_episodes=val_min_episodes,
         device=device,
     )

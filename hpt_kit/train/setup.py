@@ -227,6 +227,8 @@ def build_samplers(
             entry.max_episodes or None,
             shard=(world.rank, world.size),
             stream=stream,
+            held_out=entry.val_episodes,
+            min_val=cfg.val_min_episodes,
         )
         if isinstance(train[name], BlockSampler):
             cleanup.callback(train[name].close)

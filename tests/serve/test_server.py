@@ -113,7 +113,8 @@ def test_concurrent_robots_of_two_embodiments_are_batched_and_each_keeps_its_own
     expected = {}
     for name, seed in robots:
         policy = Policy(model, name, execute_steps=2)
-        expected[seed] = np.stack([policy.act({"state": s}) for s in _sequence(dims[name], 12, seed)])
+        bounds = model.specs[name].action.low, model.specs[name].action.high  # the server clips to them
+        expected[seed] = np.clip(np.stack([policy.act({"state": s}) for s in _sequence(dims[name], 12, seed)]), *bounds)
     got, errors = {}, []
     with serving(fleet, batch_window_ms=30.0) as (server, url):
         barrier = threading.Barrier(len(robots))
@@ -196,12 +197,10 @@ def test_a_burst_of_bad_requests_gets_error_replies_while_another_robot_is_serve
 
 
 def test_the_token_is_required_when_set(fleet):
-    from websockets.exceptions import InvalidStatus
-
     with serving(fleet, token="s3cret") as (server, url):
-        with pytest.raises(InvalidStatus, match="401"):
+        with pytest.raises(ServerError, match="requires the token"):
             PolicyClient(url, token="")
-        with pytest.raises(InvalidStatus, match="401"):
+        with pytest.raises(ServerError, match="requires the token"):
             PolicyClient(url, token="wrong")
         with PolicyClient(url, token="s3cret") as client:
             assert set(client.metadata["embodiments"]) == {"mujoco-arm3", "mujoco-arm4"}

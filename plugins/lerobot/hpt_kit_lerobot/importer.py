@@ -85,7 +85,15 @@ class LeRobotImporter:
 def _features(src) -> Iterator[Feature]:
     """Every feature info.json declares, as the kit sees it; dtypes it cannot use (audio, say)
     are left out rather than refused, so that the rest of the dataset stays importable."""
-    from hpt_kit_lerobot.meta import CAMERA_DTYPES, NUMERIC_PREFIXES, STRING, VIDEO, image_shape, vector_width
+    from hpt_kit_lerobot.meta import (
+        CAMERA_DTYPES,
+        NUMERIC_PREFIXES,
+        STRING,
+        VIDEO,
+        image_shape,
+        vector_names,
+        vector_width,
+    )
     from hpt_kit_lerobot.reading import stored_image_format
 
     for key, ft in src.features.items():
@@ -97,4 +105,4 @@ def _features(src) -> Iterator[Feature]:
         elif dtype == STRING:
             yield Feature(key, TEXT, (), dtype)
         elif dtype.startswith(NUMERIC_PREFIXES):
-            yield Feature(key, VECTOR, (vector_width(ft),), dtype)
+            yield Feature(key, VECTOR, (vector_width(ft),), dtype, names=vector_names(ft))

@@ -154,6 +154,18 @@ def vector_width(ft: Mapping[str, Any]) -> int:
     return max(1, math.prod(int(s) for s in ft.get("shape") or (1,)))
 
 
+def vector_names(ft: Mapping[str, Any]) -> tuple[str, ...]:
+    """A numeric feature's per-value names from ``names``: a list (LeRobot v2.1 and v3.0) or a
+    one-entry mapping such as ``{"motors": [...]}`` (v2.0); empty when absent or when their count
+    does not match the width."""
+    names = ft.get("names")
+    if isinstance(names, Mapping) and len(names) == 1:
+        names = next(iter(names.values()))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return ()
+    return tuple(names) if len(names) == vector_width(ft) else ()
+
+
 def _fill(template: str, where: Path, **values: Any) -> str:
     try:
         return template.format(**values)

@@ -65,15 +65,23 @@ def write_lerobot(
     rows_per_group: int = 0,
     gop: int = 2,
     noise: bool = False,
+    camera_sizes: Mapping[str, tuple[int, int]] | None = None,
+    follow: bool = False,
 ) -> Path:
     """Writes a dataset to ``root`` and returns it. ``cameras`` are mp4 videos (``codec`` "h264" or
     "av1", at ``camera_fps[name]`` or ``fps``), ``image_cameras`` PNG images inside the parquet rows.
     v3: ``episodes_per_file`` episodes share a data file and an mp4 (0: all), parquet row groups of
-    ``rows_per_group`` rows (0: one per file) so that groups straddle episodes."""
+    ``rows_per_group`` rows (0: one per file) so that groups straddle episodes. ``camera_sizes``: a
+    video camera's own (height, width) instead of ``frame_size``. ``follow``: a position-controlled
+    arm, the action the next step's state (the last step's its own), named as the state's joints."""
     root = Path(root)
     camera_fps = dict(camera_fps or {})
     spec = _Spec(episodes, steps, frame_size, tuple(cameras), tuple(image_cameras), fps, codec, camera_fps,
                  state_dim, action_dim, fixed_size_lists, gop, noise)
+    spec.sizes = {c: tuple(s) for c, s in (camera_sizes or {}).items()}
+    spec.follow = follow
+    if follow and action_dim != state_dim:
+        raise ValueError("follow: the action is the next state, so action_dim must equal state_dim")
     if version.startswith("v2"):
         _write_v2(root, spec, version)
     else:
@@ -89,12 +97,14 @@ class _Spec:
         self.camera_fps = {c: camera_fps.get(c, fps) for c in cameras}
         self.state_dim, self.action_dim, self.fixed, self.gop, self.noise = state_dim, action_dim, fixed, gop, noise
         self.rng = np.random.default_rng(0)
+        self.sizes: dict[str, tuple[int, int]] = {}
+        self.follow = False
 
     def camera_frames(self, cam: str) -> int:
         return math.ceil(self.steps * self.camera_fps[cam] / self.fps)
 
-    def frames(self, episode: int, count: int) -> np.ndarray:
-        height, width = self.size
+    def frames(self, episode: int, count: int, cam: str = "") -> np.ndarray:
+        height, width = self.sizes.get(cam, self.size)
         levels = np.array([frame_level(episode, k) for k in range(count)], np.int16)
         img = np.broadcast_to(levels[:, None, None, None], (count, height, width, 3)).copy()
         if self.noise:
@@ -106,16 +116,19 @@ def _features(spec: _Spec) -> dict:
     height, width = spec.size
     feats: dict = {
         "observation.state": {"dtype": "float32", "shape": [spec.state_dim], "names": [f"joint_{i}" for i in range(spec.state_dim)]},
-        "action": {"dtype": "float32", "shape": [spec.action_dim], "names": [f"motor_{i}" for i in range(spec.action_dim)]},
+        "action": {"dtype": "float32", "shape": [spec.action_dim],
+                   "names": [f"{'joint' if spec.follow else 'motor'}_{i}" for i in range(spec.action_dim)]},
         "observation.environment_state": {"dtype": "float32", "shape": list(ENV_SHAPE), "names": None},
     }
     for cam in spec.cameras:
+        height, width = spec.sizes.get(cam, spec.size)
         feats[f"observation.images.{cam}"] = {
             "dtype": "video", "shape": [height, width, 3], "names": ["height", "width", "channels"],
             "info": {"video.height": height, "video.width": width, "video.codec": spec.codec,
                      "video.pix_fmt": "yuv420p", "video.is_depth_map": False,
                      "video.fps": spec.camera_fps[cam], "video.channels": 3, "has_audio": False},
         }
+    height, width = spec.size
     for cam in spec.image_cameras:
         feats[f"observation.images.{cam}"] = {"dtype": "image", "shape": [3, height, width], "names": ["channels", "height", "width"]}
     for key, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
@@ -143,7 +156,8 @@ def _episode_table(spec: _Spec, episode: int, first_index: int) -> pa.Table:
     env = np.arange(steps * 4, dtype=np.float32).reshape(steps, *ENV_SHAPE) + episode
     columns = {
         "observation.state": pa.array(list(state), _vector_type(spec, spec.state_dim)),
-        "action": pa.array(list(-state[:, : spec.action_dim]), _vector_type(spec, spec.action_dim)),
+        "action": pa.array(list(np.concatenate([state[1:], state[-1:]]) if spec.follow else -state[:, : spec.action_dim]),
+                           _vector_type(spec, spec.action_dim)),
         "observation.environment_state": pa.array(env.tolist(), pa.list_(pa.list_(pa.float32()))),
     }
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -200,7 +214,7 @@ def _write_v2(root: Path, spec: _Spec, version: str) -> None:
         pq.write_table(table, path)
         for cam in spec.cameras:
             video = root / V2_VIDEO.format(episode_chunk=0, video_key=f"observation.images.{cam}", episode_index=e)
-            write_video(video, spec.frames(e, spec.camera_frames(cam)), spec.camera_fps[cam], spec.codec, spec.gop)
+            write_video(video, spec.frames(e, spec.camera_frames(cam), cam), spec.camera_fps[cam], spec.codec, spec.gop)
         episodes.append({"episode_index": e, "tasks": [TASKS[e % len(TASKS)]], "length": spec.steps})
         stats.append({"episode_index": e, "stats": _stats(table)})
     _write_jsonl(meta / "episodes.jsonl", episodes)
@@ -252,7 +266,7 @@ def _write_v3(root: Path, spec: _Spec, per_file: int, rows_per_group: int) -> No
 def _write_v3_video(root: Path, spec: _Spec, cam: str, file_index: int, group: range) -> list[tuple[float, float]]:
     """One mp4 holding the episodes of ``group`` one after the other; returns each one's span."""
     count, rate = spec.camera_frames(cam), spec.camera_fps[cam]
-    frames = (img for e in group for img in spec.frames(e, count))
+    frames = (img for e in group for img in spec.frames(e, count, cam))
     path = root / V3_VIDEO.format(video_key=f"observation.images.{cam}", chunk_index=0, file_index=file_index)
     write_video(path, frames, rate, spec.codec, spec.gop)
     return [(i * count / rate, i * count / rate + spec.steps / spec.fps) for i in range(len(group))]
