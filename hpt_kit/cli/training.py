@@ -50,6 +50,15 @@ def pretrain(
     steps: Steps = None,
     resume: Resume = False,
     sets: Sets = None,
+    plan: Annotated[
+        bool,
+        typer.Option("--plan", help="Only show what the run will cost (data, tokens, epochs, memory, time, missing datasets); nothing is trained or converted."),
+    ] = False,
+    ranks: Annotated[int, typer.Option(min=1, help="With --plan: the ranks (GPUs) the run will use.")] = 1,
+    samples_per_s: Annotated[
+        float, typer.Option(min=0, metavar="N", help="With --plan: one rank's training samples/s (default: the bench figure for the trunk preset).")
+    ] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="With --plan: print one JSON object.")] = False,
 ) -> None:
     """Pre-train a trunk on the recipe's mixture of embodiments (missing datasets are converted first)."""
     from hpt_kit.core.overrides import load_recipe
@@ -59,7 +68,18 @@ def pretrain(
         raise typer.BadParameter(f"{recipe_path} has transfer.trunk set; use `hpt-kit transfer`", param_hint="RECIPE")
     if steps:
         recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=steps))
+    if plan:
+        _plan(recipe, ranks, samples_per_s, as_json)
+        return
     _run(recipe, out, resume)
+
+
+def _plan(recipe, ranks: int, samples_per_s: float, as_json: bool) -> None:
+    from hpt_kit.cli.plan import missing_hint, print_plan
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.train.plan import plan_run
+
+    print_plan(plan_run(recipe, missing_hint(load_registry()), ranks=ranks, samples_per_s=samples_per_s), as_json)
 
 
 def transfer(

@@ -256,3 +256,14 @@ def _concat(ep: SourceEpisode, keys: tuple[str, ...]) -> np.ndarray:
 def imported_path(entry: Entry, root: Path) -> Path:
     """Where ``openx import`` puts the entry's dataset under the data root."""
     return Path(root) / f"{entry.embodiment}.zarr"
+
+
+def tokens_per_sample(entry: Entry, language: bool = True) -> int:
+    """The trunk tokens of one sample of the entry's imported dataset, with the stems an import gives
+    it (state, one image stem over its cameras, language when instructions are encoded), at their
+    default sizes."""
+    from hpt_kit.core.spec import IMAGE, LANGUAGE, STATE, StemSpec
+
+    tokens = StemSpec(STATE).num_tokens if entry.state else 0
+    tokens += StemSpec(IMAGE, kind="resnet").num_tokens * len(entry.cameras)
+    return tokens + (StemSpec(LANGUAGE).num_tokens if language else 0)

@@ -137,3 +137,38 @@ def test_cli_import_and_list(tmp_path):
     assert rows["roboturk"]["state_dim"] == 0 and rows["toto"]["episodes"] is None
     bad = _cli("openx", "import", "fractal", str(source), env=env)
     assert bad.returncode == 1 and re.search(r"no Open-X entry 'fractal'", bad.stderr) and "Traceback" not in bad.stderr
+
+
+def test_plan_of_a_recipe_over_an_imported_and_a_missing_dataset(tmp_path):
+    from hpt_kit.data.sampler import split_episodes
+
+    data = tmp_path / "data"
+    entry = CATALOGUE.entry("viola")
+    source = write_openx(tmp_path / "src", "viola", episodes=4, steps=5)
+    import_dataset(openx.OpenXSource(entry), str(source), data / "openx-viola.zarr", _options(entry))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[run]\nname = "p"\n[trunk]\npreset = "tiny"\n'
+        '[[datasets]]\nembodiment = "openx-viola"\nweight = 3.0\nconvert = false\n'
+        '[[datasets]]\nembodiment = "mujoco-arm3"\nweight = 1.0\nepisodes = 7\n'
+        "[train]\nsteps = 50\nbatch_size = 8\nval_fraction = 0.25\nstream_memory_mb = 64\n"
+    )
+    env = {**os.environ, "HPT_KIT_DATA": str(data)}
+    done = _cli("pretrain", str(recipe), "--plan", "--json", "--samples-per-s", "100", "--ranks", "2", env=env)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    viola, arm3 = plan["datasets"]
+    train_eps, _ = split_episodes(4, 0.25, 0)
+    assert (viola["present"], viola["episodes"], viola["steps"], viola["train_windows"]) == (True, 4, 20, 5 * len(train_eps))
+    assert viola["tokens_per_sample"] == openx.tokens_per_sample(entry) == 16 + 2 * 16 + 16
+    assert viola["share"] == 0.75 and viola["samples"] == 300 and viola["tokens"] == 300 * 64
+    assert viola["epochs"] == pytest.approx(300 / viola["train_windows"])
+    assert viola["disk_bytes"] > 0 and viola["memory_bytes"] > 20 * 2 * 32 * 32 * 3  # two 32x32 views per step
+    assert not arm3["present"] and arm3["missing"]["command"] == "hpt-kit convert mujoco-arm3 --episodes 7"
+    assert plan["missing"] == [["mujoco-arm3", "hpt-kit convert mujoco-arm3 --episodes 7"]]
+    assert plan["samples"] == 400 and plan["wall_seconds"] == pytest.approx(400 / (100 * 2))
+    assert plan["memory_streaming_bytes"] == 2 * 64 * 1024 * 1024 and not plan["stream"]
+    assert not (tmp_path / "data" / "mujoco-arm3.zarr").exists()  # nothing converted
+    text = _cli("pretrain", str(recipe), "--plan", env=env)
+    assert text.returncode == 0 and "hpt-kit convert mujoco-arm3 --episodes 7" in text.stdout
+    assert "wall time: unknown (no bench figure for preset 'tiny'" in text.stdout
