@@ -79,6 +79,37 @@ LAYOUTS: dict[str, dict] = {
         },
         "reward": ("tensor", "float32", ()),
     },
+    "jaco_play": {
+        "action": {
+            "gripper_closedness_action": ("tensor", "float32", (1,)),
+            "terminate_episode": ("tensor", "int32", (3,)),
+            "world_vector": ("tensor", "float32", (3,)),
+        },
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "end_effector_cartesian_pos": ("tensor", "float32", (7,)),
+            "end_effector_cartesian_velocity": ("tensor", "float32", (6,)),
+            "image": ("image", (224, 224, 3)),
+            "image_wrist": ("image", (224, 224, 3)),
+            "joint_pos": ("tensor", "float32", (8,)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+    "berkeley_autolab_ur5": {
+        "action": {**RT1_ACTION, "gripper_closedness_action": ("tensor", "float32", ())},
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "hand_image": ("image", (480, 640, 3)),
+            "image": ("image", (480, 640, 3)),
+            "image_with_depth": ("image", (480, 640, 1), "float32"),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+            "robot_state": ("tensor", "float32", (15,)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
 }  # fmt: skip
 INSTRUCTIONS = ("stack the bowls", "fold the cloth", "pour into the cup")
 
@@ -87,7 +118,10 @@ def _feature_json(node: Mapping | tuple) -> dict:
     if isinstance(node, Mapping):
         return features_dict({k: _feature_json(v) for k, v in node.items()})
     if node[0] == "image":
-        return image(node[1], "jpeg")
+        doc = image(node[1], "jpeg" if len(node) == 2 else "png")
+        if len(node) == 3:  # an Image of other pixels (a float32 depth image): TFDS stores it as PNG
+            doc["image"]["dtype"] = node[2]
+        return doc
     if node[0] == "text":
         return text()
     return tensor(node[2], node[1])
@@ -115,8 +149,11 @@ def episode_record(layout: Mapping, episode: int, steps: int) -> dict[str, tuple
     t = np.arange(steps, dtype=np.float64)
     for i, (key, leaf) in enumerate(_leaves(layout)):
         if leaf[0] == "image":
-            height, width, _ = leaf[1]
-            blobs = [encode(frame(episode, s, i % 4, (height, width)), "jpeg") for s in range(steps)]
+            height, width, channels = leaf[1]
+            if channels == 1:  # a depth image: never a view, its content is never decoded
+                blobs = [encode(np.zeros((height, width), np.uint8), "png")] * steps
+            else:
+                blobs = [encode(frame(episode, s, i % 4, (height, width)), "jpeg") for s in range(steps)]
             record[key] = (blobs, "byte")
             continue
         dtype, shape = leaf[1], leaf[2]
@@ -131,6 +168,9 @@ def episode_record(layout: Mapping, episode: int, steps: int) -> dict[str, tuple
                 values = (t == steps - 1).astype(int)
             else:
                 values = ((t + episode) % 3 == 0).astype(int)
+            record[key] = (values.tolist(), "int")
+        elif dtype.startswith(("int", "uint")):  # integers go in an int64_list, as TFDS writes them
+            values = (np.arange(steps * width) + episode) % 3
             record[key] = (values.tolist(), "int")
         else:
             values = np.sin(0.3 * t[:, None] + 0.1 * np.arange(width) + episode).astype(np.float32)
