@@ -1,0 +1,54 @@
+"""Open-X end to end, through the real ``hpt-kit`` command: ``openx import`` of two sources with their
+datasets' TFDS layouts (dict actions) -> ``pretrain --plan`` -> pretrain a tiny trunk on one of them
+plus a simulator embodiment -> transfer to the other -> offline evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openx_fixtures import write_openx
+
+pytestmark = pytest.mark.slow
+NO_DOWNLOAD = 'datasets[0].stem_options={image={weights="none"}}'  # a seeded ResNet: nothing fetched
+
+
+def hpt(*args, env: dict) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("hpt-kit")
+    done = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, f"hpt-kit {' '.join(map(str, args))}:\n{done.stderr}"
+    return done
+
+
+def test_openx_import_plan_pretrain_transfer_eval(tmp_path):
+    data = tmp_path / "data"
+    env = {**os.environ, "HPT_KIT_DATA": str(data)}
+    for name in ("viola", "toto"):
+        source = write_openx(tmp_path / "src", name, episodes=6, steps=8)
+        imported = json.loads(hpt("openx", "import", name, source, "--image-size", "32", "--json", env=env).stdout)
+        assert imported["episodes"] == 6 and imported["notes"]["import"]["extra"]["openx"]["name"] == name
+    recipe = tmp_path / "openx-smoke.toml"
+    recipe.write_text(
+        '[run]\nname = "openx-smoke"\n[trunk]\npreset = "tiny"\n'
+        '[[datasets]]\nembodiment = "openx-viola"\nconvert = false\nstem_options = { image = { weights = "none" } }\n'
+        '[[datasets]]\nembodiment = "mujoco-arm3"\nepisodes = 4\n'
+        "[train]\nsteps = 6\nbatch_size = 4\nwarmup_steps = 1\nval_every = 3\nval_batches = 1\ncheckpoint_every = 6\nlog_every = 3\n"
+    )
+    plan = json.loads(hpt("pretrain", recipe, "--plan", "--json", env=env).stdout)
+    assert [d["present"] for d in plan["datasets"]] == [True, False]
+    assert plan["missing"] == [["mujoco-arm3", "hpt-kit convert mujoco-arm3 --episodes 4"]]
+    assert not (data / "mujoco-arm3.zarr").exists()
+
+    pre = tmp_path / "pre"
+    hpt("pretrain", recipe, "--out", pre, env=env)  # converts mujoco-arm3, trains on both
+    metrics = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
+    assert set(metrics[-1]["val_loss"]) == {"openx-viola", "mujoco-arm3"}
+
+    xfer = tmp_path / "xfer"
+    hpt("transfer", "--embodiment", "openx-toto", "--trunk", pre, "--freeze-trunk", "--steps", 4, "--out", xfer, "--set", NO_DOWNLOAD, env=env)
+    result = json.loads(hpt("eval", xfer, "--json", env=env).stdout)
+    assert result["embodiment"] == "openx-toto" and result["mode"] == "offline" and result["held_out_episodes"] >= 1
