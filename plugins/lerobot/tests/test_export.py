@@ -218,3 +218,25 @@ def test_registered_through_the_entry_point():
 
     registry = load_registry(embodiments=False)
     assert isinstance(registry.exporter("lerobot"), LeRobotExporter)
+
+
+def test_files_roll_over_as_lerobot_counts_them(tmp_path, v3_h264, monkeypatch):
+    """With tiny file sizes every episode gets its own data file and mp4 (chunk-000/file-000, -001,
+    ...), and the importer still finds each episode's rows and frames."""
+    import hpt_kit_lerobot.export as export
+
+    monkeypatch.setattr(export, "DATA_FILES_SIZE_IN_MB", 1e-6)
+    monkeypatch.setattr(export, "VIDEO_FILES_SIZE_IN_MB", 1e-6)
+    kit = Dataset(import_dataset(IMPORTER, str(v3_h264), tmp_path / "kit.zarr", ImportOptions(name="fixture")))
+    out = export_dataset(EXPORTER, kit.path, tmp_path / "export")
+    assert sorted(p.name for p in (out / "data/chunk-000").iterdir()) == [f"file-{i:03d}.parquet" for i in range(3)]
+    assert sorted(p.name for p in (out / f"videos/{FRONT}/chunk-000").iterdir()) == [f"file-{i:03d}.mp4" for i in range(3)]
+    rows = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [(r["data/file_index"], r[f"videos/{FRONT}/file_index"], r[f"videos/{FRONT}/from_timestamp"]) for r in rows] == [
+        (0, 0, 0.0), (1, 1, 0.0), (2, 2, 0.0)]
+    assert [(r["dataset_from_index"], r["dataset_to_index"]) for r in rows] == [(0, 13), (13, 26), (26, 39)]
+    episodes = list(IMPORTER.episodes(out, Selection(("observation.state",), "action", (FRONT,))))
+    assert [ep.problem for ep in episodes] == [None] * 3
+    np.testing.assert_array_equal(np.concatenate([ep.arrays["observation.state"] for ep in episodes]), kit.load("state"))
+    psnr, error = _frame_errors(np.concatenate([ep.arrays[FRONT] for ep in episodes]), kit.load("image")[:, 0])
+    assert psnr >= MIN_PSNR_DB and error <= MAX_MEAN_ERROR, (psnr, error)
