@@ -110,7 +110,25 @@ LAYOUTS: dict[str, dict] = {
         },
         "reward": ("tensor", "float32", ()),
     },
+    "stanford_hydra_dataset_converted_externally_to_rlds": {
+        "action": ("tensor", "float32", (7,)),
+        "discount": ("tensor", "float32", ()),
+        "is_dense": ("tensor", "bool", ()),
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "language_embedding": ("tensor", "float32", (512,)),
+        "language_instruction": ("text",),
+        "observation": {
+            "image": ("image", (240, 320, 3)),
+            "state": ("tensor", "float32", (27,)),
+            "wrist_image": ("image", (240, 320, 3)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
 }  # fmt: skip
+# Per-episode features beside the steps, where TFDS declares them.
+EPISODE_METADATA: dict[str, dict] = {
+    "stanford_hydra_dataset_converted_externally_to_rlds": {"file_path": ("text",)},
+}
 INSTRUCTIONS = ("stack the bowls", "fold the cloth", "pour into the cup")
 
 
@@ -127,12 +145,13 @@ def _feature_json(node: Mapping | tuple) -> dict:
     return tensor(node[2], node[1])
 
 
-def features_json(layout: Mapping) -> dict:
+def features_json(layout: Mapping, episode: Mapping | None = None) -> dict:
     steps = {
         "pythonClassName": f"{TFDS}.dataset_feature.Dataset",
         "sequence": {"feature": _feature_json(layout), "length": "-1"},
     }
-    return features_dict({"steps": steps})
+    top = {"episode_metadata": _feature_json(episode)} if episode else {}
+    return features_dict({**top, "steps": steps})
 
 
 def _leaves(node: Mapping, prefix: str = "steps") -> list[tuple[str, tuple]]:
@@ -155,6 +174,10 @@ def episode_record(layout: Mapping, episode: int, steps: int) -> dict[str, tuple
             else:
                 blobs = [encode(frame(episode, s, i % 4, (height, width)), "jpeg") for s in range(steps)]
             record[key] = (blobs, "byte")
+            continue
+        if leaf[0] == "text":
+            words = INSTRUCTIONS[episode % len(INSTRUCTIONS)] if "instruction" in key else "x"
+            record[key] = ([words.encode()] * steps, "byte")
             continue
         dtype, shape = leaf[1], leaf[2]
         width = int(np.prod(shape)) if shape else 1
@@ -183,14 +206,17 @@ def write_openx(root: str | Path, name: str, episodes: int = 3, steps: int = 5, 
     """The version folder ``root/name/version`` of a small source with the dataset's TFDS layout
     (or ``layout``, to write a changed one)."""
     layout = LAYOUTS[name] if layout is None else layout
+    meta = EPISODE_METADATA.get(name, {})
     folder = Path(root) / name / version
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "features.json").write_text(json.dumps(features_json(layout), indent=2))
+    (folder / "features.json").write_text(json.dumps(features_json(layout, meta), indent=2))
     lengths = []
     for shard, chunk in enumerate(np.array_split(np.arange(episodes), shards)):
         writer = TFRecordWriter(str(folder / f"{name}-train.tfrecord-{shard:05d}-of-{shards:05d}"))
         for episode in chunk:
-            writer.write(episode_record(layout, int(episode), steps))
+            record = episode_record(layout, int(episode), steps)
+            record |= {f"episode_metadata/{k}": ([f"/raw/episode_{int(episode)}".encode()], "byte") for k in meta}
+            writer.write(record)
         writer.close()
         lengths.append(str(len(chunk)))
     info = {
