@@ -213,6 +213,19 @@ def test_refusals_are_one_line(tmp_path, v3_h264):
         export_dataset(EXPORTER, kit, kit / "inside", overwrite=True)
 
 
+@pytest.mark.slow
+def test_the_command_refuses_in_one_line(arm, tmp_path):
+    """``hpt-kit data export`` onto an existing folder, or to an unknown format: one line, exit 1."""
+    (tmp_path / "taken").mkdir()
+    for args, message in (
+        (["--format", "lerobot"], f"error: {tmp_path / 'taken'} already exists; pass --overwrite to replace it"),
+        (["--format", "nope"], "error: unknown export format 'nope'; known: lerobot"),
+    ):
+        run = subprocess.run([HPT_KIT, "data", "export", str(arm["dataset"]), str(tmp_path / "taken"), *args],
+                             capture_output=True, text=True, timeout=300)
+        assert (run.returncode, run.stderr.strip().splitlines()[-1]) == (1, message), run.stderr
+
+
 def test_registered_through_the_entry_point():
     from hpt_kit.core.registry import load_registry
 
