@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PLAN = "plan.json"
 UNITS_PER_WORKER = 4  # default unit size: each worker gets about this many units (resume loses at most one)
+ORPHAN_WAIT_S = 600.0  # how long a unit waits for a killed run's worker still writing its shard
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,14 @@ def _registry() -> Any:
     return _REGISTRY
 
 
+def _to_do(shard: Path) -> bool:
+    """Whether the unit of ``shard`` still has to run: a worker of an earlier, killed run may still
+    be writing it (its lock says so); wait for it, and use what it finished."""
+    with dataset_lock(shard, wait=ORPHAN_WAIT_S):
+        pass
+    return _finished(shard) is None
+
+
 def _record(shard: Path, started: float) -> dict[str, Any]:
     ds = Dataset(shard, verify=False, recovering=False)
     return {"episodes": ds.num_episodes, "steps": ds.num_steps, "seconds": time.perf_counter() - started,
@@ -229,6 +238,8 @@ def convert_unit(task: UnitTask) -> dict[str, Any]:
     job, unit = task.job, task.unit
     registry = _registry()
     shard = Path(task.folder) / shard_name(unit.index)
+    if not _to_do(shard):
+        return _record(shard, started)
     convert(
         registry.embodiment(job["embodiment"]), shard, episodes=unit.episodes, first=unit.first, seed=job["seed"],
         render=job["render"], image_encoder=job["image_encoder"], image_encoder_weights=job["image_encoder_weights"],

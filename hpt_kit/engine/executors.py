@@ -121,7 +121,10 @@ class RayEngine(Engine):
         try:
             ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError
-            raise UnitError(f"Ray cluster at {address}: cannot connect ({_first_line(exc)})") from None
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                "; a cluster with token authentication (Ray's default) also needs RAY_AUTH_MODE=token and its token here"
+            )
+            raise UnitError(f"Ray cluster at {address}: cannot connect ({_first_line(exc)}){hint}") from None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or cpus
         self.name = f"Ray cluster at {address} ({cpus} CPUs)"
