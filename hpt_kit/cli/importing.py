@@ -30,6 +30,14 @@ def import_command(
     out: Annotated[Path | None, typer.Option(help="Dataset folder (default: $HPT_KIT_DATA/NAME.zarr).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset (only once the new one is complete).")] = False,
     describe: Annotated[bool, typer.Option(help="Only show what the source holds and the keys to choose from.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Import in N processes (with --address: at most N Ray tasks at a time) into a sharded dataset.")
+    ] = 1,
+    address: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Run the work units on this running Ray cluster (default: $RAY_ADDRESS).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Keep the finished units of an interrupted --workers/--address import and do the rest.")] = False,
+    unit_episodes: Annotated[int, typer.Option(min=0, metavar="N", help="Episodes per work unit and shard (0: about four units per worker).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Import a robot dataset in another format as a data-only embodiment, usable in recipes."""
@@ -55,8 +63,17 @@ def import_command(
         image_encoder=image_encoder,
         image_encoder_weights=image_encoder_weights,
     )
-    with _import_progress(f"import {format}") as (on_start, on_episode):
-        path = import_dataset(importer, source, out, opts, registry, overwrite, on_episode, on_start)
+    from hpt_kit.engine import ray_address
+
+    if workers > 1 or ray_address(address) or resume:  # ranges of episodes as work units, one shard each
+        from hpt_kit.cli.fanout import fanout_progress
+        from hpt_kit.data.fanout import import_sharded
+
+        with fanout_progress(f"import {format}") as on_progress:
+            path = import_sharded(format, source, out, opts, overwrite, workers, address, resume, unit_episodes, on_progress, registry)
+    else:
+        with _import_progress(f"import {format}") as (on_start, on_episode):
+            path = import_dataset(importer, source, out, opts, registry, overwrite, on_episode, on_start)
     _print_result(path, as_json)
 
 

@@ -86,6 +86,9 @@ class Selection:
     episodes: int = 0
     image_size: tuple[int, int] | None = None
     options: Mapping[str, str] = field(default_factory=dict)
+    # Start at the selected episode of this index (``episodes`` then counts from it): a unit of a
+    # parallel import reads one range. Only importers with ``reads_ranges = True`` are given one.
+    first: int = 0
 
 
 @dataclass
@@ -105,6 +108,9 @@ class Importer(Protocol):
     """What ``hpt_register_importers`` registers."""
 
     name: str  # the format's name on the command line: "lerobot", "robomimic", "rlds"
+    # Optional: True when ``episodes`` honours ``Selection.first`` (skipping without decoding), so
+    # `hpt-kit import --workers` may split the source into ranges; importers without it import serially.
+    reads_ranges: bool
 
     def detect(self, path: Path) -> bool:
         """Whether ``path`` looks like this format (cheap: metadata only)."""

@@ -39,6 +39,7 @@ from hpt_kit.engine import UnitError, open_engine
 log = logging.getLogger(__name__)
 
 PLAN = "plan.json"
+EMPTY = ".empty"  # beside a unit's shard name: the unit's range held no episodes (a filtered source's tail)
 UNITS_PER_WORKER = 4  # default unit size: each worker gets about this many units (resume loses at most one)
 ORPHAN_WAIT_S = 600.0  # how long a unit waits for a killed run's worker still writing its shard
 
@@ -134,8 +135,7 @@ def run_units(
             progress = Progress(len(units), episodes, engine.name)
             todo = []
             for unit in units:
-                done = _finished(parts / shard_name(unit.index))
-                if done is None:
+                if not _unit_done(parts, unit):
                     todo.append(UnitTask(job, unit, str(parts)))
                     continue
                 progress.units_done += 1
@@ -151,16 +151,19 @@ def run_units(
                     if on_progress is not None:
                         on_progress(progress)
             except UnitError as exc:
-                finished = sum(_finished(parts / shard_name(u.index)) is not None for u in units)
+                finished = sum(_unit_done(parts, u) for u in units)
                 raise UnitError(
                     f"{target}: {exc}; {finished} of {len(units)} units are finished in {parts}: "
                     "run the command again with --resume to do the rest"
                 ) from None
         provenance = {"job": job, "units": [[u.first, u.episodes] for u in units], "engine": engine.name,
                       "host": socket.gethostname()}
-        write_manifest(parts, [shard_name(u.index) for u in units], provenance, final_spec)
+        shards = [shard_name(u.index) for u in units if (parts / shard_name(u.index)).is_dir()]
+        if not shards:
+            raise DatasetError(f"{target}: the source gave no episodes in any unit")
+        write_manifest(parts, shards, provenance, final_spec)
         for leftover in parts.iterdir():  # the plan and what killed workers left: not part of the dataset
-            if leftover.name.startswith(".") or leftover.name == PLAN:
+            if leftover.name.startswith(".") or leftover.name == PLAN or leftover.name.endswith(EMPTY):
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         _replace(parts, target)
     return target
@@ -191,6 +194,10 @@ def _staged_units(parts: Path, job: Mapping[str, Any], units: list[Unit], resume
     return units
 
 
+def _unit_done(parts: Path, unit: Unit) -> bool:
+    return (parts / (shard_name(unit.index) + EMPTY)).exists() or _finished(parts / shard_name(unit.index)) is not None
+
+
 def _finished(shard: Path) -> Dataset | None:
     """The unit's shard if it is complete; a damaged one is removed so that the unit runs again."""
     if not shard.exists():
@@ -203,17 +210,16 @@ def _finished(shard: Path) -> Dataset | None:
         return None
 
 
-_REGISTRY: Any = None
+_REGISTRIES: dict[bool, Any] = {}
 
 
-def _registry() -> Any:
+def _registry(embodiments: bool = True) -> Any:
     """The plugins, loaded once per worker process."""
-    global _REGISTRY
-    if _REGISTRY is None:
+    if embodiments not in _REGISTRIES:
         from hpt_kit.core.registry import load_registry
 
-        _REGISTRY = load_registry()
-    return _REGISTRY
+        _REGISTRIES[embodiments] = load_registry(embodiments=embodiments)
+    return _REGISTRIES[embodiments]
 
 
 def _to_do(shard: Path) -> bool:
@@ -279,3 +285,91 @@ def convert_sharded(
     }
     target = Path(out) if out is not None else default_dataset_path(name)
     return run_units(target.absolute(), job, episodes, convert_unit, workers, address, resume, overwrite, unit_episodes, on_progress)
+
+
+class _Counted:
+    """An importer whose episodes are counted as they come (an empty range is not an error)."""
+
+    def __init__(self, importer: Any):
+        self.importer, self.count = importer, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.importer, name)
+
+    def episodes(self, path: Path, selection: Any) -> Any:
+        for episode in self.importer.episodes(path, selection):
+            self.count += 1
+            yield episode
+
+
+def import_unit(task: UnitTask) -> dict[str, Any]:
+    """One range of a source's episodes imported into its shard (runs in a worker)."""
+    from hpt_kit.core.spec import SpecError
+    from hpt_kit.data.importing import ImportOptions, import_dataset
+
+    started = time.perf_counter()
+    job, unit = task.job, task.unit
+    shard = Path(task.folder) / shard_name(unit.index)
+    if not _to_do(shard):
+        return _record(shard, started)
+    registry = _registry(embodiments=False)
+    importer = _Counted(registry.importer(job["format"]))
+    options = dict(job["options"])
+    for key in ("state", "views"):
+        options[key] = tuple(options[key]) if options[key] is not None else None
+    opts = ImportOptions(**{**options, "first": unit.first, "episodes": unit.episodes})
+    try:
+        import_dataset(importer, job["source"], shard, opts, registry)
+    except SpecError:
+        if importer.count:
+            raise
+        (Path(task.folder) / (shard_name(unit.index) + EMPTY)).touch()  # past the end of a filtered selection
+        return {"episodes": 0, "steps": 0, "seconds": time.perf_counter() - started}
+    return _record(shard, started)
+
+
+def import_sharded(
+    format: str,
+    location: str,
+    out: str | Path | None = None,
+    opts: Any = None,
+    overwrite: bool = False,
+    workers: int = 1,
+    address: str | None = None,
+    resume: bool = False,
+    unit_episodes: int = 0,
+    on_progress: Callable[[Progress], None] | None = None,
+    registry: Any = None,
+) -> Path:
+    """``hpt-kit import --workers/--address``: the source's episodes imported in ranges, one shard
+    each, as a sharded dataset equal to what :func:`hpt_kit.data.importing.import_dataset` writes
+    whole; ``--skip-bad`` notes of every unit are merged in order."""
+    import dataclasses
+
+    from hpt_kit.core.importer import ImportSourceError
+    from hpt_kit.data.convert import default_dataset_path
+    from hpt_kit.data.importing import ImportOptions, default_name, finish_spec, resolve_source
+
+    opts = opts or ImportOptions()
+    if registry is None:
+        registry = _registry(embodiments=False)
+    importer = registry.importer(format)
+    if not getattr(importer, "reads_ranges", False):
+        raise ImportSourceError(f"importer {format!r} cannot read a range of episodes (reads_ranges); import without --workers")
+    path = resolve_source(location)
+    if Path(location).exists():
+        location = str(Path(location).resolve())  # workers elsewhere read the same file on the shared filesystem
+    info = importer.describe(path)
+    total = min(opts.episodes, info.episodes) if opts.episodes else info.episodes
+    name = opts.name or default_name(dataclasses.replace(info, location=location))
+    options = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(opts, name=name, first=0, episodes=0))))
+    if options.get("image_encoder_weights") not in (None, "imagenet", "none") and Path(options["image_encoder_weights"]).exists():
+        options["image_encoder_weights"] = str(Path(options["image_encoder_weights"]).resolve())
+    job = {"kind": "import", "format": format, "source": location, "episodes": total, "options": options}
+    target = Path(out) if out is not None else default_dataset_path(name)
+
+    def final(spec: Any, stats: Mapping[str, Any], lengths: Any) -> Any:
+        return finish_spec(spec, stats, lengths)
+
+    return run_units(target.absolute(), job, total, import_unit, workers, address, resume, overwrite, unit_episodes,
+                     on_progress, final)

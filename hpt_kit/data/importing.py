@@ -69,6 +69,7 @@ class ImportOptions:
     image_encoder: str | None = None  # also store frozen ResNet features, as `convert --image-encoder`
     image_encoder_weights: str | None = "imagenet"
     image_encoder_resize: int = 0
+    first: int = 0  # start at this episode of the selection: a unit of a parallel import (importers with reads_ranges)
 
 
 def resolve_source(location: str) -> Path:
@@ -102,7 +103,7 @@ def selection_for(info: SourceInfo, opts: ImportOptions) -> Selection:
     for key in views:
         _check_kind(info, info.feature(key), IMAGE_KIND)
     size = (opts.image_size, opts.image_size) if opts.image_size else None
-    return Selection(tuple(state), action, tuple(views), opts.episodes, size, dict(opts.options))
+    return Selection(tuple(state), action, tuple(views), opts.episodes, size, dict(opts.options), first=opts.first)
 
 
 def _check_kind(info: SourceInfo, feature: Feature, kind: str) -> None:

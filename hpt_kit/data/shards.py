@@ -115,11 +115,11 @@ def write_manifest(
     folder: str | Path,
     shards: Sequence[str],
     provenance: Mapping[str, Any],
-    final_spec: Callable[[Mapping[str, Any], np.ndarray], EmbodimentData] | None = None,
+    final_spec: Callable[[EmbodimentData, Mapping[str, Any], np.ndarray], EmbodimentData] | None = None,
 ) -> dict[str, Any]:
     """Write ``folder/manifest.json`` over the finished stores ``shards`` (names in ``folder``, in
-    order), atomically; returns the manifest. The spec is the first shard's, or ``final_spec(stats,
-    episode lengths)`` over the whole data (an import's action bounds)."""
+    order), atomically; returns the manifest. The spec is the first shard's, or ``final_spec(that
+    spec, stats, episode lengths)`` over the whole data (an import's action bounds)."""
     from hpt_kit.core.version import __version__
 
     folder = Path(folder)
@@ -130,7 +130,7 @@ def write_manifest(
             raise DatasetError(f"{folder / name}: its fields differ from {folder / shards[0]}'s; shards of one dataset must match")
     stats = RunningStats.merged(_moments(ds) for ds in opened)
     lengths = np.concatenate([np.diff(ds.episode_ends, prepend=0) for ds in opened])
-    spec = final_spec(stats.result(), lengths) if final_spec else first.spec
+    spec = final_spec(first.spec, stats.result(), lengths) if final_spec else first.spec
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -33,6 +33,7 @@ class LeRobotImporter:
     """Reads a LeRobot dataset folder (the one holding ``meta/info.json``)."""
 
     name = NAME
+    reads_ranges = True  # Selection.first: episodes before it are not read
 
     def detect(self, path: Path) -> bool:
         from hpt_kit_lerobot.meta import SUPPORTED_VERSIONS, read_info

@@ -38,8 +38,11 @@ class EpisodeReader:
         self.images = tuple(k for k in selection.views if k not in self.videos)
 
     def episodes(self) -> Iterator[SourceEpisode]:
+        first = self.selection.first
         for n, ref in enumerate(self.src.episode_refs()):
-            if self.selection.episodes and n >= self.selection.episodes:
+            if n < first:
+                continue
+            if self.selection.episodes and n >= first + self.selection.episodes:
                 return
             try:
                 arrays = self._read(ref)

@@ -81,6 +81,7 @@ class Plan:
     counter: Leaf  # a key with one value per step, to count the steps on
     size: tuple[int, int] | None
     limit: int
+    first: int = 0  # Selection.first
 
 
 def open_source(path: Path) -> Source:
@@ -96,6 +97,7 @@ class RldsImporter:
     """RLDS / TFDS datasets (Open X-Embodiment and anything ``tfds build`` wrote as TFRecord)."""
 
     name = NAME
+    reads_ranges = True  # Selection.first: shards wholly before it are not opened
 
     def detect(self, path: Path) -> bool:
         folder = version_folder(Path(path))
@@ -270,7 +272,7 @@ def plan_for(src: Source, selection: Selection) -> Plan:
         (c for c in counters if c is not None and not c.unsupported and c.width == 1),
         vectors[selection.action],
     )
-    return Plan(split, vectors, views, instruction, counter, selection.image_size, max(selection.episodes, 0))
+    return Plan(split, vectors, views, instruction, counter, selection.image_size, max(selection.episodes, 0), selection.first)
 
 
 def _leaf(src: Source, key: str, role: str) -> Leaf:
@@ -288,13 +290,20 @@ def _leaf(src: Source, key: str, role: str) -> Leaf:
 
 
 def _stream(shards: list[Path], plan: Plan) -> Iterator[SourceEpisode]:
+    """Episodes ``plan.first`` .. (``plan.limit`` of them); shards wholly before the range, by their
+    declared lengths, are skipped unread, the rest of the skipped episodes read and dropped."""
     lengths = plan.split.shard_lengths or (0,) * len(shards)
     index = 0
     for shard, declared in zip(shards, lengths):
+        if declared and index + declared <= plan.first:
+            index += declared
+            continue
         for episode in _shard_episodes(shard, declared, index, plan):
-            yield episode
             index += 1
-            if plan.limit and index >= plan.limit:
+            if episode.index < plan.first:
+                continue
+            yield episode
+            if plan.limit and index >= plan.first + plan.limit:
                 return
 
 

@@ -33,6 +33,7 @@ class Column:
 
 class RobomimicImporter:
     name = "robomimic"
+    reads_ranges = True  # Selection.first: demos before it are not read
 
     def detect(self, path: Path) -> bool:
         """An HDF5 file whose ``data`` group has robomimic's ``env_args`` or ``demo_N`` groups."""
@@ -97,13 +98,13 @@ class RobomimicImporter:
             env = layout.env_args(data, location)
             demos = layout.demo_names(data)
             chosen = layout.select_demos(f, demos, selection.options, location)
-            if selection.episodes > 0:
-                chosen = chosen[: selection.episodes]
+            end = selection.first + selection.episodes if selection.episodes > 0 else None
+            chosen = chosen[selection.first : end]
             if not demos:
                 return
             columns = _columns(data[demos[0]], selection, location)
             shared = layout.language(data.attrs, env, env.get("env_kwargs", {}))
-            for index, name in enumerate(chosen):
+            for index, name in enumerate(chosen, start=selection.first):
                 demo = data.get(name)
                 if not isinstance(demo, h5py.Group):
                     key = selection.options["filter_key"]
