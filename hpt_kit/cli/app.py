@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True, markup=False)  # messages carry user text: never markup
 _state = {"debug": False}
+EXIT_ERROR = 1  # every error's exit status: bad options, bad input, failures (130 and 143: interrupted)
 
 
 @app.callback()
@@ -135,17 +136,36 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         if _state.get("interrupted"):
             _interrupted()  # the error is the interruption's doing
-        # Usage errors (click's, or the copy of click that typer vendors) show themselves, exit 2.
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if _state["debug"]:
+        if _state["debug"] and not _is_usage_error(exc):
             raise
-        known = isinstance(exc, _expected_errors())
-        if isinstance(exc, OSError) and exc.filename is not None:
-            known, exc = True, f"{exc.filename}: {exc.strerror or exc}"
-        prefix = "error" if known else f"error ({type(exc).__name__})"
-        from rich.text import Text
+        if _is_usage_error(exc) and not exc.format_message():  # a command group without its command: its help
+            exc.show()
+            sys.exit(EXIT_ERROR)
+        _fail(_error_message(exc))
 
-        err_console.print(Text.assemble((f"{prefix}:", "red"), " ", str(exc)), highlight=False, soft_wrap=True)
-        sys.exit(1 if known else 2)
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """click's usage errors (or those of the copy of click that typer vendors): a bad option or value."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _error_message(exc: BaseException) -> str:
+    """Every error in one form: what went wrong in one line; a bad option or value says where its
+    help is; an error the kit did not expect names its type and how to see the traceback."""
+    if _is_usage_error(exc):
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        return f"{exc.format_message()}{where}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, _expected_errors()):
+        return str(exc)
+    return f"{exc} ({type(exc).__name__}; hpt-kit --debug shows the traceback)"
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, exit status 1: the one form of every error (Ctrl-C and SIGTERM aside)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    sys.exit(EXIT_ERROR)

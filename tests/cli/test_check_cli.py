@@ -26,7 +26,7 @@ def test_check_names_the_embodiment_and_the_problem(plugin_env):
 
 def test_check_of_an_unregistered_name_says_how_to_register(plugin_env):
     run = hpt(plugin_env, "check", "my-arm")
-    assert run.returncode == 2
+    assert run.returncode == 1
     assert "not registered: my-arm" in run.stderr and "drift-arm" in run.stderr and "pip install -e" in run.stderr
 
 

@@ -81,7 +81,7 @@ def test_add_embodiment_installs_registers_and_converts(tmp_path):
     again = hpt("add-embodiment", "my_arm", "--dir", package, check=False)
     assert again.returncode == 1 and "already exists" in again.stderr
     bad = hpt("add-embodiment", "my-arm", "--dir", tmp_path / "x", check=False)
-    assert bad.returncode == 2 and "invalid embodiment name 'my-arm'" in bad.stderr
+    assert bad.returncode == 1 and "invalid embodiment name 'my-arm'" in bad.stderr
     assert not (tmp_path / "x").exists()
 
     # Install into a private folder so the test leaves the environment as it found it.

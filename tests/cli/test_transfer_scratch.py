@@ -17,11 +17,11 @@ pytestmark = pytest.mark.slow
 
 def test_scratch_baseline_with_the_step_budget_and_the_best_checkpoint(tmp_path, plugin_env):
     refused = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--from-scratch", "--freeze-trunk")
-    assert refused.returncode == 2 and "drop --freeze-trunk" in refused.stderr
+    assert refused.returncode == 1 and "drop --freeze-trunk" in refused.stderr
     refused = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--trunk-preset", "tiny", "--trunk", tmp_path)
-    assert refused.returncode == 2 and "--trunk-preset goes with --from-scratch" in refused.stderr
+    assert refused.returncode == 1 and "--trunk-preset goes with --from-scratch" in refused.stderr
     refused = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--from-scratch", "--trunk-lr-scale", 0)
-    assert refused.returncode == 2 and "trunk_lr_scale must be a finite number > 0" in refused.stderr
+    assert refused.returncode == 1 and "trunk_lr_scale must be a finite number > 0" in refused.stderr
     refused = hpt(plugin_env, "transfer", "--embodiment", "drift-arm", "--trunk", tmp_path, "--trunk-lr-scale", 0.1, "--steps", 2,
                   "--out", tmp_path / "refused")
     assert refused.returncode != 0 and "trunk_lr_scale = 0.1 scales the trunk's learning rate, but the trunk is frozen" in refused.stderr

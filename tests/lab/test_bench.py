@@ -62,7 +62,7 @@ def test_bench_measures_only_the_parts_asked_for():
     assert [a["preset"] for a in result["act"]] == ["tiny"] and result["act"][0]["flops_per_call"] > 0
     assert result["train"] == [] and "sampler" not in result and "mixed" not in result
     bad = subprocess.run([HPT_KIT, "bench", "--part", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "unknown part(s) nope" in bad.stderr
+    assert bad.returncode == 1 and "unknown part(s) nope" in bad.stderr
 
 
 def test_bench_times_act_on_both_backends():
