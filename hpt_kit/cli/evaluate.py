@@ -220,7 +220,8 @@ def _eval_server(
             "checkpoint": served["checkpoint"],
             "episodes": settings.episodes,
             "seed": settings.seed,
-            "execute_steps": served["execute_steps"],
+            # 0 is the whole chunk, as in-process evaluation reports it: the action horizon
+            "execute_steps": None if served["temporal_ensemble"] else served["execute_steps"] or spec_from_dict(served["spec"]).action_horizon,
             "temporal_ensemble": served["temporal_ensemble"] or 0.0,
             "settings_from": sources,
             **_rollouts(emb, client, settings, video, expert),

@@ -19,7 +19,7 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def _check_loads(ckpt, tensors) -> None:
+def _check_loads(ckpt, tensors):
     """The weights fit the network the description builds, exactly as eval and transfer load them:
     a missing, unexpected or mis-shaped tensor is an error naming the file and the keys."""
     from hpt_kit.core.registry import load_registry
@@ -28,6 +28,7 @@ def _check_loads(ckpt, tensors) -> None:
 
     model = HPT(ckpt.trunk_config, ckpt.specs, ckpt.stats, load_registry(embodiments=False, importers=False), pretrained=False)
     load_strict(model, tensors, str(ckpt.weights_path))
+    return model
 
 
 def info_command(
@@ -47,9 +48,9 @@ def info_command(
         return
     ckpt = resolve_checkpoint(path, checkpoint)
     tensors = ckpt.tensors()
-    _check_loads(ckpt, tensors)
+    model = _check_loads(ckpt, tensors)
     parts: dict[str, int] = {}
-    for key, t in tensors.items():
+    for key, t in model.named_parameters():  # parameters as training counts them (no normaliser statistics)
         top = key.split(".")[0]
         part = top if top == "trunk" else f"{top}.{key.split('.')[1]}"
         parts[part] = parts.get(part, 0) + t.numel()

@@ -46,6 +46,18 @@ def make_progress() -> Progress:
     )
 
 
+def _plain_lines(label: str, total: int) -> Callable[[int], None]:
+    """Off a terminal, where no bar is drawn: a line every 10% of ``total`` and at the end, so a log
+    shows a long conversion as it goes."""
+    every = max(1, total // 10)
+
+    def done(n: int) -> None:
+        if not console.is_terminal and (n % every == 0 or n == total):
+            console.print(f"{label}: {n}/{total}", highlight=False)
+
+    return done
+
+
 @contextmanager
 def conversion_progress():
     """Yields ``on_convert(name, episodes) -> on_episode(i, steps)`` for the data layer."""
@@ -53,9 +65,11 @@ def conversion_progress():
 
         def on_convert(name: str, episodes: int) -> Callable[[int, int], None]:
             task = progress.add_task(f"convert {name}", total=episodes, info="")
+            line = _plain_lines(f"convert {name}", episodes)
 
             def on_episode(i: int, steps: int) -> None:
                 progress.update(task, completed=i + 1, info=f"{steps} steps")
+                line(i + 1)
 
             return on_episode
 
@@ -67,20 +81,28 @@ def training_progress(total: int, start: int = 0):
     """Yields ``(on_log, on_convert)`` callbacks that drive one bar with loss and samples/s."""
     with make_progress() as progress:
         task = progress.add_task("train", total=total, completed=start, info="")
-        val: dict[str, Any] = {}
+        val = {"text": ""}  # the latest validation, with its step: the bar shows it until the next one
 
         def on_log(record: dict[str, Any]) -> None:
             if "val_loss" in record:
-                val.update(record["val_loss"])
+                v = " ".join(f"{k}={x:.4f}" for k, x in record["val_loss"].items())
+                val["text"] = f"val@{record['step']} {v}"
+                if not console.is_terminal:  # once, as its own line: never repeated on later steps' lines
+                    console.print(f"step {record['step']}/{total}  validation {v}", highlight=False)
             if "loss" in record:
-                v = " ".join(f"{k}={x:.4f}" for k, x in val.items())
-                info = f"loss {record['loss']:.4f}  {record['samples_per_s']:.0f} samples/s  {('val ' + v) if v else ''}"
-                progress.update(task, completed=record["step"], info=info)
+                info = f"loss {record['loss']:.4f}  {record['samples_per_s']:.0f} samples/s"
+                progress.update(task, completed=record["step"], info=f"{info}  {val['text']}")
                 if not console.is_terminal:
                     console.print(f"step {record['step']}/{total}  {info}", highlight=False)
 
         def on_convert(name: str, episodes: int) -> Callable[[int, int], None]:
             ctask = progress.add_task(f"convert {name}", total=episodes, info="")
-            return lambda i, steps: progress.update(ctask, completed=i + 1)
+            line = _plain_lines(f"convert {name}", episodes)
+
+            def on_episode(i: int, steps: int) -> None:
+                progress.update(ctask, completed=i + 1)
+                line(i + 1)
+
+            return on_episode
 
         yield on_log, on_convert

@@ -43,7 +43,7 @@ def _hook(obj: dict) -> Any:
         raise WireError(f"arrays of dtype {dtype} are not accepted")
     if not isinstance(data, bytes) or len(data) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
         raise WireError(f"an array of shape {shape} and dtype {dtype} with {len(data) if isinstance(data, bytes) else '?'} bytes")
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return np.frombuffer(bytearray(data), dtype=dtype).reshape(shape)  # writable: torch refuses to share a read-only buffer
 
 
 def encode(message: dict[str, Any]) -> bytes:
