@@ -12,6 +12,15 @@ import typer
 RunDir = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<run.name>).")]
 Steps = Annotated[int | None, typer.Option(min=1, help="Override train.steps.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the run directory's latest checkpoint.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        metavar="N",
+        help="torch compute threads. Sets train.threads; 0 (default): the cores divided by the kit training processes "
+        "running on this machine, re-checked as they come and go.",
+    ),
+]
 Sets = Annotated[
     list[str] | None,
     typer.Option(
@@ -50,6 +59,7 @@ def pretrain(
     steps: Steps = None,
     resume: Resume = False,
     sets: Sets = None,
+    threads: Threads = None,
     plan: Annotated[
         bool,
         typer.Option("--plan", help="Only show what the run will cost (data, tokens, epochs, memory, time, missing datasets); nothing is trained or converted."),
@@ -71,7 +81,7 @@ def pretrain(
     if plan:
         _plan(recipe, ranks, samples_per_s, as_json)
         return
-    _run(recipe, out, resume)
+    _run(_with_threads(recipe, threads), out, resume)
 
 
 def _plan(recipe, ranks: int, samples_per_s: float, as_json: bool) -> None:
@@ -140,6 +150,7 @@ def transfer(
     out: RunDir = None,
     resume: Resume = False,
     sets: Sets = None,
+    threads: Threads = None,
 ) -> None:
     """Attach a new stem and head to a pre-trained trunk and train them (trunk frozen or fine-tuned),
     or train the same network from a random trunk (--from-scratch) as the baseline to compare with."""
@@ -222,7 +233,7 @@ def transfer(
 
         registry = load_registry()
         recipe = _with_step_budget(recipe, registry, from_file=recipe_path is not None)
-    _run(recipe, out, resume, registry)
+    _run(_with_threads(recipe, threads), out, resume, registry)
 
 
 def _with_step_budget(recipe, registry, from_file: bool):
@@ -249,6 +260,13 @@ def _with_step_budget(recipe, registry, from_file: bool):
         highlight=False,
     )
     return dataclasses.replace(recipe, train=train)
+
+
+def _with_threads(recipe, threads: int | None):
+    """The recipe with ``--threads`` as ``train.threads`` (None: the recipe's)."""
+    if threads is None:
+        return recipe
+    return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, threads=threads))
 
 
 def _transfer_train(recipe, steps: int):

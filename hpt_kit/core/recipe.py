@@ -142,6 +142,9 @@ class TrainSection:
     keep_checkpoints: int = 3  # newest step folders kept (latest always kept)
     log_every: int = 20
     device: str = "auto"  # auto, cpu, cuda, cuda:N
+    # torch's compute threads; 0: the cores divided by the kit training processes running on the
+    # machine, re-checked as they come and go (hpt_kit/train/threads.py)
+    threads: int = 0
     # Under torchrun: "ddp" replicates the network on every rank; "fsdp" shards parameters, gradients
     # and optimiser state across ranks (each trunk block its own unit), for trunks that do not fit twice.
     parallel: str = "ddp"
@@ -189,6 +192,8 @@ class TrainSection:
             raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = automatic), got {self.threads}")
         if not 0 <= self.history_mask <= 1:
             raise ValueError(f"history_mask is a probability in [0, 1], got {self.history_mask}")
         if not 0 <= self.val_fraction < 1:
@@ -336,7 +341,7 @@ def recipe_to_toml(recipe: Recipe) -> str:
 RESUMABLE_CHANGES = (
     "run.name", "run.out",
     "train.steps", "train.log_every", "train.val_every", "train.val_batches", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.device", "train.compile", "train.parallel", "train.skip_nonfinite",
+    "train.keep_checkpoints", "train.device", "train.threads", "train.compile", "train.parallel", "train.skip_nonfinite",
     "train.stream", "train.stream_memory_mb", "train.stream_blocks", "train.stream_refresh",
     "eval.*", "log.*",
     "datasets[].episodes", "datasets[].convert", "datasets[].path",

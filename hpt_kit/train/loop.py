@@ -11,6 +11,7 @@ validate, log and checkpoint on schedule. The set-up steps are in ``setup.py``, 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from hpt_kit.core.lock import run_lock
-from hpt_kit.core.recipe import Recipe, RecipeError
+from hpt_kit.core.recipe import DatasetEntry, Recipe, RecipeError
 from hpt_kit.core.registry import Registry
 from hpt_kit.train import distributed
 from hpt_kit.train.augment import build_augment
@@ -39,10 +40,13 @@ from hpt_kit.train.setup import (
 )
 from hpt_kit.train.state import RunState
 from hpt_kit.train.step import draw, lr_at, make_optimizer, optimizer_step, pick_device, sample, validate
+from hpt_kit.train.threads import Threads
 from hpt_kit.weights.best import update_best
 from hpt_kit.weights.checkpoint import latest_checkpoint, load_training_state
 
 __all__ = ["TrainResult", "TrainingError", "lr_at", "train"]
+
+log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -110,6 +114,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     if cfg.batch_size % world.size:
         raise RecipeError(f"{recipe.source}: train.batch_size {cfg.batch_size} is not divisible by {world.size} processes")
     local_batch = cfg.batch_size // world.size
+    threads = Threads(cfg.threads)  # torch's compute threads: as set, or the cores shared among kit runs
     run = run_mode(recipe)  # pretrain, transfer or its scratch baseline; a contradiction fails here
     # The run directory: locked, repaired after a crash and checked against the recipe by rank 0 first.
     if world.is_main:
@@ -122,6 +127,9 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     # Data: rank 0 converts missing datasets; every rank opens them and takes its shard of episodes.
     datasets = open_datasets_on_ranks(recipe, registry, world, on_convert)
     check_same_data(resumed, datasets)
+    if world.is_main:
+        for text in plan_warnings(recipe, datasets):
+            log.warning("%s", text)
     specs = run_specs(recipe, datasets)
     train_s, val_s = build_samplers(recipe, datasets, specs, world, cleanup)
     names, weights = mixture_weights(recipe)
@@ -145,7 +153,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     record = RunRecord.open(run_dir, recipe, world, datasets, {**mode, **source}, counts, state.step, on_log)
     cleanup.push(record.close)  # as an exit callback: it knows whether an error is stopping the run
     if state.step == 0:
-        record.emit({"event": "start", **mode, **source, **counts, "embodiments": names, "device": str(device)})
+        record.emit({"event": "start", **mode, **source, **counts, "embodiments": names, "device": str(device), "threads": threads.current()})
     model.train()
     if frozen:
         model.trunk.eval()
@@ -155,6 +163,7 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     last_loss = float("nan")
     for step in range(state.step, cfg.steps):
         # Sample by mixture weight, then one AdamW step on the scheduled learning rate.
+        threads.check()
         drawn = draw(names, weights, local_batch, mixed, state.mix_rng)
         batches = sample(drawn, train_s, cfg.history_mask, state.data_rng, device, augment)
         lr = lr_at(step, cfg)
@@ -178,6 +187,31 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     final = latest_checkpoint(run_dir)
     assert final is not None  # the last step always checkpoints; a finished run resumes at it
     return TrainResult(run_dir, cfg.steps, final, val_loss, last_loss)
+
+
+def plan_warnings(recipe: Recipe, datasets) -> list[str]:
+    """What in the plan will not happen as written, though the run can go on: a warm-up as long as the
+    run (the learning rate never reaches ``train.lr``), a dataset holding fewer episodes than the
+    recipe asks of it."""
+    cfg, out = recipe.train, []
+    if cfg.warmup_steps >= cfg.steps:
+        peak = cfg.lr * cfg.steps / max(cfg.warmup_steps, 1)
+        out.append(
+            f"{recipe.source}: train.warmup_steps {cfg.warmup_steps} >= train.steps {cfg.steps}: the learning rate "
+            f"never reaches train.lr {cfg.lr:g} (at most {peak:.3g}); lower warmup_steps or train longer"
+        )
+    default = DatasetEntry.__dataclass_fields__["episodes"].default  # not written in the recipe: asks nothing
+    for i, entry in enumerate(recipe.datasets):
+        held = datasets[entry.embodiment].num_episodes
+        asked = max(entry.max_episodes, entry.episodes if entry.episodes != default else 0)
+        if held < asked:
+            key = "max_episodes" if asked == entry.max_episodes else "episodes"
+            out.append(
+                f"{recipe.source}: datasets[{i}].{key} = {asked} but {datasets[entry.embodiment].path} holds {held} "
+                f"episodes of {entry.embodiment}; training on those {held}"
+                + ("" if "import" in datasets[entry.embodiment].notes else f" (hpt-kit convert {entry.embodiment} --episodes {asked} --overwrite for more)")
+            )
+    return out
 
 
 def _nonfinite(step: int, drawn, loss: torch.Tensor, grad_norm: torch.Tensor, skipped: int, allowed: int, record: RunRecord, run_dir: Path) -> None:
