@@ -6,11 +6,17 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+
+class ImageFit(StrEnum):
+    pad = "pad"
+    crop = "crop"
+    stretch = "stretch"
 
 def import_command(
     format: Annotated[str, typer.Argument(metavar="FORMAT", help="The source's format: an importer (see `hpt-kit list`).")],
@@ -20,7 +26,21 @@ def import_command(
     action: Annotated[str | None, typer.Option(metavar="KEY", help="The action key.")] = None,
     view: Annotated[list[str] | None, typer.Option("--view", metavar="KEY", help="A camera view key; repeatable.")] = None,
     no_images: Annotated[bool, typer.Option("--no-images", help="Import no camera views.")] = False,
-    image_size: Annotated[int, typer.Option(min=0, metavar="N", help="Scale frames to N x N (0: as stored).")] = 0,
+    image_size: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Scale frames to N x N. 0: as stored, or where the views differ in size, the smallest view's size.",
+        ),
+    ] = 0,
+    image_fit: Annotated[
+        ImageFit,
+        typer.Option(
+            help="How a frame of another shape fits the stored size: pad (aspect kept, black bars), crop (aspect kept, "
+            "centre cut) or stretch. A robot repeats it with hpt_kit.images.fit_frames.",
+        ),
+    ] = ImageFit.pad,
     episodes: Annotated[int, typer.Option(min=0, help="Import the first N episodes (0: all).")] = 0,
     option: Annotated[list[str] | None, typer.Option("--option", metavar="KEY=VALUE", help="An importer option, e.g. filter_key=train.")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip unreadable or invalid episodes (noted in the dataset) instead of stopping.")] = False,
@@ -57,6 +77,7 @@ def import_command(
         views=() if no_images else (tuple(view) if view else None),
         episodes=episodes,
         image_size=image_size,
+        image_fit=image_fit.value,
         options=_options(option or []),
         skip_bad=skip_bad,
         text_encoder=text_encoder,
@@ -163,6 +184,13 @@ def _print_result(path: Path, as_json: bool) -> None:
         return
     typer.echo(f"wrote {ds.num_episodes} episodes ({ds.num_steps} steps) of imported embodiment {ds.name} to {path}")
     typer.echo(f"  state {summary['state_dim']}, action {summary['action_dim']}, views {summary['views']}, {summary['control_hz']:g} Hz")
+    frames = ds.notes.get("import", {}).get("frames")
+    if frames:
+        stored = f"{frames['height']}x{frames['width']}"
+        each = ", ".join(f"{v} {h}x{w}" for v, (h, w) in frames["source"].items())
+        how = {"pad": "aspect kept, padded with black", "crop": "aspect kept, centre cropped", "stretch": "stretched"}[frames["fit"]]
+        typer.echo(f"  frames stored at {stored} (from {each}; {how}, as hpt_kit.images.fit_frames(frames, "
+                   f"{frames['height']}, {frames['width']}, {frames['fit']!r}) does on a robot)")
     skipped = ds.notes.get("skipped_episodes") or []
     for s in skipped:
         typer.echo(f"  skipped episode {s['episode']}: {s['reason']}")

@@ -47,6 +47,7 @@ from hpt_kit.core.spec import (
 )
 from hpt_kit.data.convert import default_dataset_path
 from hpt_kit.data.store import write_dataset
+from hpt_kit.images import FITS, fit_frames
 
 IMPORT_NOTE = "import"  # the notes key that marks an imported dataset (format, source, keys)
 MIN_STEPS = 2  # shorter episodes are dropped or refused: nothing to learn from one step
@@ -62,7 +63,10 @@ class ImportOptions:
     action: str | None = None
     views: tuple[str, ...] | None = None
     episodes: int = 0  # the first N; 0: all
-    image_size: int = 0  # frames scaled to N x N; 0: as stored (every view must then have one size)
+    # Frames scaled to N x N; 0: as stored, or where views differ in size, the smallest view's size
+    # (hpt_kit.images.fit_frames; image_fit says how a frame of another shape fits: pad, crop or stretch).
+    image_size: int = 0
+    image_fit: str = "pad"
     options: Mapping[str, str] = field(default_factory=dict)  # importer-specific (filter_key, split)
     skip_bad: bool = False  # skip an unreadable or invalid episode (noted) instead of stopping
     text_encoder: str = "hash-ngram"  # encodes instructions; "none" drops language
@@ -129,8 +133,8 @@ def infer_spec(info: SourceInfo, selection: Selection, name: str, language: Lang
         height, width = selection.image_size or _common_size(info, selection.views)
         image = ImageSpec(tuple(_view_name(k) for k in selection.views), height, width)
     stems = [StemSpec(STATE)]
-    if image is not None:
-        stems.append(StemSpec(IMAGE, kind="resnet"))
+    if image is not None:  # random ResNet weights: nothing downloaded unless stem_options ask for "imagenet"
+        stems.append(StemSpec(IMAGE, kind="resnet", options={"weights": "none"}))
     if language is not None:
         stems.append(StemSpec(LANGUAGE))
     return EmbodimentData(
@@ -178,13 +182,17 @@ def _view_name(key: str) -> str:
 
 
 def _common_size(info: SourceInfo, views: Sequence[str]) -> tuple[int, int]:
-    sizes = {tuple(info.feature(k).shape[:2]) for k in views}
-    if len(sizes) != 1:
-        raise ImportSourceError(
-            f"{info.location}: the views {', '.join(views)} have different frame sizes {sorted(sizes)}; "
-            "pass --image-size N to scale them all to N x N"
-        )
-    return sizes.pop()
+    """The views' one frame size, or where they differ, the smallest view's (by pixel count): the
+    others are fitted into it (``ImportOptions.image_fit``), never enlarged past their own detail."""
+    sizes = [tuple(info.feature(k).shape[:2]) for k in views]
+    return min(sizes, key=lambda s: (s[0] * s[1], s))
+
+
+def frame_sizes(info: SourceInfo, selection: Selection, spec: EmbodimentData, fit: str) -> dict[str, Any]:
+    """How each view's frames are brought to the stored size, for the notes and the command's report."""
+    image = spec.observation.image
+    source = {_view_name(k): list(info.feature(k).shape[:2]) for k in selection.views}
+    return {"height": image.height, "width": image.width, "fit": fit, "method": "hpt_kit.images.fit_frames", "source": source}
 
 
 def kit_episodes(
@@ -192,16 +200,24 @@ def kit_episodes(
 ) -> Iterator[Episode]:
     """The importer's episodes as kit episodes; a bad one raises naming it, or is skipped and noted."""
     skipped: list[dict[str, Any]] = notes.setdefault("skipped_episodes", [])
+    kept = 0
     for ep in source:
         try:
-            yield _kit_episode(ep, selection, spec)
+            episode = _kit_episode(ep, selection, spec, opts.image_fit)
         except ImportSourceError as exc:
             if not opts.skip_bad:
                 raise ImportSourceError(f"{info.location}: {exc} (pass --skip-bad to skip such episodes)") from None
             skipped.append({"episode": ep.index, "reason": str(exc)})
+            continue
+        kept += 1
+        yield episode
+    if not kept and skipped:  # nothing to write: say why, from the first episode
+        raise ImportSourceError(
+            f"{info.location}: --skip-bad skipped every episode ({len(skipped)}); the first, {skipped[0]['reason']}"
+        )
 
 
-def _kit_episode(ep: SourceEpisode, selection: Selection, spec: EmbodimentData) -> Episode:
+def _kit_episode(ep: SourceEpisode, selection: Selection, spec: EmbodimentData, fit: str = "pad") -> Episode:
     where = f"episode {ep.index}"
     if ep.problem:
         raise ImportSourceError(f"{where}: {ep.problem}")
@@ -229,7 +245,7 @@ def _kit_episode(ep: SourceEpisode, selection: Selection, spec: EmbodimentData) 
     out: Episode = {STATE: state, ACTION: action}
     if selection.views:
         image = spec.observation.image
-        out[IMAGE] = np.stack([_frames(ep, k, image.height, image.width) for k in selection.views], axis=1)
+        out[IMAGE] = np.stack([_frames(ep, k, image.height, image.width, fit) for k in selection.views], axis=1)
     if spec.observation.language is not None:
         out[INSTRUCTION] = ep.instruction or ""
     return out
@@ -246,20 +262,13 @@ def _vector(ep: SourceEpisode, key: str) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def _frames(ep: SourceEpisode, key: str, height: int, width: int) -> np.ndarray:
+def _frames(ep: SourceEpisode, key: str, height: int, width: int, fit: str = "pad") -> np.ndarray:
     frames = np.asarray(ep.arrays[key])
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ImportSourceError(
             f"episode {ep.index}, view {key!r}: frames of shape {frames.shape} and dtype {frames.dtype}; expected (T, H, W, 3) uint8"
         )
-    if frames.shape[1:3] == (height, width):
-        return frames
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return fit_frames(frames, height, width, fit)  # the one resize a robot repeats on its camera frames
 
 
 def import_dataset(
@@ -278,15 +287,21 @@ def import_dataset(
     path = resolve_source(location)
     info = dataclasses.replace(importer.describe(path), location=location)
     selection = selection_for(info, opts)
+    if opts.image_fit not in FITS:
+        raise ImportSourceError(f"--image-fit {opts.image_fit!r}: choose one of {', '.join(FITS)}")
     name = opts.name or default_name(info)
     if not NAME_PATTERN.match(name):
         raise ImportSourceError(f"--name {name!r} must be lowercase letters, digits, '-' or '_', starting with a letter")
     language, instructions = _language(info, opts, registry)
     spec = infer_spec(info, selection, name, language)
     notes: dict[str, Any] = {IMPORT_NOTE: _import_note(info, selection, opts)}
+    if spec.observation.image is not None:
+        notes[IMPORT_NOTE]["frames"] = frame_sizes(info, selection, spec, opts.image_fit)
     if on_start is not None:
         on_start(min(opts.episodes, info.episodes) if opts.episodes else info.episodes)
-    stream: Iterator[Episode] = kit_episodes(importer.episodes(path, selection), info, selection, spec, opts, notes)
+    # Frames come as stored; the kit scales them (fit_frames), so a robot can repeat it exactly.
+    as_stored = dataclasses.replace(selection, image_size=None)
+    stream: Iterator[Episode] = kit_episodes(importer.episodes(path, as_stored), info, selection, spec, opts, notes)
     if instructions is not None:
         from hpt_kit.core.language import with_language
 

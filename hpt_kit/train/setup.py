@@ -26,6 +26,7 @@ from hpt_kit.data.store import Dataset, recover
 from hpt_kit.data.stream import BlockSampler, Streaming
 from hpt_kit.models.hpt import HPT
 from hpt_kit.models.lora import LORA_FILE, LoraSettings, adapters, add_lora, load_adapters, read_adapters
+from hpt_kit.models.vision import IMAGENET, EncoderWeightsError
 from hpt_kit.train import distributed
 from hpt_kit.weights.checkpoint import (
     Checkpoint,
@@ -252,11 +253,26 @@ def build_model(
         if not recipe.transfer.trunk:
             return HPT(_trunk_config(recipe), specs, stats, registry), {}
         return _transfer_model(recipe.transfer.trunk, specs, stats, registry)
+    except EncoderWeightsError as exc:
+        raise EncoderWeightsError(f"{exc}{_weights_hint(recipe, specs)}") from None
     except (KeyError, ValueError) as exc:
         if isinstance(exc, CheckpointError | RecipeError):
             raise
         reason = exc.args[0] if exc.args else exc
         raise RecipeError(f"{recipe.source}: cannot build the model: {reason}") from None
+
+
+def _weights_hint(recipe: Recipe, specs: Mapping[str, EmbodimentData]) -> str:
+    """The command-line spelling that trains the image stem without those weights."""
+    for i, entry in enumerate(recipe.datasets):
+        for stem in specs[entry.embodiment].stems:
+            if stem.kind == "resnet" and stem.options.get("weights", IMAGENET) == IMAGENET:
+                key = f"datasets[{i}].stem_options.{stem.modality}.weights"
+                return (
+                    f". On the command line: --set {key}=none (random initial weights, nothing to fetch) or "
+                    f"--set {key}=/path/to/weights.pth; in a recipe: stem_options = {{{stem.modality} = {{weights = \"none\"}}}}"
+                )
+    return ""
 
 
 def _trunk_config(recipe: Recipe) -> TrunkConfig:
