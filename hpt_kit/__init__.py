@@ -1,7 +1,8 @@
 """hpt-kit: Heterogeneous Pre-trained Transformers as a toolkit of embodiment plugins."""
 
-from hpt_kit._preload import preload_for_osmesa
+from hpt_kit._preload import choose_headless_gl, preload_for_osmesa
 
+choose_headless_gl()  # MUJOCO_GL where no display is and none was set; before anything imports mujoco
 preload_for_osmesa()  # before anything can import mujoco; see _preload.py
 
 from hpt_kit.core.spec import (  # noqa: E402

@@ -26,9 +26,16 @@ if TYPE_CHECKING:
 
 
 def dataset_root() -> Path:
-    """Where datasets live unless a path is given: $HPT_KIT_DATA, else ~/.cache/hpt-kit/datasets."""
+    """Where datasets live unless a path is given: $HPT_KIT_DATA; else ``data/`` when the working
+    directory is the kit's own checkout (where ``make demo`` puts them, so the README's tour finds
+    them after ``source .venv/bin/activate``); else ~/.cache/hpt-kit/datasets."""
+    from hpt_kit.core.checkout import in_kit_checkout
+
     env = os.environ.get("HPT_KIT_DATA")
-    return Path(env) if env else Path.home() / ".cache" / "hpt-kit" / "datasets"
+    if env:
+        return Path(env)
+    cwd = Path.cwd()
+    return cwd / "data" if in_kit_checkout(cwd) else Path.home() / ".cache" / "hpt-kit" / "datasets"
 
 
 def default_dataset_path(name: str) -> Path:

@@ -16,6 +16,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from hpt_kit.core.checkout import in_kit_checkout
 from hpt_kit.core.spec import NAME_PATTERN
 
 TEMPLATE = "template"
@@ -34,20 +35,6 @@ def check_name(name: str) -> None:
             f"invalid embodiment name {name!r}: use a Python identifier of lowercase letters, digits and "
             "single underscores that starts with a letter and is not a Python keyword, e.g. 'my_arm'"
         )
-
-
-def in_kit_checkout(folder: Path) -> bool:
-    """Whether ``folder`` is the root of the kit's own source checkout (its ``pyproject.toml`` names
-    the ``hpt-kit`` project and it has an ``embodiments/`` folder)."""
-    import tomllib
-
-    pyproject = folder / "pyproject.toml"
-    if not (pyproject.is_file() and (folder / "embodiments").is_dir()):
-        return False
-    try:
-        return tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("name") == "hpt-kit"
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
 
 
 def default_directory(name: str, cwd: Path | None = None) -> Path:
