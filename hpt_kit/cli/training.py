@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from hpt_kit.core.recipe import Recipe
 
 RunDir = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<run.name>).")]
 Steps = Annotated[int | None, typer.Option(min=1, help="Override train.steps.")]
@@ -262,7 +265,7 @@ def _with_step_budget(recipe, registry, from_file: bool):
     return dataclasses.replace(recipe, train=train)
 
 
-def _with_threads(recipe, threads: int | None):
+def _with_threads(recipe: Recipe, threads: int | None) -> Recipe:
     """The recipe with ``--threads`` as ``train.threads`` (None: the recipe's)."""
     if threads is None:
         return recipe
