@@ -52,7 +52,8 @@ class PolicyClient:
                 raise ServerError(f"{url} refused the connection: HTTP {exc.response.status_code}") from None
             sent = "the token sent was refused" if token else "no token was sent"
             raise ServerError(
-                f"{url} requires the token it was started with (serve --token or {TOKEN_ENV}): {sent}; "
+                f"{url} refused the connection (HTTP 401): it requires the token it was started with "
+                f"(serve --token or {TOKEN_ENV}); {sent}; "
                 f"set {TOKEN_ENV} to it here, or pass token= to PolicyClient"
             ) from None
         self._ws = self._connection.__enter__()  # websockets asks for its context manager: held until close()
