@@ -16,6 +16,7 @@ import pytest
 
 from hpt_kit.cli.eval_offline import print_offline
 from hpt_kit.data.store import Dataset
+from hpt_kit.data.tools import dataset_info
 from tests.cli.test_end_to_end import hpt
 from tests.cli.test_import_end_to_end import _fixture_writer
 from tests.conftest import HPT_KIT, ROOT
@@ -23,7 +24,6 @@ from tests.conftest import HPT_KIT, ROOT
 pytestmark = pytest.mark.slow
 
 JOINTS = [f"joint_{i}" for i in range(4)]
-NO_DOWNLOAD = 'datasets[0].stem_options={image={weights="none"}}'  # the image stem's seeded initialisation
 
 
 def test_bring_your_own_data_import_transfer_eval_serve_and_a_robot_loop(tmp_path, data_root, capsys):
@@ -32,19 +32,24 @@ def test_bring_your_own_data_import_transfer_eval_serve_and_a_robot_loop(tmp_pat
                            camera_sizes={"wrist": (16, 16)}, state_dim=4, action_dim=4, follow=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
 
-    # import: cameras of different sizes. --image-size while importing them by default is not in
-    # the kit yet; drop it when it is.
-    imported = json.loads(hpt("import", "lerobot", source, "--name", "so101", "--image-size", 16, "--json", env=env).stdout)
+    # import: cameras of different sizes, stored at the smaller one's size, the other fitted with its aspect kept
+    imported = json.loads(hpt("import", "lerobot", source, "--name", "so101", "--json", env=env).stdout)
     assert imported["views"] == ["front", "wrist"] and imported["episodes"] == 9
+    assert imported["notes"]["import"]["frames"] == {
+        "height": 16, "width": 16, "fit": "pad", "method": "hpt_kit.images.fit_frames", "source": {"front": [24, 32], "wrist": [16, 16]}
+    }
     spec = Dataset(data_root / "so101.zarr").spec
     assert spec.observation.state_names == tuple(JOINTS) == spec.action.names  # LeRobot's names, kept
+    fields = dataset_info(Dataset(data_root / "so101.zarr"), stats=False)["fields"]  # as `data info` shows them
+    assert fields["action"]["names"] == JOINTS and fields["image"]["names"] == ["front", "wrist"]
 
     # transfer from scratch (the baseline), then onto a frozen trunk. The trunk stands in for a
-    # pre-trained one (README: hf://...): the scratch run's own, so that nothing is downloaded.
+    # pre-trained one (README: hf://...): the scratch run's own, so that nothing is downloaded. The
+    # imported image stem starts from random weights by default: no ImageNet download either.
     scratch, frozen = tmp_path / "scratch", tmp_path / "frozen"
     hpt("transfer", "--embodiment", "so101", "--from-scratch", "--trunk-preset", "tiny", "--steps", 6,
-        "--val-episodes", "1,4,7", "--out", scratch, "--set", NO_DOWNLOAD, env=env)
-    hpt("transfer", "--embodiment", "so101", "--trunk", scratch, "--steps", 6, "--out", frozen, "--set", NO_DOWNLOAD, env=env)
+        "--val-episodes", "1,4,7", "--out", scratch, env=env)
+    hpt("transfer", "--embodiment", "so101", "--trunk", scratch, "--steps", 6, "--out", frozen, env=env)
 
     # eval: the held-out episodes named, the policy beside both baselines on the same windows
     report = json.loads(hpt("eval", frozen, "--json", env=env).stdout)
