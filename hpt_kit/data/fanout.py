@@ -129,7 +129,7 @@ def run_units(
             raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
         if target.exists():
             Dataset(target, verify=False)  # only a dataset is ever replaced
-        with open_engine(workers, address) as engine:
+        with open_engine(workers, address, preload=(f"{__name__}_plugins",)) as engine:
             size = unit_episodes or max(1, math.ceil(episodes / (UNITS_PER_WORKER * engine.workers)))
             units = _staged_units(parts, job, plan_units(episodes, size), resume)
             progress = Progress(len(units), episodes, engine.name)
@@ -312,7 +312,7 @@ def import_unit(task: UnitTask) -> dict[str, Any]:
     shard = Path(task.folder) / shard_name(unit.index)
     if not _to_do(shard):
         return _record(shard, started)
-    registry = _registry(embodiments=False)
+    registry = _REGISTRIES.get(True) or _registry(embodiments=False)  # a worker may have every plugin loaded already
     importer = _Counted(registry.importer(job["format"]))
     options = dict(job["options"])
     for key in ("state", "views"):

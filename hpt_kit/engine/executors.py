@@ -65,14 +65,17 @@ def _worker_start(threads: int) -> None:
 
 class PoolEngine(Engine):
     """``workers`` local processes from multiprocessing's fork server (a plain fork of a process that
-    has loaded torch or zarr can hang on a lock one of their threads held)."""
+    has loaded torch or zarr can hang on a lock one of their threads held). ``preload``: modules the
+    fork server imports when it starts, so that every worker forked from it has them (the plugins,
+    loaded once instead of once per worker); heeded only by a fork server not yet running."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, preload: Sequence[str] = ()):
         self.workers = workers
         self.name = f"{workers} local processes"
-        self._pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_worker_start, initargs=(1,)
-        )
+        context = multiprocessing.get_context("forkserver")
+        if preload:
+            context.set_forkserver_preload(list(preload))
+        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(1,))
 
     def run(self, fn, units, describe=str):
         queue = list(enumerate(units))
@@ -159,11 +162,12 @@ class RayEngine(Engine):
         self._ray.shutdown()
 
 
-def open_engine(workers: int = 1, address: str | None = None) -> Engine:
-    """The engine for ``workers`` and ``address`` (see :func:`ray_address`)."""
+def open_engine(workers: int = 1, address: str | None = None, preload: Sequence[str] = ()) -> Engine:
+    """The engine for ``workers`` and ``address`` (see :func:`ray_address`); ``preload``: modules a
+    local pool's workers start with (:class:`PoolEngine`)."""
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     address = ray_address(address)
     if address:
         return RayEngine(address, workers if workers > 1 else None)
-    return PoolEngine(workers) if workers > 1 else Engine()
+    return PoolEngine(workers, preload) if workers > 1 else Engine()
