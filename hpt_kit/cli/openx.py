@@ -102,7 +102,47 @@ def import_command(
     _print_result(path, as_json)
 
 
+def import_all_command(
+    root: Annotated[Path, typer.Argument(help="A folder holding the copied datasets as NAME/VERSION (gsutil cp's layout).")],
+    image_size: Annotated[int, typer.Option(min=1, metavar="N", help="Scale every camera to N x N.")] = 128,
+    episodes: Annotated[int, typer.Option(min=0, help="Import the first N episodes of each (0: all).")] = 0,
+    skip_bad: Annotated[bool, typer.Option(help="Skip unreadable or invalid episodes (noted) instead of stopping.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Import every catalogue entry found under ROOT that is not imported yet under the data root;
+    say for each entry what was done or why not."""
+    from hpt_kit.cli.importing import _import_progress
+    from hpt_kit.core.registry import load_registry
+    from hpt_kit.data.convert import dataset_root
+    from hpt_kit.data.importing import ImportOptions, import_dataset
+
+    openx, catalogue = _catalogue()
+    registry = load_registry(embodiments=False)
+    done: dict[str, str] = {}
+    for e in catalogue.entries:
+        source = Path(root) / e.name / e.version
+        target = openx.imported_path(e, dataset_root())
+        if not e.state:
+            done[e.name] = "skipped: no proprioceptive state (a kit embodiment needs one)"
+        elif _imported(target):
+            done[e.name] = f"already imported: {target}"
+        elif not source.is_dir():
+            done[e.name] = f"skipped: no {source} (gsutil -m cp -r {e.published} {Path(root) / e.name}/)"
+        else:
+            opts = ImportOptions(name=e.embodiment, state=(openx.STATE_KEY,), action=openx.ACTION_KEY,
+                                 episodes=episodes, image_size=image_size, skip_bad=skip_bad)
+            with _import_progress(f"import {e.name}") as (on_start, on_episode):
+                path = import_dataset(openx.OpenXSource(e), str(source), None, opts, registry, False, on_episode, on_start)
+            done[e.name] = f"imported: {path}"
+    if as_json:
+        typer.echo(json.dumps(done))
+        return
+    for name, what in done.items():
+        typer.echo(f"{name}: {what}")
+
+
 def register(app: typer.Typer) -> None:
     openx_app.command("list")(list_command)
     openx_app.command("import")(import_command)
+    openx_app.command("import-all")(import_all_command)
     app.add_typer(openx_app, name="openx")

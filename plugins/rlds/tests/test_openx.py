@@ -135,6 +135,13 @@ def test_cli_import_and_list(tmp_path):
     rows = {r["name"]: r for r in json.loads(listed.stdout)["datasets"]}
     assert rows["viola"]["imported"] and not rows["taco_play"]["imported"]
     assert rows["roboturk"]["state_dim"] == 0 and rows["toto"]["episodes"] is None
+    write_openx(tmp_path / "src", "toto", episodes=1, steps=3)
+    every = _cli("openx", "import-all", str(tmp_path / "src"), "--image-size", "16", "--json", env=env)
+    assert every.returncode == 0, every.stderr
+    outcome = json.loads(every.stdout.strip().splitlines()[-1])
+    assert outcome["viola"].startswith("already imported") and outcome["toto"].startswith("imported")
+    assert outcome["roboturk"].startswith("skipped: no proprioceptive state")
+    assert outcome["taco_play"].startswith("skipped: no ") and "gsutil -m cp -r gs://gresearch/robotics/taco_play/0.1.0" in outcome["taco_play"]
     bad = _cli("openx", "import", "fractal", str(source), env=env)
     assert bad.returncode == 1 and re.search(r"no Open-X entry 'fractal'", bad.stderr) and "Traceback" not in bad.stderr
 
