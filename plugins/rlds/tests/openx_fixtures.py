@@ -124,11 +124,74 @@ LAYOUTS: dict[str, dict] = {
         },
         "reward": ("tensor", "float32", ()),
     },
+    "kuka": {
+        "action": {
+            "base_displacement_vector": ("tensor", "float32", (2,)),
+            "base_displacement_vertical_rotation": ("tensor", "float32", (1,)),
+            "gripper_closedness_action": ("tensor", "float32", (1,)),
+            "rotation_delta": ("tensor", "float32", (3,)),
+            "terminate_episode": ("tensor", "int32", (3,)),
+            "world_vector": ("tensor", "float32", (3,)),
+        },
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {  # TFDS names two keys with a '/' inside, not as a nested dict
+            "clip_function_input/base_pose_tool_reached": ("tensor", "float32", (7,)),
+            "clip_function_input/workspace_bounds": ("tensor", "float32", (3, 3)),
+            "gripper_closed": ("tensor", "float32", (1,)),
+            "height_to_bottom": ("tensor", "float32", (1,)),
+            "image": ("image", (512, 640, 3)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+            "task_id": ("tensor", "float32", (1,)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+    "ucsd_kitchen_dataset_converted_externally_to_rlds": {
+        "action": ("tensor", "float32", (8,)),
+        "discount": ("tensor", "float32", ()),
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "language_embedding": ("tensor", "float32", (512,)),
+        "language_instruction": ("text",),
+        "observation": {"image": ("image", (480, 640, 3)), "state": ("tensor", "float32", (21,))},
+        "reward": ("tensor", "float32", ()),
+    },
+    "berkeley_rpt_converted_externally_to_rlds": {
+        "action": ("tensor", "float32", (8,)),
+        "discount": ("tensor", "float32", ()),
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "language_embedding": ("tensor", "float32", (512,)),
+        "language_instruction": ("text",),
+        "observation": {
+            "gripper": ("tensor", "bool", ()),
+            "hand_image": ("image", (480, 640, 3)),
+            "joint_pos": ("tensor", "float32", (7,)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+    "ucsd_pick_and_place_dataset_converted_externally_to_rlds": {
+        "action": ("tensor", "float32", (4,)),
+        "discount": ("tensor", "float32", ()),
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "language_embedding": ("tensor", "float32", (512,)),
+        "language_instruction": ("text",),
+        "observation": {"image": ("image", (224, 224, 3)), "state": ("tensor", "float32", (7,))},
+        "reward": ("tensor", "float32", ()),
+    },
 }  # fmt: skip
-# Per-episode features beside the steps, where TFDS declares them.
+# Per-episode features beside the steps (under episode_metadata, or at the top as kuka's success).
 EPISODE_METADATA: dict[str, dict] = {
     "stanford_hydra_dataset_converted_externally_to_rlds": {"file_path": ("text",)},
+    "ucsd_kitchen_dataset_converted_externally_to_rlds": {"file_path": ("text",)},
+    "berkeley_rpt_converted_externally_to_rlds": {"file_path": ("text",)},
+    "ucsd_pick_and_place_dataset_converted_externally_to_rlds": {
+        "disclaimer": ("text",),
+        "file_path": ("text",),
+        "n_transitions": ("tensor", "int32", ()),
+        "success": ("tensor", "bool", ()),
+        "success_labeled_by": ("text",),
+    },
 }
+TOP_LEVEL: dict[str, dict] = {"kuka": {"success": ("tensor", "bool", ())}}
 INSTRUCTIONS = ("stack the bowls", "fold the cloth", "pour into the cup")
 
 
@@ -145,13 +208,23 @@ def _feature_json(node: Mapping | tuple) -> dict:
     return tensor(node[2], node[1])
 
 
-def features_json(layout: Mapping, episode: Mapping | None = None) -> dict:
+def features_json(layout: Mapping, episode: Mapping | None = None, top: Mapping | None = None) -> dict:
     steps = {
         "pythonClassName": f"{TFDS}.dataset_feature.Dataset",
         "sequence": {"feature": _feature_json(layout), "length": "-1"},
     }
-    top = {"episode_metadata": _feature_json(episode)} if episode else {}
-    return features_dict({**top, "steps": steps})
+    meta = {"episode_metadata": _feature_json(episode)} if episode else {}
+    others = {k: _feature_json(v) for k, v in (top or {}).items()}
+    return features_dict({**meta, "steps": steps, **others})
+
+
+def _episode_value(leaf: tuple, episode: int) -> tuple[list, str]:
+    """One value per episode, in the list type TFDS writes it with."""
+    if leaf[0] == "text":
+        return [f"/raw/episode_{episode}".encode()], "byte"
+    if leaf[1] == "bool" or leaf[1].startswith(("int", "uint")):
+        return [episode % 2], "int"
+    return [float(episode)], "float"
 
 
 def _leaves(node: Mapping, prefix: str = "steps") -> list[tuple[str, tuple]]:
@@ -206,16 +279,17 @@ def write_openx(root: str | Path, name: str, episodes: int = 3, steps: int = 5, 
     """The version folder ``root/name/version`` of a small source with the dataset's TFDS layout
     (or ``layout``, to write a changed one)."""
     layout = LAYOUTS[name] if layout is None else layout
-    meta = EPISODE_METADATA.get(name, {})
+    meta, top = EPISODE_METADATA.get(name, {}), TOP_LEVEL.get(name, {})
     folder = Path(root) / name / version
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "features.json").write_text(json.dumps(features_json(layout, meta), indent=2))
+    (folder / "features.json").write_text(json.dumps(features_json(layout, meta, top), indent=2))
     lengths = []
     for shard, chunk in enumerate(np.array_split(np.arange(episodes), shards)):
         writer = TFRecordWriter(str(folder / f"{name}-train.tfrecord-{shard:05d}-of-{shards:05d}"))
         for episode in chunk:
             record = episode_record(layout, int(episode), steps)
-            record |= {f"episode_metadata/{k}": ([f"/raw/episode_{int(episode)}".encode()], "byte") for k in meta}
+            record |= {f"episode_metadata/{k}": _episode_value(v, int(episode)) for k, v in meta.items()}
+            record |= {k: _episode_value(v, int(episode)) for k, v in top.items()}
             writer.write(record)
         writer.close()
         lengths.append(str(len(chunk)))
