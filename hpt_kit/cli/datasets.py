@@ -91,7 +91,8 @@ def _print_info(info: dict[str, Any]) -> None:
     console.print(
         Text.assemble((str(info["path"]), "bold"), f": {info['embodiment']}, {info['episodes']} episodes, {info['steps']} steps "
         f"(length {lengths['min']}-{lengths['max']}, mean {lengths['mean']:.1f}), {info['control_hz']:g} Hz, "
-        f"{info['bytes_on_disk'] / 1e6:.2f} MB on disk, made {info['created']} by hpt-kit {info['kit_version']}"),
+        f"{info['bytes_on_disk'] / 1e6:.2f} MB on disk, made {info['created']} by hpt-kit {info['kit_version']}"
+        + (f", in {len(info['shards'])} shards" if info.get("shards") else "")),
         highlight=False, soft_wrap=True,
     )
     table = Table(title="fields")

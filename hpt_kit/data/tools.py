@@ -86,6 +86,7 @@ def dataset_info(ds: Dataset, stats: bool = True) -> dict[str, Any]:
         "kit_version": ds.attrs.get("kit_version"),
         "created": ds.attrs.get("created"),
         "notes": ds.notes,
+        **({"shards": [str(s.path) for s in ds.shards]} if hasattr(ds, "shards") else {}),  # a sharded dataset's stores
     }
 
 

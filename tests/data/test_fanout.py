@@ -47,6 +47,7 @@ def test_parallel_convert_equals_the_serial_one(tmp_path, tmp_path_factory):
     assert one.stats == serial.stats  # written whole again, in the serial order: the same sums
     info = json.loads(hpt("data", "info", out, "--json").stdout)
     assert info["episodes"] == 10 and info["steps"] == serial.num_steps
+    assert info["shards"] == [str(out / shard_name(i)) for i in range(4)]
 
 
 def test_an_interrupted_conversion_resumes_only_its_unfinished_units(tmp_path, tmp_path_factory):
