@@ -177,12 +177,45 @@ LAYOUTS: dict[str, dict] = {
         "observation": {"image": ("image", (224, 224, 3)), "state": ("tensor", "float32", (7,))},
         "reward": ("tensor", "float32", ()),
     },
+    "iamlab_cmu_pickup_insert_converted_externally_to_rlds": {
+        "action": ("tensor", "float32", (8,)),
+        "discount": ("tensor", "float32", ()),
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "language_embedding": ("tensor", "float32", (512,)),
+        "language_instruction": ("text",),
+        "observation": {
+            "image": ("image", (360, 640, 3)),
+            "state": ("tensor", "float32", (20,)),
+            "wrist_image": ("image", (240, 320, 3)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+    "austin_sirius_dataset_converted_externally_to_rlds": {
+        "action": ("tensor", "float32", (7,)),
+        "action_mode": ("tensor", "float32", (1,)),
+        "discount": ("tensor", "float32", ()),
+        "intv_label": ("tensor", "float32", (1,)),
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "language_embedding": ("tensor", "float32", (512,)),
+        "language_instruction": ("text",),
+        "observation": {
+            "image": ("image", (84, 84, 3)),
+            "state": ("tensor", "float32", (8,)),
+            "state_ee": ("tensor", "float32", (16,)),
+            "state_gripper": ("tensor", "float32", (1,)),
+            "state_joint": ("tensor", "float32", (7,)),
+            "wrist_image": ("image", (84, 84, 3)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
 }  # fmt: skip
 # Per-episode features beside the steps (under episode_metadata, or at the top as kuka's success).
 EPISODE_METADATA: dict[str, dict] = {
     "stanford_hydra_dataset_converted_externally_to_rlds": {"file_path": ("text",)},
     "ucsd_kitchen_dataset_converted_externally_to_rlds": {"file_path": ("text",)},
     "berkeley_rpt_converted_externally_to_rlds": {"file_path": ("text",)},
+    "iamlab_cmu_pickup_insert_converted_externally_to_rlds": {"file_path": ("text",)},
+    "austin_sirius_dataset_converted_externally_to_rlds": {"file_path": ("text",)},
     "ucsd_pick_and_place_dataset_converted_externally_to_rlds": {
         "disclaimer": ("text",),
         "file_path": ("text",),
