@@ -179,3 +179,13 @@ def test_plan_of_a_recipe_over_an_imported_and_a_missing_dataset(tmp_path):
     text = _cli("pretrain", str(recipe), "--plan", env=env)
     assert text.returncode == 0 and "hpt-kit convert mujoco-arm3 --episodes 7" in text.stdout
     assert "wall time: unknown (no bench figure for preset 'tiny'" in text.stdout
+
+
+def test_the_recipe_names_the_catalogue_s_importable_datasets():
+    from hpt_kit.core.overrides import load_recipe
+
+    recipe = load_recipe(Path(__file__).parents[3] / "recipes" / "openx-hpt.toml", ())
+    openx_entries = [d for d in recipe.datasets if d.embodiment.startswith("openx-")]
+    assert {d.embodiment for d in openx_entries} == {e.embodiment for e in CATALOGUE.entries if e.state}
+    assert all(not d.convert and d.weight == 1.0 for d in openx_entries)
+    assert recipe.trunk.preset == "xlarge" and recipe.train.stream
