@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,11 +36,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+TOKEN = secrets.token_hex(32)  # the cluster's own token: nothing read from or written to ~/.ray
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """The head node's address; the cluster uses Ray's default token authentication, so the
-    commands run with RAY_AUTH_MODE=token (the token is Ray's own, in ~/.ray)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    """The head node's address; the cluster and the commands use token authentication."""
+    env = _env()
     port = _free_port()
     subprocess.run(
         [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
@@ -53,7 +56,7 @@ def cluster():
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "RAY_AUTH_MODE": "token"}
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
 
 
 def _serial(tmp_path: Path, episodes: int) -> Dataset:
