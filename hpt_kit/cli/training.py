@@ -219,11 +219,13 @@ def transfer(
         raise typer.BadParameter("no trunk: give --trunk (or --from-scratch) or set transfer.trunk in the recipe", param_hint="--trunk")
     if trunk_checkpoint is not None and not section.trunk:
         raise typer.BadParameter("--trunk-checkpoint chooses a checkpoint of --trunk; give --trunk", param_hint="--trunk-checkpoint")
+    recipe = dataclasses.replace(recipe, datasets=datasets, transfer=section)
     if section.trunk and (not resume or trunk_checkpoint is not None):  # a damaged trunk run is refused before any data is read
+        from hpt_kit.train.setup import run_mode
         from hpt_kit.weights.trunks import check_trunk
 
-        section = dataclasses.replace(section, trunk=check_trunk(section.trunk, trunk_checkpoint))
-    recipe = dataclasses.replace(recipe, datasets=datasets, transfer=section)
+        run_mode(recipe)  # the recipe's own contradictions are named first
+        recipe = dataclasses.replace(recipe, transfer=dataclasses.replace(section, trunk=check_trunk(section.trunk, trunk_checkpoint)))
     if val_episodes is not None:
         recipe = _with_held_out(recipe, val_episodes)
     registry = None
