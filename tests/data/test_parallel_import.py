@@ -74,3 +74,21 @@ def test_a_bad_episode_stops_the_import_naming_it_and_resume_does_the_rest(tmp_p
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # finished units were not redone
     serial = import_dataset(registry.importer("lerobot"), str(source), tmp_path / "serial.zarr", opts, registry)
     assert_same_dataset(Dataset(serial), Dataset(out))
+
+
+def test_the_import_command_fans_out_and_reports_a_bad_episode_in_one_line(tmp_path):
+    import json
+
+    from tests.cli.test_end_to_end import hpt
+
+    sources = _sources(tmp_path)
+    done = hpt("import", "rlds", sources["rlds"][0], "--name", "rl", "--out", tmp_path / "rl.zarr", "--workers", 2,
+               "--unit-episodes", 2, "--json")
+    assert json.loads(done.stdout)["episodes"] == 5 and "units 3/3, episodes 5/5" in done.stderr
+    assert len(Dataset(tmp_path / "rl.zarr").shards) == 3
+    bad = hpt("import", "lerobot", sources["lerobot"][0], "--out", tmp_path / "lr.zarr", "--workers", 2,
+              "--unit-episodes", 2, check=False)
+    lines = [line for line in bad.stderr.splitlines() if line.startswith("error")]
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and len(lines) == 1, bad.stderr
+    assert "unit 1 (episodes 2..3)" in lines[0] and "episode 3" in lines[0] and "observation.state" in lines[0]
+    assert "--resume" in lines[0] and not (tmp_path / "lr.zarr").exists()
