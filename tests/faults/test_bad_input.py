@@ -105,6 +105,7 @@ def test_a_pickle_that_runs_code_is_refused_on_resume(run, arm3, tmp_path):
     assert out.returncode == 1 and f"{state}: refused to load" in out.stderr and "pwned" not in out.stdout + out.stderr
 
 
-def test_a_usage_error_shows_the_usage_and_exits_2(tmp_path):
+def test_a_usage_error_is_one_line_and_exits_1(tmp_path):
     out = hpt("transfer", "--embodiment", "mujoco-arm4", "--out", tmp_path / "run", check=False)
     assert out.returncode == 1 and "Invalid value for --trunk" in out.stderr and "BadParameter" not in out.stderr
+    assert out.stderr.strip().splitlines() == [line for line in out.stderr.strip().splitlines() if line.startswith("error: ")]
