@@ -55,7 +55,7 @@ class DatasetEntry:
     embodiment: str
     weight: float = 1.0  # relative sampling weight in the pre-training mixture
     episodes: int = 100  # episodes to convert when the dataset does not exist yet
-    path: str = ""  # default: the dataset root ($HPT_KIT_DATA or ~/.cache/hpt-kit/datasets)
+    path: str = ""  # default: the dataset root (data/convert.dataset_root: $HPT_KIT_DATA, data/ in the kit's checkout, else ~/.cache)
     max_episodes: int = 0  # use only the first N episodes (0 = all), e.g. K demonstrations
     # The held-out episodes, named by index (among the first max_episodes); empty: train.val_fraction
     # of them, drawn with the run's seed.
