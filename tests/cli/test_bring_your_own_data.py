@@ -17,6 +17,7 @@ import pytest
 from hpt_kit.cli.eval_offline import print_offline
 from hpt_kit.data.store import Dataset
 from hpt_kit.data.tools import dataset_info
+from hpt_kit.images import fit_frames
 from tests.cli.test_end_to_end import hpt
 from tests.cli.test_import_end_to_end import _fixture_writer
 from tests.conftest import HPT_KIT, ROOT
@@ -49,10 +50,10 @@ def test_bring_your_own_data_import_transfer_eval_serve_and_a_robot_loop(tmp_pat
     scratch, frozen = tmp_path / "scratch", tmp_path / "frozen"
     hpt("transfer", "--embodiment", "so101", "--from-scratch", "--trunk-preset", "tiny", "--steps", 6,
         "--val-episodes", "1,4,7", "--out", scratch, env=env)
-    hpt("transfer", "--embodiment", "so101", "--trunk", scratch, "--steps", 6, "--out", frozen, env=env)
+    hpt("transfer", "--embodiment", "so101", "--trunk", scratch, "--freeze-trunk", "--steps", 6, "--out", frozen, env=env)
 
     # eval: the held-out episodes named, the policy beside both baselines on the same windows
-    report = json.loads(hpt("eval", frozen, "--json", env=env).stdout)
+    report = json.loads(hpt("eval", frozen, "--best", "--json", env=env).stdout)
     assert report["mode"] == "offline" and report["held_out_episodes"] == len(report["held_out"]) == 3  # 0.2 of 9, at least 3
     assert report["dimensions"] == JOINTS and report["windows"] == 3 * 9  # every step after each episode's first
     hold, repeat = report["baselines"]["hold_position"], report["baselines"]["repeat_previous"]
@@ -70,7 +71,7 @@ def test_bring_your_own_data_import_transfer_eval_serve_and_a_robot_loop(tmp_pat
     assert replayed["held_out"] and plot.stat().st_size > 10_000 and replayed["dimensions"] == JOINTS
 
     # serve, two steps of each chunk, and drive it as a robot would: frames of both cameras and an instruction
-    server = subprocess.Popen([HPT_KIT, "serve", frozen, "--port", "0", "--execute-steps", "so101=2", "--token", "s3cret"],
+    server = subprocess.Popen([HPT_KIT, "serve", frozen, "--best", "--port", "0", "--execute-steps", "so101=2", "--token", "s3cret"],
                               stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         url = _served_url(server)
@@ -84,12 +85,15 @@ def test_bring_your_own_data_import_transfer_eval_serve_and_a_robot_loop(tmp_pat
             fields = meta["observation"]
             assert set(fields) == {"state", "image", "instruction"} and fields["image"]["shape"] == [2, 16, 16, 3]
             low, high = np.asarray(meta["action_low"]), np.asarray(meta["action_high"])
+            _, height, width, _ = fields["image"]["shape"]
+            cameras = {"front": (24, 32, 3), "wrist": (16, 16, 3)}  # each camera at its own size, fitted as at import
             rng = np.random.default_rng(0)
             robot.reset()
             actions = []
             for t in range(8):
                 state = np.full(4, 100.0 + t, np.float32)
-                frames = rng.integers(0, 256, size=fields["image"]["shape"], dtype=np.uint8)
+                frames = np.stack([fit_frames(rng.integers(0, 256, size=cameras[c], dtype=np.uint8), height, width, "pad")
+                                   for c in meta["cameras"]])
                 actions.append(robot.act({"state": state, "image": frames, "instruction": "pick up the red cube"}))
             stats = robot.call("stats")
         actions = np.stack(actions)
