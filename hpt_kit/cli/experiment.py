@@ -31,11 +31,20 @@ def transfer_experiment(
         int | None,
         typer.Option(min=1, help="Evaluation worker processes per policy, one simulator each (default: the CPU cores; 1 = serial)."),
     ] = None,
+    run_workers: Annotated[
+        int,
+        typer.Option(min=1, help="Transfer runs at once after pre-training, each in its own process with its share of the cores "
+                     "(with --address: at most N Ray tasks at a time). Results equal the sequential run's."),
+    ] = 1,
+    address: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Run the transfer runs on this running Ray cluster (default: $RAY_ADDRESS).")
+    ] = None,
 ) -> None:
     """Pre-train on a mixture, then train held-out embodiments from scratch, on the frozen trunk and fine-tuned."""
     from rich.text import Text
 
     from hpt_kit.cli.output import console, stdout_console
+    from hpt_kit.engine import ray_address
     from hpt_kit.lab.experiment import load_experiment, run_experiment
 
     section = load_experiment(spec, sets or ())
@@ -47,6 +56,8 @@ def transfer_experiment(
         scale,
         on_stage=lambda msg: console.print(Text.assemble(("experiment:", "bold"), f" {msg}"), highlight=False),
         workers=workers,
+        run_workers=run_workers,
+        address=ray_address(address),
     )
     from rich.markdown import Markdown
 

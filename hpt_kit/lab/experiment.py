@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,9 +205,12 @@ def run_experiment(
     on_stage: Callable[[str], None] | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
     workers: int | None = None,
+    run_workers: int = 1,
+    address: str | None = None,
 ) -> ExperimentResult:
     """``workers``: evaluation processes per policy (``hpt_kit.policy.parallel.evaluate``; None:
-    one per core, 1: serial)."""
+    one per core, 1: serial). ``run_workers``/``address``: the transfer runs fanned out after
+    every pre-training (see :meth:`_Runs.transfer`)."""
     from hpt_kit.core.registry import load_registry
     from hpt_kit.train.loop import train
 
@@ -243,7 +247,7 @@ def run_experiment(
         train(pretrain, Path(trunk_dir), registry, resume=True, on_log=on_log)
 
     versions: dict[str, Any] = {}
-    context = _Runs(registry, architecture, device, workers, say, on_log, versions, scale)
+    context = _Runs(registry, architecture, device, workers, say, on_log, versions, scale, run_workers, address)
     runs = context.transfer(section, section.methods, trunk_dir, out, "")
     left_out_runs: list[dict[str, Any]] = []
     for name in section.leave_out:
@@ -303,6 +307,8 @@ class _Runs:
     on_log: Callable[[dict[str, Any]], None] | None
     versions: dict[str, Any]
     scale: float = 1.0
+    run_workers: int = 1  # runs at once, each a work unit (hpt_kit.engine); 1: one after another, here
+    address: str | None = None  # a Ray cluster for the runs
 
     def budget(self, section: ExperimentSection, target: Target, demos: int, seed: int, trunk: str) -> int:
         """``steps = 0``: the steps `hpt-kit transfer --episodes K` would choose for this run (its
@@ -319,52 +325,115 @@ class _Runs:
 
     def transfer(self, section: ExperimentSection, methods: Sequence[str], trunk_dir: str, root: Path, left_out: str) -> list[dict[str, Any]]:
         """Train and evaluate every cell, method and seed on ``trunk_dir`` under ``root/runs``;
-        ``left_out`` names the embodiment the trunk's mixture lacks ("" for the full mixture)."""
-        from hpt_kit.models.hpt import HPT
-        from hpt_kit.policy import Policy
-        from hpt_kit.policy.parallel import evaluate
-        from hpt_kit.train.loop import train
-        from hpt_kit.weights.checkpoint import latest_checkpoint, resolve_checkpoint
-
-        registry, runs = self.registry, []
+        ``left_out`` names the embodiment the trunk's mixture lacks ("" for the full mixture).
+        With ``run_workers > 1`` or an ``address`` every run is a work unit on the engine
+        (:mod:`hpt_kit.engine`), each with ``threads`` torch threads; results come in the same order."""
         targets = {t.embodiment: t for t in section.targets}
         without = f" (pre-trained without {left_out})" if left_out else ""
+        jobs = []
         for name, demos in cells(section):
             target = targets[name]
-            budgets = {seed: self.budget(section, target, demos, seed, trunk_dir) for seed in section.seeds}
+            budgets = {seed: self.budget(section, target, demos, seed, trunk_dir) for seed in section.seeds}  # datasets converted here, once
             for method in methods:
                 for seed in section.seeds:
-                    self.say(f"{target.embodiment}, {demos} demonstrations: {method}, seed {seed}{without}")
-                    run_dir = run_dir_of(root, target.embodiment, demos, method, seed)
                     recipe = transfer_recipe(section, self.architecture, self.device, target, demos, method, seed, trunk_dir, budgets[seed])
-                    train(recipe, run_dir, registry, resume=True, on_log=self.on_log)
-                    ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
-                    settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it
-                    ensemble = settings.temporal_ensemble or None
-                    policy = Policy(HPT.from_checkpoint(ckpt, registry), target.embodiment, settings.execute_steps, ensemble=ensemble)
-                    request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
-                    rollout, _ = evaluate(registry.embodiment(target.embodiment), policy, request, self.workers)
-                    curve = _curve(run_dir, target.embodiment)
-                    notes = ckpt.description["embodiments"][target.embodiment]["dataset"].get("notes", {})
-                    self.versions[target.embodiment] = {k: v for k, v in notes.items() if k.endswith("_version")}
-                    runs.append(
-                        {
-                            "target": target.embodiment,
-                            "demos": demos,
-                            "method": method,
-                            "seed": seed,
-                            **({"left_out": left_out} if left_out else {}),
-                            "steps": recipe.train.steps,
-                            "success_rate": rollout.success_rate,
-                            "eval": {"episodes": settings.episodes, "seed": settings.seed},
-                            "success_ci95": pooled_rate([{"successes": rollout.successes}])["success_ci95"],
-                            "successes": list(rollout.successes),
-                            "final_val_loss": curve[-1][1] if curve else None,
-                            "val_curve": curve,
-                            "run_dir": str(run_dir),
-                        }
-                    )
+                    label = f"{target.embodiment}, {demos} demonstrations: {method}, seed {seed}{without}"
+                    jobs.append(RunJob(label, recipe, target.embodiment, demos, method, seed, left_out,
+                                       str(run_dir_of(root, target.embodiment, demos, method, seed)), self.workers))
+        if self.run_workers <= 1 and not self.address:
+            runs = []
+            for job in jobs:
+                self.say(job.label)
+                runs.append(transfer_run(job, self.registry, self.on_log))
+        else:
+            from hpt_kit.engine import open_engine
+
+            with open_engine(self.run_workers, self.address) as engine:
+                threads = max(1, _cores() // engine.workers) if not self.address else 1
+                jobs = [dataclasses.replace(j, recipe=_with_threads(j.recipe, threads)) for j in jobs]
+                self.say(f"{len(jobs)} runs on {engine.name}, {threads} thread(s) each")
+                done: dict[int, dict[str, Any]] = {}
+                for i, run in engine.run(transfer_run, jobs, describe=lambda j: f"run {j.run_dir}"):
+                    done[i] = run
+                    self.say(f"finished {jobs[i].label} ({len(done)} of {len(jobs)})")
+            runs = [done[i] for i in range(len(jobs))]
+        for run in runs:
+            self.versions[run["target"]] = run.pop("versions")
         return runs
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _with_threads(recipe: Recipe, threads: int) -> Recipe:
+    return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, threads=threads))
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One (target, K, method, seed) run of the experiment: plain data, so it runs anywhere."""
+
+    label: str
+    recipe: Recipe
+    target: str
+    demos: int
+    method: str
+    seed: int
+    left_out: str
+    run_dir: str
+    eval_workers: int | None
+
+
+_WORKER_REGISTRY: list[Any] = []
+
+
+def transfer_run(job: RunJob, registry: Any = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) one run and evaluate it as `hpt-kit eval` does; its result row, with the
+    simulator versions of its dataset under ``versions``. A work unit: in another process it loads
+    the plugins once per process."""
+    from hpt_kit.models.hpt import HPT
+    from hpt_kit.policy import Policy
+    from hpt_kit.policy.parallel import evaluate
+    from hpt_kit.train.loop import train
+    from hpt_kit.weights.checkpoint import latest_checkpoint, resolve_checkpoint
+
+    if registry is None:
+        if not _WORKER_REGISTRY:
+            from hpt_kit.core.registry import load_registry
+
+            _WORKER_REGISTRY.append(load_registry())
+        registry = _WORKER_REGISTRY[0]
+    run_dir = Path(job.run_dir)
+    recipe = job.recipe
+    train(recipe, run_dir, registry, resume=True, on_log=on_log)
+    ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
+    settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it
+    ensemble = settings.temporal_ensemble or None
+    policy = Policy(HPT.from_checkpoint(ckpt, registry), job.target, settings.execute_steps, ensemble=ensemble)
+    request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
+    rollout, _ = evaluate(registry.embodiment(job.target), policy, request, job.eval_workers)
+    curve = _curve(run_dir, job.target)
+    notes = ckpt.description["embodiments"][job.target]["dataset"].get("notes", {})
+    return {
+        "target": job.target,
+        "demos": job.demos,
+        "method": job.method,
+        "seed": job.seed,
+        **({"left_out": job.left_out} if job.left_out else {}),
+        "steps": recipe.train.steps,
+        "success_rate": rollout.success_rate,
+        "eval": {"episodes": settings.episodes, "seed": settings.seed},
+        "success_ci95": pooled_rate([{"successes": rollout.successes}])["success_ci95"],
+        "successes": list(rollout.successes),
+        "final_val_loss": curve[-1][1] if curve else None,
+        "val_curve": curve,
+        "run_dir": str(run_dir),
+        "versions": {k: v for k, v in notes.items() if k.endswith("_version")},
+    }
 
 
 def leave_one_out(runs: Sequence[dict[str, Any]], left_out_runs: Sequence[dict[str, Any]], section: ExperimentSection) -> list[dict[str, Any]]:
