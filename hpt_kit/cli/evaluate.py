@@ -304,11 +304,11 @@ def _print_table(out: Mapping[str, Any], checkpoint: str) -> None:
     """The human-readable report: settings and where they came from, then one row per policy."""
     from rich.table import Table
 
-    from hpt_kit.cli.output import stdout_console
+    from hpt_kit.cli.output import count, stdout_console
 
     ensemble, steps = out["temporal_ensemble"], out["execute_steps"]
     mode = f"temporal ensemble m={ensemble:g}" if ensemble else f"{steps} steps per chunk"
-    table = Table(title=f"{out['embodiment']}: {out['episodes']} episodes from seed {out['seed']}, {mode}")
+    table = Table(title=f"{out['embodiment']}: {count(out['episodes'], 'episode')} from seed {out['seed']}, {mode}")
     table.add_column("policy")
     table.add_column("success rate", justify="right")
     table.add_column("95% interval (Wilson)", justify="right")

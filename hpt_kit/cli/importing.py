@@ -164,6 +164,7 @@ def _print_description(info: Any, source: str, as_json: bool) -> None:
 
 
 def _print_result(path: Path, as_json: bool) -> None:
+    from hpt_kit.cli.output import count
     from hpt_kit.data.store import Dataset
 
     ds = Dataset(path)
@@ -182,7 +183,7 @@ def _print_result(path: Path, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    typer.echo(f"wrote {ds.num_episodes} episodes ({ds.num_steps} steps) of imported embodiment {ds.name} to {path}")
+    typer.echo(f"wrote {count(ds.num_episodes, 'episode')} ({ds.num_steps} steps) of imported embodiment {ds.name} to {path}")
     typer.echo(f"  state {summary['state_dim']}, action {summary['action_dim']}, views {summary['views']}, {summary['control_hz']:g} Hz")
     frames = ds.notes.get("import", {}).get("frames")
     if frames:

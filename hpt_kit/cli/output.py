@@ -28,6 +28,11 @@ from rich.progress import (
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
 
 
+def count(n: int, noun: str) -> str:
+    """``1 episode``, ``3 episodes``: a count with its noun in the right number."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def stdout_console() -> Console:
     """Tables for stdout; wide enough to stay readable when piped or logged (no terminal width)."""
     return Console(markup=False) if sys.stdout.isatty() else Console(width=160, markup=False)
