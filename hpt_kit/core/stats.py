@@ -13,8 +13,13 @@
   the estimated correlation of the pairs, so episodes both policies solve (or both fail) narrow it
   as a paired design should. It treats the pairs as independent: pooled over training seeds it
   does not widen for seed-to-seed variation, which callers report beside it.
+- :func:`cluster_bootstrap`: the mean of per-episode values grouped in clusters (episodes of one
+  training seed), with a two-stage percentile bootstrap interval: resample the clusters, then the
+  episodes within each drawn cluster (Davison and Hinkley 1997, "Bootstrap Methods and their
+  Application", section 3.8). It widens when clusters disagree, which the paired interval cannot.
 
-Pure Python (math only): the core floor, usable anywhere.
+Pure Python (math only) but for the bootstrap, which imports numpy when called: the core floor,
+usable anywhere.
 """
 
 from __future__ import annotations
@@ -133,3 +138,52 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float] | None:
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = t975(n - 1) * sd / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0  # fixed: the same data give the same interval, run after run
+
+
+@dataclass(frozen=True)
+class ClusterInterval:
+    """The pooled mean of clustered values with its two-stage bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+    clusters: int
+    resamples: int
+    seed: int
+
+    @property
+    def resolved(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def cluster_bootstrap(
+    clusters: Sequence[Sequence[float]], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED, level: float = 0.95
+) -> ClusterInterval:
+    """The mean of all values pooled (every value weighs the same) and its percentile interval from
+    ``resamples`` two-stage resamples: draw as many clusters as there are, with replacement, then in
+    each drawn cluster as many of its values as it holds, with replacement. One cluster gives an
+    ordinary bootstrap of its values, which cannot show spread between clusters."""
+    import numpy as np
+
+    groups = [np.asarray(c, dtype=float) for c in clusters]
+    if not groups or any(g.size == 0 for g in groups):
+        raise ValueError("cluster_bootstrap needs at least one cluster, and no empty cluster")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"resamples must be >= 1 and level in (0, 1), got {resamples} and {level}")
+    rng = np.random.default_rng(seed)
+    k = len(groups)
+    drawn = rng.integers(0, k, size=(resamples, k))  # (R, k): the clusters of each resample
+    total, count = np.zeros(resamples), np.zeros(resamples)
+    for c, g in enumerate(groups):  # every draw of cluster c, in any resample: its values resampled
+        rows = np.nonzero(drawn == c)[0]
+        np.add.at(total, rows, g[rng.integers(0, g.size, size=(rows.size, g.size))].sum(axis=1))
+        np.add.at(count, rows, g.size)
+    means = total / count
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    estimate = float(np.concatenate(groups).mean())
+    return ClusterInterval(estimate, float(low), float(high), k, resamples, seed)

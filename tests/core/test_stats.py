@@ -1,8 +1,9 @@
 """The success-rate intervals against published values."""
 
+import numpy as np
 import pytest
 
-from hpt_kit.core.stats import format_rate, paired_difference, wilson_interval
+from hpt_kit.core.stats import Z95, cluster_bootstrap, format_rate, paired_difference, wilson_interval
 
 
 @pytest.mark.parametrize(
@@ -66,3 +67,47 @@ def test_pairing_narrows_the_interval_when_the_policies_agree_on_most_episodes()
 
 def test_format_rate():
     assert format_rate(0.6, (0.391, 0.781)) == "60.0% [39.1–78.1%]"
+
+
+def test_cluster_bootstrap_of_constant_differences_is_the_value_itself():
+    """Every episode of every seed the same difference: every resample has that mean."""
+    got = cluster_bootstrap([[1.0] * 50, [1.0] * 50, [1.0] * 50])
+    assert (got.estimate, got.low, got.high, got.clusters) == (1.0, 1.0, 1.0, 3) and got.resolved
+    got = cluster_bootstrap([[0.25] * 7, [0.25] * 30])
+    assert got.low == pytest.approx(0.25) and got.high == pytest.approx(0.25)
+
+
+def test_cluster_bootstrap_matches_the_normal_interval_of_its_known_variance():
+    """Many clusters: the two-stage bootstrap mean's variance is known exactly, (between-cluster
+    variance of the means + mean within-cluster variance / n) / clusters (both with divisor count,
+    as the resampling draws), and the distribution is close to normal; its percentile interval must
+    match mean +- 1.96 sd to a few percent of the half-width, and be wider than the interval that
+    treats the 2,000 values as independent."""
+    rng = np.random.default_rng(0)
+    seeds, n = 100, 20
+    effects = rng.normal(0.2, 0.1, size=seeds)  # a seed-level effect, then episode noise around it
+    clusters = [e + rng.normal(0, 0.5, size=n) for e in effects]
+    means = np.array([c.mean() for c in clusters])
+    within = np.array([c.var() for c in clusters])
+    half = Z95 * np.sqrt((means.var() + within.mean() / n) / seeds)
+    got = cluster_bootstrap(clusters)
+    pooled = np.concatenate(clusters)
+    assert got.estimate == pytest.approx(pooled.mean())
+    assert (got.high - got.low) / 2 == pytest.approx(half, rel=0.03)
+    assert got.low == pytest.approx(pooled.mean() - half, abs=0.05 * half)
+    assert got.high == pytest.approx(pooled.mean() + half, abs=0.05 * half)
+    assert (got.high - got.low) / 2 > 1.2 * Z95 * pooled.std() / np.sqrt(pooled.size)
+
+
+def test_cluster_bootstrap_widens_when_seeds_disagree_and_is_repeatable():
+    """The same 150 paired differences (mean +0.2): agreeing seeds give a narrow interval that
+    excludes 0; seeds that disagree (+1, -0.4, 0) give one that includes it. A fixed seed repeats."""
+    agree = [[1.0] * 10 + [0.0] * 40] * 3
+    disagree = [[1.0] * 50, [-1.0] * 20 + [0.0] * 30, [0.0] * 50]
+    narrow, wide = cluster_bootstrap(agree), cluster_bootstrap(disagree)
+    assert narrow.estimate == pytest.approx(0.2) and wide.estimate == pytest.approx(0.2)
+    assert narrow.resolved and not wide.resolved and wide.high - wide.low > 3 * (narrow.high - narrow.low)
+    assert cluster_bootstrap(disagree) == wide
+    assert cluster_bootstrap(disagree, seed=1) != wide
+    with pytest.raises(ValueError, match="no empty cluster"):
+        cluster_bootstrap([[1.0], []])
