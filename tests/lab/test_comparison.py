@@ -23,7 +23,25 @@ def test_pairs_are_episodes_of_the_same_seed_pooled_over_seeds():
     assert (row["method"], row["versus"], row["seeds"], row["pairs"]) == ("frozen", "scratch", [0, 1], 161)
     assert (row["method_only"], row["baseline_only"]) == (6, 16)
     assert [round(x, 4) for x in row["ci95"]] == [-0.1186, -0.0046] and row["resolved"]
-    assert "resolved: frozen is worse than scratch" in verdict(row)
+    # Seed 0 favours frozen, seed 1 scratch: resampling the seeds spans both, so the seed-level
+    # interval includes 0, is the stricter one, and the verdict says the data do not resolve it.
+    low, high = row["seed_ci95"]
+    assert low < row["ci95"][0] and low < 0 < high and not row["seed_resolved"]
+    assert row["verdict"] == {"interval": "seed bootstrap", "ci95": [low, high], "resolved": False}
+    text = verdict(row)
+    assert "95% intervals: paired episodes -11.9 to -0.5, seed bootstrap" in text
+    assert "not resolved: the stricter interval, seed bootstrap, includes 0" in text
+
+
+def test_the_verdict_rests_on_the_paired_interval_when_seeds_agree():
+    """Three seeds with the same 4 wins of 20 each: the seed bootstrap is narrower than Newcombe's
+    paired interval, which is then the stricter and resolves it."""
+    frozen = [[True] * 4 + [False] * 16] * 3
+    scratch = [[False] * 20] * 3
+    (row,) = paired_comparisons(runs_of(scratch, frozen), [("robosuite-ur5e", 4)], ["scratch", "frozen"])
+    assert row["seed_ci95"][0] > row["ci95"][0] > 0
+    assert row["verdict"] == {"interval": "paired episodes", "ci95": row["ci95"], "resolved": True}
+    assert "resolved: frozen is better than scratch (the stricter interval, paired episodes, excludes 0)" in verdict(row)
 
 
 def test_an_interval_that_includes_zero_is_called_unresolved():
@@ -32,8 +50,9 @@ def test_an_interval_that_includes_zero_is_called_unresolved():
     (row,) = paired_comparisons(runs_of(scratch, frozen), [("robosuite-ur5e", 4)], ["scratch", "frozen"])
     assert row["difference"] == pytest.approx(0.2) and row["ci95"][0] < 0 < row["ci95"][1]
     text = verdict(row)
-    assert text.startswith("robosuite-ur5e with 4 demonstrations, frozen vs scratch: +20.0 points (95% interval")
-    assert "not resolved: the interval includes 0" in text and "frozen alone solved 1, scratch alone 0" in text
+    assert text.startswith("robosuite-ur5e with 4 demonstrations, frozen vs scratch: +20.0 points (95% intervals")
+    assert "not resolved: the stricter interval" in text and "frozen alone solved 1, scratch alone 0" in text
+    assert "with one seed the seed bootstrap only resamples episodes" in text
 
 
 def test_no_comparison_without_scratch_and_unequal_evaluations_are_refused():
@@ -62,7 +81,8 @@ def test_the_report_shows_intervals_and_says_what_is_resolved():
     assert "| robosuite-ur5e | frozen | 4 | 100.0% ± 0.0% | 100.0% [72.2–100.0%] of 10 | n/a |" in text
     assert "| robosuite-ur5e | scratch | 4 | 0.0% ± 0.0% | 0.0% [0.0–27.8%] of 10 | n/a |" in text
     assert "## Against training from scratch" in text
-    assert "resolved: frozen is better than scratch (the interval excludes 0)" in text
+    assert "resolved: frozen is better than scratch (the stricter interval, paired episodes, excludes 0)" in text
+    assert "seed bootstrap +100.0 to +100.0" in text  # every pair the same difference: a degenerate interval
 
 
 def test_cells_with_other_demonstration_counts_are_compared_apart():
