@@ -127,3 +127,17 @@ def test_notes_of_ranges_merge_as_the_whole_run_writes_them():
         "instructions": ["go a", "go b"], "episode_instructions": [0, 0, 0, 1, 0],
         "skipped_episodes": [{"episode": 1, "reason": "x"}], "sim": "2",
     }
+
+
+def test_shards_written_before_moments_were_stored_merge_the_same(tmp_path, toy_episodes):
+    import zarr
+
+    whole, folder = sharded_toy(tmp_path, toy_episodes)
+    group = zarr.open_group(store=str(folder / shard_name(1)), mode="r+", zarr_format=3)
+    attrs = dict(group.attrs)
+    del attrs["moments"]  # as the writer left stores before it kept the raw sums
+    group.attrs.clear()
+    group.attrs.update(attrs)
+    assert "moments" not in Dataset(folder / shard_name(1)).attrs
+    write_manifest(folder, [shard_name(i) for i in range(len(SIZES))], {"operation": "test"})
+    assert_same_dataset(Dataset(whole), Dataset(folder))
