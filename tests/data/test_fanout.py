@@ -84,3 +84,28 @@ def test_a_second_writer_is_refused(tmp_path):
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert f"dataset {out} is in use by pid {os.getpid()}" in refused.stderr
     assert not out.exists() and not parts_folder(out).exists()
+
+
+def test_a_killed_driver_leaves_finished_shards_and_resume_waits_for_its_workers(tmp_path, tmp_path_factory):
+    """The command SIGKILLed while its pool works: the workers (children of the fork server, not of
+    the command) may still be writing their shards; --resume waits for them and uses what they made."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import HPT_KIT, ROOT
+
+    out = tmp_path / "arm3.zarr"
+    parts = parts_folder(out)
+    args = ["convert", "mujoco-arm3", "--episodes", 90, "--seed", 3, "--out", out, "--workers", 2, "--unit-episodes", 15]
+    proc = subprocess.Popen([HPT_KIT, *map(str, args)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(parts.glob("shard-*.zarr")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and list(parts.glob("shard-*.zarr"))
+    resumed = []
+    convert_sharded("mujoco-arm3", out, episodes=90, seed=3, resume=True, on_progress=resumed.append)
+    assert resumed[0].resumed_units >= 1 and resumed[-1].units == 6
+    assert_same_dataset(serial_arm3(tmp_path_factory, 90), Dataset(out))
