@@ -122,9 +122,7 @@ def import_all_command(
     for e in catalogue.entries:
         source = Path(root) / e.name / e.version
         target = openx.imported_path(e, dataset_root())
-        if not e.state:
-            done[e.name] = "skipped: no proprioceptive state (a kit embodiment needs one)"
-        elif _imported(target):
+        if _imported(target):
             done[e.name] = f"already imported: {target}"
         elif not source.is_dir():
             done[e.name] = f"skipped: no {source} (gsutil -m cp -r {e.published} {Path(root) / e.name}/)"

@@ -102,7 +102,7 @@ class LanguageSpec:
 
 @dataclass(frozen=True)
 class ObservationSpec:
-    state_dim: int
+    state_dim: int  # 0: the robot reports no proprioceptive state; its stems read images/language only
     image: ImageSpec | None = None
     image_features: ImageFeatureSpec | None = None
     language: LanguageSpec | None = None
@@ -128,8 +128,10 @@ class ObservationSpec:
 
     def modalities(self) -> tuple[str, ...]:
         """Fields a stem can consume. A stem on ``image`` gets uint8 frames and must hold its own
-        encoder (the ``resnet`` kind does); one on ``image_features`` gets precomputed features."""
-        present = {STATE, *self.field_shapes()}
+        encoder (the ``resnet`` kind does); one on ``image_features`` gets precomputed features.
+        ``state`` only when there is one: a state-free embodiment (``state_dim == 0``) still stores
+        a (T, 0) ``state`` field, which no stem reads."""
+        present = set(self.field_shapes()) - ({STATE} if self.state_dim == 0 else set())
         return tuple(m for m in MODALITIES if m in present)
 
 
@@ -373,10 +375,10 @@ def spec_problems(emb: Any) -> list[str]:
     if not isinstance(act, ActionSpec):
         p.append("action must be an ActionSpec")
         return p
-    if obs.state_dim < 1:
-        p.append(f"observation.state_dim must be >= 1, got {obs.state_dim}")
+    if obs.state_dim < 0:
+        p.append(f"observation.state_dim must be >= 0 (0: no proprioceptive state), got {obs.state_dim}")
     for fname, shape in obs.field_shapes().items():
-        if any(int(s) < 1 for s in shape):
+        if fname != STATE and any(int(s) < 1 for s in shape):
             p.append(f"observation.{fname} has a non-positive size in {shape}")
     encoder = obs.image_features.encoder if obs.image_features is not None else None
     if encoder is not None and not (

@@ -132,7 +132,7 @@ def infer_spec(info: SourceInfo, selection: Selection, name: str, language: Lang
     if selection.views:
         height, width = selection.image_size or _common_size(info, selection.views)
         image = ImageSpec(tuple(_view_name(k) for k in selection.views), height, width)
-    stems = [StemSpec(STATE)]
+    stems = [StemSpec(STATE)] if state_dim else []  # a source without state: image/language stems only
     if image is not None:  # random ResNet weights: nothing downloaded unless stem_options ask for "imagenet"
         stems.append(StemSpec(IMAGE, kind="resnet", options={"weights": "none"}))
     if language is not None:

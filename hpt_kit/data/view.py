@@ -25,14 +25,15 @@ def _figure(ep: dict[str, np.ndarray], title: str, frames: int, labels: dict[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [3.0, 1.6, 1.6] if frames else [1.6, 1.6]
+    curve_fields = [f for f in (STATE, ACTION) if ep[f].shape[1]]  # a state-free robot: the action alone
+    rows = [3.0] * bool(frames) + [1.6] * len(curve_fields)
     fig = plt.figure(figsize=(8, sum(rows)), dpi=100)
     grid = fig.add_gridspec(len(rows), frames or 1, height_ratios=rows)
     image_axes = [fig.add_subplot(grid[0, i]) for i in range(frames)]
     for ax in image_axes:
         ax.set_axis_off()
     curves = []
-    for row, field in enumerate((STATE, ACTION), start=1 if frames else 0):
+    for row, field in enumerate(curve_fields, start=1 if frames else 0):
         ax = fig.add_subplot(grid[row, :])
         values = ep[field]
         for d in range(values.shape[1]):

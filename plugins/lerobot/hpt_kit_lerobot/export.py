@@ -87,6 +87,8 @@ def features(source: ExportSource, as_video: bool) -> dict[str, dict[str, Any]]:
         STATE_KEY: {"dtype": "float32", "shape": [source.state_dim], "names": list(source.state_names) or None},
         ACTION_KEY: {"dtype": "float32", "shape": [source.action_dim], "names": list(source.action_names) or None},
     }
+    if not source.state_dim:  # a robot without proprioceptive state: no observation.state column
+        del out[STATE_KEY]
     for view in source.views:
         ft: dict[str, Any] = {"dtype": "video" if as_video else "image", "shape": [height, width, 3], "names": CAMERA_NAMES}
         if as_video:
@@ -176,11 +178,11 @@ class _Writer:
         frame_index = np.arange(steps, dtype=np.int64)
         index = self.frames + frame_index
         timestamp = (frame_index / self.source.fps).astype(np.float32)
+        vectors = {k: v for k, v in ((STATE_KEY, ep.state), (ACTION_KEY, ep.action)) if k in self.features}
         columns: dict[str, Any] = {
-            STATE_KEY: pa.FixedSizeListArray.from_arrays(pa.array(ep.state.astype(np.float32).ravel()), self.source.state_dim),
-            ACTION_KEY: pa.FixedSizeListArray.from_arrays(pa.array(ep.action.astype(np.float32).ravel()), self.source.action_dim),
+            k: pa.FixedSizeListArray.from_arrays(pa.array(v.astype(np.float32).ravel()), v.shape[1]) for k, v in vectors.items()
         }
-        values: dict[str, np.ndarray] = {STATE_KEY: ep.state, ACTION_KEY: ep.action}
+        values: dict[str, np.ndarray] = dict(vectors)
         row: dict[str, Any] = {"episode_index": episode_index, "tasks": [task], "length": steps}
         video_rows: dict[str, Any] = {}
         for view in self.source.views:
@@ -216,7 +218,7 @@ class _Writer:
         """This episode's statistics per feature (also added to the dataset's); cameras per channel in [0, 1]."""
         out: dict[str, dict[str, list]] = {}
         per_episode: dict[str, tuple[_Moments, tuple[int, ...] | None]] = {}
-        for key in (STATE_KEY, ACTION_KEY):
+        for key in (k for k in (STATE_KEY, ACTION_KEY) if k in values):
             m = _Moments()
             m.add(values[key], len(values[key]))
             per_episode[key] = (m, None)

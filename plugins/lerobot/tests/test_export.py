@@ -251,3 +251,27 @@ def test_files_roll_over_as_lerobot_counts_them(tmp_path, v3_h264, monkeypatch):
     np.testing.assert_array_equal(np.concatenate([ep.arrays["observation.state"] for ep in episodes]), kit.load("state"))
     psnr, error = _frame_errors(np.concatenate([ep.arrays[FRONT] for ep in episodes]), kit.load("image")[:, 0])
     assert psnr >= MIN_PSNR_DB and error <= MAX_MEAN_ERROR, (psnr, error)
+
+
+def test_a_dataset_without_state_exports_without_an_observation_state(tmp_path):
+    """A state-free spec (``state_dim == 0``, e.g. an Open-X dataset with no proprioception): the
+    export has no ``observation.state`` feature, column or statistics; the action and cameras are whole."""
+    from hpt_kit.core.spec import ActionSpec, EmbodimentData, ImageSpec, ObservationSpec, StemSpec
+    from hpt_kit.data.store import write_dataset
+
+    spec = EmbodimentData(
+        name="no-state", observation=ObservationSpec(0, image=ImageSpec(("front",), 16, 16)),
+        action=ActionSpec(2, (-1.0, -1.0), (1.0, 1.0), 10.0), stems=(StemSpec("image", kind="resnet"),),
+    )
+    rng = np.random.default_rng(0)
+    episodes = [{"state": np.zeros((5, 0), np.float32), "action": rng.uniform(-1, 1, (5, 2)).astype(np.float32),
+                 "image": rng.integers(0, 256, (5, 1, 16, 16, 3), dtype=np.uint8)} for _ in range(2)]
+    kit = write_dataset(tmp_path / "kit.zarr", spec, episodes)
+    out = export_dataset(EXPORTER, kit, tmp_path / "out", ExportOptions(cameras="images"))
+    info = json.loads((out / "meta/info.json").read_text())
+    assert "observation.state" not in info["features"] and info["features"]["action"]["shape"] == [2]
+    table = pq.read_table(out / "data/chunk-000/file-000.parquet")
+    assert "observation.state" not in table.column_names and table.num_rows == 10
+    np.testing.assert_allclose(np.stack(table.column("action").to_pylist()), np.concatenate([e["action"] for e in episodes]))
+    stats = json.loads((out / "meta/stats.json").read_text())
+    assert "observation.state" not in stats and "action" in stats

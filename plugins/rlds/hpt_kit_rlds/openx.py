@@ -204,11 +204,6 @@ class OpenXSource:
 
     def describe(self, path: Path) -> SourceInfo:
         entry = self.entry
-        if not entry.state:
-            raise ImportSourceError(
-                f"Open-X entry {entry.name}: the dataset has no proprioceptive state, and a kit embodiment needs "
-                "state_dim >= 1 (every imported spec has a state stem); it cannot be imported yet"
-            )
         check_source(entry, Path(path))
         info = self.rlds.describe(path)
         vectors = (
@@ -243,14 +238,15 @@ class OpenXSource:
                 yield ep
                 continue
             arrays = {k: v for k, v in ep.arrays.items() if k not in parts}
-            arrays[STATE_KEY] = _concat(ep, entry.state)
             arrays[ACTION_KEY] = _concat(ep, entry.action)
+            arrays[STATE_KEY] = _concat(ep, entry.state, len(arrays[ACTION_KEY]))
             yield SourceEpisode(ep.index, arrays, ep.instruction)
 
 
-def _concat(ep: SourceEpisode, keys: tuple[str, ...]) -> np.ndarray:
+def _concat(ep: SourceEpisode, keys: tuple[str, ...], steps: int = 0) -> np.ndarray:
+    """The keys' values side by side, (T, width); no keys (a dataset without state): (steps, 0)."""
     columns = [np.asarray(ep.arrays[k], dtype=np.float32).reshape(len(ep.arrays[k]), -1) for k in keys]
-    return np.concatenate(columns, axis=1)
+    return np.concatenate(columns, axis=1) if columns else np.zeros((steps, 0), dtype=np.float32)
 
 
 def imported_path(entry: Entry, root: Path) -> Path:

@@ -20,7 +20,6 @@ from openx_fixtures import LAYOUTS, episode_record, write_openx
 from hpt_kit_rlds import openx
 
 CATALOGUE = openx.load_catalogue()
-WITH_STATE = [e.name for e in CATALOGUE.entries if e.state]
 
 
 def _options(entry: openx.Entry) -> ImportOptions:
@@ -60,7 +59,7 @@ def test_catalogue_errors_name_the_entry(tmp_path, edit, message):
         openx.load_catalogue(path)
 
 
-@pytest.mark.parametrize("name", WITH_STATE)
+@pytest.mark.parametrize("name", [e.name for e in CATALOGUE.entries])
 def test_entry_imports_its_layout(tmp_path, name):
     entry = CATALOGUE.entry(name)
     source = write_openx(tmp_path / "src", name, episodes=3, steps=5)
@@ -72,6 +71,7 @@ def test_entry_imports_its_layout(tmp_path, name):
     assert spec.action.control_hz == entry.control_hz
     assert spec.observation.image.views == tuple(k.rsplit("/", 1)[-1] for k in entry.cameras)
     assert spec.observation.language is not None  # the instruction, encoded by the kit's text encoder
+    assert ("state" in [s.modality for s in spec.stems]) == bool(entry.state)
     record = episode_record(LAYOUTS[name], 1, 5)
     expected = np.concatenate([np.asarray(record[f"steps/{k}"][0], np.float32).reshape(5, -1) for k in entry.action], axis=1)
     np.testing.assert_allclose(ds.episode(1)["action"], expected, rtol=1e-6)
@@ -88,12 +88,28 @@ def test_several_cameras_of_different_sizes_share_one_size(tmp_path):
     assert ds.episode(0)["image"].shape == (4, 2, 32, 32, 3)
 
 
-def test_a_dataset_without_state_is_refused_with_the_reason(tmp_path):
+def test_a_dataset_without_state_imports_with_a_state_free_spec(tmp_path):
+    import dataclasses
+
+    from hpt_kit.core.spec import Embodiment, StemSpec, spec_problems
+
     entry = CATALOGUE.entry("roboturk")
     assert entry.state == () and entry.action_dim == 7
-    source = write_openx(tmp_path / "src", "roboturk", episodes=1, steps=3)
-    with pytest.raises(ImportSourceError, match="roboturk: the dataset has no proprioceptive state.*state_dim >= 1"):
-        import_dataset(openx.OpenXSource(entry), str(source), tmp_path / "r.zarr", _options(entry))
+    source = write_openx(tmp_path / "src", "roboturk", episodes=2, steps=3)
+    ds = Dataset(import_dataset(openx.OpenXSource(entry), str(source), tmp_path / "r.zarr", _options(entry)))
+    assert ds.spec.observation.state_dim == 0 and [s.modality for s in ds.spec.stems] == ["image", "language"]
+    episode = ds.episode(1)
+    assert episode["state"].shape == (3, 0) and episode["action"].shape == (3, 7)
+    assert ds.stats["state"] == {"mean": [], "std": []} and len(ds.stats["action"]["min"]) == 7
+    reopened = Dataset(ds.path)  # the zero-width state array holds no chunk files; opening checks chunks
+    assert reopened.num_steps == 6
+    from hpt_kit.data.view import view_episode
+
+    assert view_episode(ds, 0, tmp_path / "ep.png").stat().st_size > 0  # the action curves alone
+    with_state_stem = dataclasses.replace(ds.spec, stems=(StemSpec("state"), *ds.spec.stems))
+    emb = Embodiment(**{f.name: getattr(with_state_stem, f.name) for f in dataclasses.fields(with_state_stem)},
+                     convert_dataset=lambda **_: iter(()), rollout=lambda *_: None)
+    assert spec_problems(emb) == ["stem for modality 'state' but the observation offers ['image', 'language']"]
 
 
 @pytest.mark.parametrize(
@@ -140,7 +156,7 @@ def test_cli_import_and_list(tmp_path):
     assert every.returncode == 0, every.stderr
     outcome = json.loads(every.stdout.strip().splitlines()[-1])
     assert outcome["viola"].startswith("already imported") and outcome["toto"].startswith("imported")
-    assert outcome["roboturk"].startswith("skipped: no proprioceptive state")
+    assert outcome["roboturk"].startswith("skipped: no ")  # not copied under ROOT; no state is no reason to skip
     assert outcome["taco_play"].startswith("skipped: no ") and "gsutil -m cp -r gs://gresearch/robotics/taco_play/0.1.0" in outcome["taco_play"]
     bad = _cli("openx", "import", "fractal", str(source), env=env)
     assert bad.returncode == 1 and re.search(r"no Open-X entry 'fractal'", bad.stderr) and "Traceback" not in bad.stderr
@@ -186,6 +202,6 @@ def test_the_recipe_names_the_catalogue_s_importable_datasets():
 
     recipe = load_recipe(Path(__file__).parents[3] / "recipes" / "openx-hpt.toml", ())
     openx_entries = [d for d in recipe.datasets if d.embodiment.startswith("openx-")]
-    assert {d.embodiment for d in openx_entries} == {e.embodiment for e in CATALOGUE.entries if e.state}
+    assert {d.embodiment for d in openx_entries} == {e.embodiment for e in CATALOGUE.entries}
     assert all(not d.convert and d.weight == 1.0 for d in openx_entries)
     assert recipe.trunk.preset == "xlarge" and recipe.train.stream

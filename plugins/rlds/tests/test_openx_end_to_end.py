@@ -52,3 +52,19 @@ def test_openx_import_plan_pretrain_transfer_eval(tmp_path):
     hpt("transfer", "--embodiment", "openx-toto", "--trunk", pre, "--freeze-trunk", "--steps", 4, "--out", xfer, "--set", NO_DOWNLOAD, env=env)
     result = json.loads(hpt("eval", xfer, "--json", env=env).stdout)
     assert result["embodiment"] == "openx-toto" and result["mode"] == "offline" and result["held_out_episodes"] >= 1
+
+
+def test_a_dataset_without_state_trains_and_evaluates_through_its_image_and_language_stems(tmp_path):
+    data = tmp_path / "data"
+    env = {**os.environ, "HPT_KIT_DATA": str(data)}
+    source = write_openx(tmp_path / "src", "roboturk", episodes=6, steps=8)
+    imported = json.loads(hpt("openx", "import", "roboturk", source, "--image-size", "32", "--json", env=env).stdout)
+    assert imported["state_dim"] == 0 and imported["action_dim"] == 7
+    run = tmp_path / "run"
+    hpt("transfer", "--embodiment", "openx-roboturk", "--from-scratch", "--steps", 3, "--out", run,
+        "--set", "trunk.preset=tiny", "--set", NO_DOWNLOAD, env=env)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert set(metrics[-1]["val_loss"]) == {"openx-roboturk"}
+    result = json.loads(hpt("eval", run, "--json", env=env).stdout)
+    assert result["embodiment"] == "openx-roboturk" and result["mode"] == "offline" and result["held_out_episodes"] >= 1
+    assert len(result["action_mae"]) == 7 and all(v == v for v in result["action_mae"])  # finite, not NaN
