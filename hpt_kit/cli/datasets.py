@@ -200,18 +200,26 @@ def split_command(
 def merge_command(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="The merged dataset folder.")],
     paths: Annotated[list[Path], typer.Argument(metavar="DATASET...", help="Two or more datasets of the same spec, or one sharded dataset.")],
+    shard_episodes: Annotated[
+        int, typer.Option(min=0, metavar="N", help="Write a sharded dataset of N episodes per shard (0: one store).")
+    ] = 0,
     overwrite: Overwrite = False,
     as_json: AsJson = False,
 ) -> None:
-    """Merge datasets of one spec into one, episodes in the order given (one sharded dataset: its shards into one store)."""
+    """Merge datasets of one spec into one, episodes in the order given (one sharded dataset: its shards into one store;
+    --shard-episodes N: into shards)."""
+    from hpt_kit.data.shards import write_sharded
     from hpt_kit.data.store import Dataset
     from hpt_kit.data.tools import merge_datasets
 
     datasets = [Dataset(p) for p in paths]
-    if len(datasets) < 2 and not hasattr(datasets[0], "shards"):
-        raise typer.BadParameter("give at least two datasets to merge, or one sharded dataset")
+    if len(datasets) < 2 and not hasattr(datasets[0], "shards") and not shard_episodes:
+        raise typer.BadParameter("give at least two datasets to merge, or one sharded dataset, or --shard-episodes")
     total = sum(ds.num_episodes for ds in datasets)
-    written = _write("merge", total, lambda cb: merge_datasets(datasets, out, overwrite, cb))
+    if shard_episodes:
+        written = _write("merge", total, lambda cb: write_sharded(datasets, out, shard_episodes, overwrite, cb))
+    else:
+        written = _write("merge", total, lambda cb: merge_datasets(datasets, out, overwrite, cb))
     _written([written], as_json)
 
 

@@ -116,10 +116,12 @@ def write_manifest(
     shards: Sequence[str],
     provenance: Mapping[str, Any],
     final_spec: Callable[[EmbodimentData, Mapping[str, Any], np.ndarray], EmbodimentData] | None = None,
+    notes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``folder/manifest.json`` over the finished stores ``shards`` (names in ``folder``, in
     order), atomically; returns the manifest. The spec is the first shard's, or ``final_spec(that
-    spec, stats, episode lengths)`` over the whole data (an import's action bounds)."""
+    spec, stats, episode lengths)`` over the whole data (an import's action bounds). The notes are
+    ``notes`` if given, else the shards' merged as ranges of one run (:func:`merge_notes`)."""
     from hpt_kit.core.version import __version__
 
     folder = Path(folder)
@@ -141,7 +143,7 @@ def write_manifest(
         "num_episodes": int(sum(ds.num_episodes for ds in opened)),
         "num_steps": int(sum(ds.num_steps for ds in opened)),
         "shards": [{"path": name, "episodes": ds.num_episodes, "steps": ds.num_steps} for name, ds in zip(shards, opened)],
-        "notes": merge_notes([ds.notes for ds in opened]),
+        "notes": dict(notes) if notes is not None else merge_notes([ds.notes for ds in opened]),
         "provenance": {**provenance, "shard_notes": [ds.notes for ds in opened]},
         "kit_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -151,6 +153,66 @@ def write_manifest(
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, folder / MANIFEST)
     return manifest
+
+
+def write_sharded(
+    datasets: Sequence[Dataset], out: str | Path, shard_episodes: int, overwrite: bool = False,
+    on_episode: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Every episode of ``datasets`` (equal specs), in order, as a sharded dataset at ``out`` with
+    ``shard_episodes`` episodes per shard (`hpt-kit data merge --shard-episodes`): the way back from
+    one store to shards. Built in a hidden folder beside ``out`` and renamed into place when whole."""
+    import shutil
+    import uuid
+
+    from hpt_kit.core.lock import dataset_lock
+    from hpt_kit.data.store import _replace, recover, write_dataset
+    from hpt_kit.data.tools import _notes
+
+    if shard_episodes < 1:
+        raise ValueError(f"--shard-episodes must be at least 1, got {shard_episodes}")
+    first = datasets[0]
+    for ds in datasets[1:]:
+        if ds.spec.to_dict() != first.spec.to_dict():
+            raise DatasetError(f"{ds.path}: its spec differs from {first.path}'s; merge needs equal specs")
+    out = Path(out)
+    if any(out.resolve() == ds.path.resolve() for ds in datasets):
+        raise ValueError(f"{out}: write to a new path, not over a source dataset")
+    everything = [(ds, i) for ds in datasets for i in range(ds.num_episodes)]
+    with dataset_lock(out):
+        recover(out, locked=True)
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+        if out.exists():
+            Dataset(out, verify=False)  # only a dataset is ever replaced
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            names, done = [], 0
+            for start in range(0, len(everything), shard_episodes):
+                sources: list[tuple[Dataset, list[int]]] = []
+                for ds, i in everything[start : start + shard_episodes]:
+                    if not sources or sources[-1][0] is not ds:
+                        sources.append((ds, []))
+                    sources[-1][1].append(i)
+                notes = _notes(sources, "merge")
+                notes.pop("derived", None)  # recorded once, in the manifest's provenance
+                names.append(shard_name(len(names)))
+
+                def counted(i: int, steps: int, offset: int = done) -> None:
+                    if on_episode is not None:
+                        on_episode(offset + i, steps)
+
+                write_dataset(tmp / names[-1], first.spec, (ds.episode(i) for ds, kept in sources for i in kept), notes,
+                              on_episode=counted)
+                done += sum(len(kept) for _, kept in sources)
+            whole = _notes([(ds, list(range(ds.num_episodes))) for ds in datasets], "merge")
+            write_manifest(tmp, names, {"operation": "merge", "sources": whole.pop("derived")["sources"]}, notes=whole)
+            _replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out
 
 
 class ShardedDataset(Dataset):

@@ -45,6 +45,11 @@ def test_parallel_convert_equals_the_serial_one(tmp_path, tmp_path_factory):
     assert not hasattr(one, "shards") and (tmp_path / "one.zarr" / "zarr.json").is_file()
     assert_same_dataset(serial, one)
     assert one.stats == serial.stats  # written whole again, in the serial order: the same sums
+    back = json.loads(hpt("data", "merge", tmp_path / "again.zarr", tmp_path / "one.zarr", "--shard-episodes", 4, "--json").stdout)
+    again = Dataset(tmp_path / "again.zarr")
+    assert back["episodes"] == 10 and [s.num_episodes for s in again.shards] == [4, 4, 2]
+    assert_same_dataset(serial, again)
+    assert again.notes == serial.notes and again.attrs["provenance"]["sources"][0]["path"] == str(tmp_path / "one.zarr")
     info = json.loads(hpt("data", "info", out, "--json").stdout)
     assert info["episodes"] == 10 and info["steps"] == serial.num_steps
     assert info["shards"] == [str(out / shard_name(i)) for i in range(4)]
