@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -58,9 +60,23 @@ class Engine:
         self.close()
 
 
-def _worker_start(threads: int) -> None:
+def _worker_start(threads: int, driver: int) -> None:
     for key in THREAD_ENV:
         os.environ.setdefault(key, str(threads))
+    threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
+
+
+def _exit_without(driver: int) -> None:
+    """A pool's worker ends when the command that owns the pool is gone (killed): its parent is the
+    fork server, and its end of the task queue never reports the command's death."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(driver, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
 
 
 class PoolEngine(Engine):
@@ -75,7 +91,7 @@ class PoolEngine(Engine):
         context = multiprocessing.get_context("forkserver")
         if preload:
             context.set_forkserver_preload(list(preload))
-        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(1,))
+        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(1, os.getpid()))
 
     def run(self, fn, units, describe=str):
         queue = list(enumerate(units))

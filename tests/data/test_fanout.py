@@ -91,14 +91,15 @@ def test_a_second_writer_is_refused(tmp_path):
     assert not out.exists() and not parts_folder(out).exists()
 
 
-def test_a_killed_driver_leaves_finished_shards_and_resume_waits_for_its_workers(tmp_path, tmp_path_factory):
-    """The command SIGKILLed while its pool works: the workers (children of the fork server, not of
-    the command) may still be writing their shards; --resume waits for them and uses what they made."""
+def test_a_killed_driver_leaves_finished_shards_and_its_workers_end(tmp_path, tmp_path_factory):
+    """The command SIGKILLed while its pool works: its workers (children of the fork server, not of
+    the command) end within seconds, the finished shards stay, and --resume does the rest."""
     import signal
     import subprocess
     import time
 
     from tests.conftest import HPT_KIT, ROOT
+    from tests.test_cluster import _unit_in_progress
 
     out = tmp_path / "arm3.zarr"
     parts = parts_folder(out)
@@ -107,8 +108,13 @@ def test_a_killed_driver_leaves_finished_shards_and_resume_waits_for_its_workers
     deadline = time.monotonic() + 120
     while not list(parts.glob("shard-*.zarr")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
+    _, worker = _unit_in_progress(parts, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{worker}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{worker}"), "a worker outlived its command"
     assert not out.exists() and list(parts.glob("shard-*.zarr"))
     resumed = []
     convert_sharded("mujoco-arm3", out, episodes=90, seed=3, resume=True, on_progress=resumed.append)
