@@ -6,11 +6,17 @@ its simulator and writes a table (JSON and Markdown) and a plot of validation-lo
 
 - ``scratch``: the same architecture, trunk randomly initialised and trained;
 - ``frozen``: the pre-trained trunk, frozen (only the new stem and head train);
-- ``finetune``: the pre-trained trunk, trained too.
+- ``finetune``: the pre-trained trunk, trained too;
+- ``lora`` (when listed): the pre-trained trunk frozen with LoRA adapters of ``lora_rank`` on its
+  linear maps, as ``hpt-kit transfer --lora RANK`` trains them.
 
 Every run is an ordinary run directory (resumable, inspectable with ``hpt-kit info``) trained with
 the settings of ``hpt-kit transfer`` without a recipe and evaluated as ``hpt-kit eval`` evaluates it
 (its recipe's ``[eval]``); results record the simulator versions the datasets were made with.
+
+Reproducible to the episode on one machine: every training of the experiment uses one fixed torch
+thread count (``threads``, recorded in the results), since torch's sums round differently between
+thread counts and the kit's automatic count follows the other kit processes on the machine.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from hpt_kit.lab.comparison import comparison_markdown, paired_comparisons, pool
 from hpt_kit.train.budget import LR, transfer_train
 
 METHODS = ("scratch", "frozen", "finetune")
+KNOWN_METHODS = (*METHODS, "lora")
 
 
 @dataclass(frozen=True)
@@ -78,11 +85,24 @@ class ExperimentSection:
     # Which pre-training data helps the targets: pre-train once more without each of these mixture
     # embodiments and transfer again (every method but scratch), compared run by run with the full mixture.
     leave_out: tuple[str, ...] = ()
+    # The `lora` method's adapters: rank, and scale alpha / rank (alpha 0: 2 * rank), as `--lora RANK`.
+    lora_rank: int = 8
+    lora_alpha: float = 0.0
+    # torch threads of every training of the experiment (pre-training, when its recipe leaves them
+    # automatic, and every run), fixed so that other processes on the machine cannot change the
+    # numbers; 0: $OMP_NUM_THREADS if set, else the cores this process may use, counted at the start.
+    threads: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in KNOWN_METHODS]
         if unknown:
-            raise ValueError(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+            raise ValueError(f"unknown method {unknown[0]!r}; known: {', '.join(KNOWN_METHODS)}")
+        if "lora" in self.methods:
+            TransferSection("<trunk>", lora_rank=self.lora_rank, lora_alpha=self.lora_alpha)  # its checks
+            if self.lora_rank < 1:
+                raise ValueError(f"methods lists lora: lora_rank must be >= 1, got {self.lora_rank}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = $OMP_NUM_THREADS, else the cores), got {self.threads}")
         if not self.targets:
             raise ValueError("add at least one [[experiment.targets]] table")
         if not self.seeds:
@@ -159,11 +179,13 @@ def transfer_recipe(
     """One run of the experiment: the training settings of `hpt-kit transfer --embodiment` without a
     recipe (:func:`hpt_kit.train.budget.transfer_train`), the evaluation settings of `hpt-kit eval`.
     ``steps``: the cell's step budget, used when the experiment's ``steps`` is 0."""
-    train = transfer_train(section.steps or steps, section.batch_size, section.lr, device)
+    train = dataclasses.replace(transfer_train(section.steps or steps, section.batch_size, section.lr, device), threads=section.threads)
     if method == "scratch":
         transfer = TransferSection(from_scratch=True, freeze_trunk=False)
     elif method == "frozen":
         transfer = TransferSection(trunk, freeze_trunk=True)
+    elif method == "lora":
+        transfer = TransferSection(trunk, freeze_trunk=True, lora_rank=section.lora_rank, lora_alpha=section.lora_alpha)
     else:
         transfer = TransferSection(trunk, freeze_trunk=False, trunk_lr_scale=section.trunk_lr_scale)
     return Recipe(
@@ -175,6 +197,14 @@ def transfer_recipe(
         eval=EvalSection(episodes=section.eval_episodes),
         source=f"<experiment {target.embodiment} K={demos} {method} seed {seed}>",
     )
+
+
+def fixed_threads(setting: int) -> int:
+    """The experiment's thread count: ``setting``, else ``$OMP_NUM_THREADS``, else the cores."""
+    if setting > 0:
+        return setting
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else _cores()
 
 
 def _architecture(config: TrunkConfig) -> TrunkSection:
@@ -217,6 +247,7 @@ def run_experiment(
     say = on_stage or (lambda msg: None)
     registry = load_registry()
     out = Path(out)
+    section = dataclasses.replace(section, threads=fixed_threads(section.threads))  # one count, recorded
     if section.trunk:  # reuse: no pre-training; the trunk says its architecture and, if a kit run, its mixture
         from hpt_kit.weights.trunks import resolve_trunk
 
@@ -228,6 +259,8 @@ def run_experiment(
     else:
         pretrain = load_recipe(section.pretrain)
         section, pretrain = scaled(section, pretrain, scale)
+        if not pretrain.train.threads:
+            pretrain = dataclasses.replace(pretrain, train=dataclasses.replace(pretrain.train, threads=section.threads))
         trunk_dir, architecture, device = str(out / "pretrain"), pretrain.trunk, pretrain.train.device
         mixture = [d.embodiment for d in pretrain.datasets]
         pretrain_source = pretrain.source
@@ -259,7 +292,8 @@ def run_experiment(
         left_out_runs += context.transfer(section, methods, str(folder / "pretrain"), folder, name)
     table = summarize(runs, section)
     result = {
-        "pretrain": {"recipe": pretrain_source, "run_dir": str(trunk_dir), "embodiments": mixture, "reused": bool(section.trunk)},
+        "pretrain": {"recipe": pretrain_source, "run_dir": str(trunk_dir), "embodiments": mixture, "reused": bool(section.trunk),
+                     **({} if section.trunk else {"threads": pretrain.train.threads})},
         "settings": {**dataclasses.asdict(section), "scale": scale},
         "simulator_versions": {**_pretrain_versions(trunk_dir), **versions},
         "table": table,
@@ -415,7 +449,7 @@ def transfer_run(job: RunJob, registry: Any = None, on_log: Callable[[dict[str, 
     ensemble = settings.temporal_ensemble or None
     policy = Policy(HPT.from_checkpoint(ckpt, registry), job.target, settings.execute_steps, ensemble=ensemble)
     request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
-    rollout, _ = evaluate(registry.embodiment(job.target), policy, request, job.eval_workers)
+    rollout, eval_workers = evaluate(registry.embodiment(job.target), policy, request, job.eval_workers)
     curve = _curve(run_dir, job.target)
     notes = ckpt.description["embodiments"][job.target]["dataset"].get("notes", {})
     return {
@@ -429,6 +463,10 @@ def transfer_run(job: RunJob, registry: Any = None, on_log: Callable[[dict[str, 
         "eval": {"episodes": settings.episodes, "seed": settings.seed},
         "success_ci95": pooled_rate([{"successes": rollout.successes}])["success_ci95"],
         "successes": list(rollout.successes),
+        "returns": list(rollout.returns),
+        "eval_workers": eval_workers,  # batched across this many simulators: rounding depends on it
+        "threads": recipe.train.threads,
+        "trainable_parameters": ckpt.description.get("metrics", {}).get("trainable"),
         "final_val_loss": curve[-1][1] if curve else None,
         "val_curve": curve,
         "run_dir": str(run_dir),
@@ -515,6 +553,7 @@ def summarize(runs: list[dict[str, Any]], section: ExperimentSection) -> list[di
                     **pooled_rate(mine),
                     "val_loss_mean": float(losses.mean()) if len(losses) else None,
                     "val_loss_std": float(losses.std()) if len(losses) else None,
+                    "trainable_parameters": max((r.get("trainable_parameters") or 0 for r in mine), default=0) or None,
                 }
             )
     return rows
@@ -534,6 +573,14 @@ def _steps_text(result: dict[str, Any]) -> str:
     return f"the step budget of each run ({budgets} steps)"
 
 
+def _threads_text(result: dict[str, Any]) -> str:
+    """", 2 torch threads per training": what the numbers depend on besides the settings."""
+    counts = sorted({r["threads"] for r in result.get("runs", []) if r.get("threads")})
+    if not counts:
+        return ""
+    return f", {'-'.join(map(str, counts))} torch thread{'s' if counts != [1] else ''} per run"
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
     scale = s.get("trunk_lr_scale", 1.0)
@@ -543,17 +590,19 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Pre-trained on: {', '.join(result['pretrain']['embodiments'])}. "
         f"Transfer: {_steps_text(result)}, batch {s['batch_size']}{lr}, seeds {list(s['seeds'])}, "
-        f"{s['eval_episodes']} evaluation episodes per run. Mean ± std over seeds; the interval is "
+        f"{s['eval_episodes']} evaluation episodes per run{_threads_text(result)}. Mean ± std over seeds; the interval is "
         "Wilson's 95% on all the method's episodes pooled over seeds.",
         "",
-        "| target | method | demos | success rate | pooled, 95% interval | final validation loss |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| target | method | demos | success rate | pooled, 95% interval | trainable parameters | final validation loss |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["table"]:
         loss = f"{r['val_loss_mean']:.4f} ± {r['val_loss_std']:.4f}" if r["val_loss_mean"] is not None else "n/a"
         pooled = f"{format_rate(r['success_pooled'], r['success_ci95'])} of {r['episodes']}" if "success_ci95" in r else "n/a"
+        trainable = f"{r['trainable_parameters']:,}" if r.get("trainable_parameters") else "n/a"
         lines.append(
-            f"| {r['target']} | {r['method']} | {r['demos']} | {r['success_mean']:.1%} ± {r['success_std']:.1%} | {pooled} | {loss} |"
+            f"| {r['target']} | {r['method']} | {r['demos']} | {r['success_mean']:.1%} ± {r['success_std']:.1%} | {pooled} "
+            f"| {trainable} | {loss} |"
         )
     lines += ["", *comparison_markdown(result.get("comparisons", []))]
     lines += leave_one_out_markdown(result.get("leave_one_out", []))
