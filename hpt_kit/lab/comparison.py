@@ -86,13 +86,13 @@ def paired_comparisons(
                     "seed_resolved": seed_ci[0] > 0 or seed_ci[1] < 0,
                     "seed_interval": f"cluster bootstrap, seeds then episodes within them ({BOOTSTRAP_RESAMPLES} "
                                      f"resamples, bootstrap seed {BOOTSTRAP_SEED}, percentile)",
-                    "verdict": _stricter(d.difference, [d.low, d.high], seed_ci),
+                    "verdict": stricter(d.difference, [d.low, d.high], seed_ci),
                 }
             )
     return rows
 
 
-def _stricter(difference: float, episodes: list[float], seeds: list[float]) -> dict[str, object]:
+def stricter(difference: float, episodes: list[float], seeds: list[float]) -> dict[str, object]:
     """The interval the verdict rests on: of the two, the one whose end towards 0 is nearer 0 (or
     past it); the paired-episode one on a tie."""
     towards_zero = (lambda ci: ci[0]) if difference >= 0 else (lambda ci: -ci[1])

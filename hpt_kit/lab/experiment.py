@@ -46,7 +46,7 @@ from hpt_kit.core.recipe import (
 )
 from hpt_kit.core.spec import RolloutRequest
 from hpt_kit.core.stats import format_rate
-from hpt_kit.lab.comparison import comparison_markdown, paired_comparisons, pooled_rate
+from hpt_kit.lab.comparison import comparison_markdown, paired_comparisons, pooled_rate, stricter
 from hpt_kit.train.budget import LR, transfer_train
 
 METHODS = ("scratch", "frozen", "finetune")
@@ -477,8 +477,9 @@ def transfer_run(job: RunJob, registry: Any = None, on_log: Callable[[dict[str, 
 def leave_one_out(runs: Sequence[dict[str, Any]], left_out_runs: Sequence[dict[str, Any]], section: ExperimentSection) -> list[dict[str, Any]]:
     """Per left-out embodiment, cell and method: the transfer pre-trained without it against the same
     method, seeds and episodes on the full mixture. ``difference`` is full minus without: positive
-    when the embodiment's data helped the target, negative when it hurt (Newcombe's paired interval)."""
-    from hpt_kit.core.stats import paired_difference
+    when the embodiment's data helped the target, negative when it hurt (Newcombe's paired interval,
+    and beside it the seed-level cluster bootstrap; ``verdict`` rests on the stricter)."""
+    from hpt_kit.core.stats import cluster_bootstrap, paired_difference
 
     rows = []
     for name in section.leave_out:
@@ -490,12 +491,16 @@ def leave_one_out(runs: Sequence[dict[str, Any]], left_out_runs: Sequence[dict[s
                 a = [s for seed in seeds for s in full[seed]["successes"]]
                 b = [s for seed in seeds for s in without[seed]["successes"]]
                 d = paired_difference(a, b)
+                clusters = [[float(x) - float(y) for x, y in zip(full[seed]["successes"], without[seed]["successes"])] for seed in seeds]
+                boot = cluster_bootstrap(clusters) if clusters and all(clusters) else None
+                seed_ci = [boot.low, boot.high] if boot else [-1.0, 1.0]
                 loss = [without[seed]["final_val_loss"] - full[seed]["final_val_loss"] for seed in seeds
                         if without[seed]["final_val_loss"] is not None and full[seed]["final_val_loss"] is not None]
                 rows.append({
                     "left_out": name, "target": target, "demos": demos, "method": method, "seeds": seeds,
                     "without_rate": d.b_rate, "full_rate": d.a_rate, "difference": d.difference, "ci95": [d.low, d.high],
                     "resolved": d.resolved, "pairs": d.n,
+                    "seed_ci95": seed_ci, "verdict": stricter(d.difference, [d.low, d.high], seed_ci),
                     "val_loss_change": float(np.mean(loss)) if loss else None,  # without minus full: > 0, it helped
                 })
     return rows
@@ -515,22 +520,27 @@ def leave_one_out_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
         "",
         "Each row pre-trains without one embodiment and transfers again with the same method, seeds and "
         "evaluation episodes. Full minus without: a positive difference means the embodiment's data "
-        "helped the target; the interval is Newcombe's for paired episodes. The validation-loss change "
-        "is without minus full (positive: the loss rose without it).",
+        "helped the target. Two 95% intervals: Newcombe's for paired episodes, and the seed bootstrap "
+        "(training seeds resampled, then episodes within them); the verdict rests on the stricter, named "
+        "beside it. The validation-loss change is without minus full (positive: the loss rose without it).",
         "",
-        "| left out | target | demos | method | success without | with all | full − without (95% interval) | validation loss change | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| left out | target | demos | method | success without | with all | full − without (paired episodes) | (seed bootstrap) "
+        "| validation loss change | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         low, high = r["ci95"]
-        if not r["resolved"]:
+        chosen = r.get("verdict") or {"interval": "paired episodes", "resolved": r["resolved"]}
+        s_low, s_high = r.get("seed_ci95") or (float("nan"), float("nan"))
+        if not chosen["resolved"]:
             word = "not resolved"
         else:
             word = "helped" if r["difference"] > 0 else "hurt"
         loss = f"{r['val_loss_change']:+.4f}" if r["val_loss_change"] is not None else "n/a"
         lines.append(
             f"| {r['left_out']} | {r['target']} | {r['demos']} | {r['method']} | {r['without_rate']:.1%} | {r['full_rate']:.1%} "
-            f"| {100 * r['difference']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}) | {loss} | {word} |"
+            f"| {100 * r['difference']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}) | {100 * s_low:+.1f} to {100 * s_high:+.1f} "
+            f"| {loss} | {word} ({chosen['interval']}) |"
         )
     return lines + [""]
 

@@ -82,8 +82,9 @@ def test_leave_one_out_compares_each_trunk_without_an_embodiment_with_the_full_m
     arm3 = rows[2]
     assert arm3["difference"] == pytest.approx(0.1) and not arm3["resolved"]
     text = "\n".join(leave_one_out_markdown(rows))
-    assert "| metaworld | mujoco-arm4 | 4 | frozen | 0.0% | 100.0% | +100.0 (" in text and "| helped |" in text
-    assert "| mujoco-arm3 | mujoco-arm4 | 4 | frozen | 90.0% | 100.0% | +10.0 (" in text and "| not resolved |" in text
+    assert "| metaworld | mujoco-arm4 | 4 | frozen | 0.0% | 100.0% | +100.0 (" in text and "| helped (paired episodes) |" in text
+    assert "| mujoco-arm3 | mujoco-arm4 | 4 | frozen | 90.0% | 100.0% | +10.0 (" in text and "| not resolved (paired episodes) |" in text
+    assert meta["seed_ci95"] == [1.0, 1.0] and "| +100.0 to +100.0 |" in text  # every pair differs by 1: degenerate
 
 
 @pytest.mark.parametrize(
