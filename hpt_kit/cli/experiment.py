@@ -1,4 +1,4 @@
-"""``hpt-kit experiment transfer``: the HPT transfer experiment in one command."""
+"""``hpt-kit experiment transfer``: the HPT transfer experiment in one command; ``report``: its results analysed again."""
 
 from __future__ import annotations
 
@@ -64,6 +64,29 @@ def transfer_experiment(
     stdout_console().print(Markdown((result.out / "results.md").read_text()))
     plots = ", ".join(p.name for p in sorted(result.out.glob("*.png")))
     console.print(f"wrote {result.out / 'results.json'}, {result.out / 'results.md'} and {plots} in {result.out}", highlight=False)
+
+
+@experiment_app.command("report")
+def report_experiment(
+    results: Annotated[Path, typer.Argument(metavar="RESULTS.json", help="An experiment's results.json (or its OUT folder).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the re-analysed results.json instead of its Markdown report.")] = False,
+) -> None:
+    """Analyse a finished experiment again from its recorded episodes (both intervals of every
+    comparison, the table, leave-one-out); prints the report, trains and evaluates nothing."""
+    import json
+
+    from hpt_kit.lab.experiment import markdown, reanalysed
+
+    path = results / "results.json" if results.is_dir() else results
+    try:
+        result = json.loads(path.read_text())
+        if not isinstance(result, dict):
+            raise ValueError(f"{path}: not an experiment's results (a JSON object expected)")
+        again = reanalysed(result, str(path))
+    except ValueError as exc:  # JSONDecodeError included
+        message = str(exc) if str(exc).startswith(str(path)) else f"{path}: not JSON ({exc})"
+        raise typer.BadParameter(message, param_hint="RESULTS.json") from None
+    typer.echo(json.dumps(again, indent=2) if as_json else markdown(again))
 
 
 experiment_app.command("scaling")(scaling_experiment)

@@ -311,6 +311,27 @@ def run_experiment(
     return ExperimentResult(out, result)
 
 
+def reanalysed(result: dict[str, Any], source: str = "results.json") -> dict[str, Any]:
+    """A finished experiment's results analysed again with this version's statistics: the table,
+    the comparisons with both intervals and the leave-one-out rows, from its runs' recorded
+    per-episode successes (nothing is trained or evaluated)."""
+    missing = [k for k in ("settings", "runs", "pretrain", "simulator_versions") if k not in result]
+    if missing:
+        raise ValueError(f"{source}: not an experiment's results (no {missing[0]!r} key)")
+    names = {f.name for f in dataclasses.fields(ExperimentSection)}
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in result["settings"].items() if k in names}
+    data["targets"] = tuple(Target(t["embodiment"], t.get("episodes", 60), tuple(t.get("demos", ()))) for t in data.get("targets", ()))
+    try:
+        section = ExperimentSection(**data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: settings: {exc}") from None
+    again = {**result, "table": summarize(result["runs"], section),
+             "comparisons": paired_comparisons(result["runs"], cells(section), section.methods)}
+    if section.leave_out and "left_out_runs" in result:
+        again["leave_one_out"] = leave_one_out(result["runs"], result["left_out_runs"], section)
+    return again
+
+
 def _trunk_description(path: Path) -> dict[str, Any]:
     """The checkpoint description of a kit trunk; empty for a published HPT trunk."""
     from hpt_kit.weights.checkpoint import DESCRIPTION, read_checkpoint
@@ -686,4 +707,4 @@ def plot_sweep(table: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["ExperimentSection", "Target", "load_experiment", "run_experiment"]
+__all__ = ["ExperimentSection", "Target", "load_experiment", "reanalysed", "run_experiment"]
