@@ -3,8 +3,9 @@
 Shared by the server (``hpt_kit.serve``) and the client (``hpt_kit.client``), which needs nothing
 but numpy, msgpack and websockets: a robot's computer does not have to install torch.
 
-Requests are maps with ``op`` ("metadata", "reset", "act", "stats") and an ``id`` echoed in the
-reply; replies carry ``ok`` and either ``result`` or ``error`` (one line naming the field).
+Requests are maps with ``op`` ("metadata", "reset", "act", "chunk", "stats") and an ``id`` echoed
+in the reply; replies carry ``ok`` and either ``result`` or ``error`` (one line naming the field).
+Protocol 2 added "chunk" (a whole predicted chunk with the step it was predicted for).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 ARRAY = "__ndarray__"  # the marker key of an encoded array
 DTYPES = ("float32", "float64", "float16", "uint8", "int8", "int16", "int32", "int64", "bool")
-PROTOCOL = 1
+PROTOCOL = 2
 
 
 class WireError(ValueError):

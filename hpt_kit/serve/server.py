@@ -21,6 +21,14 @@ Each robot name holds a session (its closed-loop history) until it is silent for
 ``max_robots`` live sessions per server and ``max_robots_per_connection`` per connection bound that
 memory: a new robot beyond either is refused with an error reply, and the robots already served keep
 acting.
+
+Chunk streaming (``op: "chunk"``, protocol 2): instead of one action per request, a robot sends the
+observations of the steps since its last request (at most ``observation_horizon``, oldest first)
+with the step index of the last, and gets back the whole predicted chunk, clipped row by row, with
+that step and the control period: row i is the action for step ``step + i``. The robot's side
+(:class:`hpt_kit.client.ChunkStream`) executes chunks while the next one is on its way. A robot
+either acts step by step or streams chunks between two resets, never both: each keeps the history
+the other expects.
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ class Session:
     seen: float
     owner: int = 0  # the connection that reset it last (0: called in-process)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    streams: bool | None = None  # since its reset: None (no step yet), False (act), True (chunk)
+    last_step: int = -1  # streaming: the step of the last observation received
 
 
 @dataclass
@@ -77,6 +87,7 @@ class Stats:
     refused_robots: int = 0
     clipped_actions: int = 0  # actions with a value outside [action_low, action_high], sent clipped
     clipped_values: int = 0
+    chunks: int = 0  # chunks streamed (op "chunk"); their rows count in actions
 
     def as_dict(self, sessions: int) -> dict[str, Any]:
         mean = self.predictions / self.batches if self.batches else 0.0
@@ -214,8 +225,8 @@ class PolicyServer:
             return {**self.fleet.metadata(), "protocol": PROTOCOL, "batching": self.config.batching}
         if op == "stats":
             return self.stats.as_dict(len(self.sessions))
-        if op not in ("reset", "act"):
-            raise ServeError(f"op: unknown {op!r}; known: metadata, reset, act, stats")
+        if op not in ("reset", "act", "chunk"):
+            raise ServeError(f"op: unknown {op!r}; known: metadata, reset, act, chunk, stats")
         robot = message.get("robot")
         if not isinstance(robot, str) or not robot:
             raise ServeError("robot: a non-empty string naming the robot is required")
@@ -229,6 +240,8 @@ class PolicyServer:
             self.sessions[robot] = Session(embodiment, policy, time.monotonic(), owner)
             self._owned[owner] += 1
             return {"robot": robot, "embodiment": embodiment}
+        if op == "chunk":
+            return await self._chunk(robot, message.get("observations"), message.get("step"))
         return {"action": await self._act(robot, message.get("observation"))}
 
     def _admit(self, robot: str, owner: int) -> None:
@@ -256,13 +269,21 @@ class PolicyServer:
             if self._owned[session.owner] <= 0:
                 del self._owned[session.owner]
 
-    async def _act(self, robot: str, observation: Any) -> Any:
+    def _session(self, robot: str, streams: bool) -> Session:
         session = self.sessions.get(robot)
         if session is None:
             raise ServeError(f"robot: unknown {robot!r} (reset it first, naming its embodiment)")
+        if session.streams is not None and session.streams != streams:
+            done, asked = ("streams chunks", "act step by step") if session.streams else ("acts step by step", "stream chunks")
+            raise ServeError(f"robot: {robot!r} {done} since its reset; reset it to {asked}")
+        return session
+
+    async def _act(self, robot: str, observation: Any) -> Any:
+        session = self._session(robot, streams=False)
         observation = self.fleet.check(session.embodiment, observation)
         async with session.lock:  # one step at a time per robot, whatever its connections do
             session.seen = time.monotonic()
+            session.streams = False
             self._in_flight += 1
             try:
                 needs = session.policy.observe(observation)
@@ -276,6 +297,49 @@ class PolicyServer:
             self.stats.clipped_actions += 1
             self.stats.clipped_values += outside
         return action
+
+    async def _chunk(self, robot: str, observations: Any, step: Any) -> dict[str, Any]:
+        """The chunk predicted at ``step`` from the history those observations complete."""
+        session = self._session(robot, streams=True)
+        spec = self.fleet.served[session.embodiment].spec
+        horizon = spec.observation_horizon
+        if not isinstance(observations, list) or not 1 <= len(observations) <= horizon:
+            got = f"{len(observations)} of them" if isinstance(observations, list) else type(observations).__name__
+            raise ServeError(f"observations: a list of 1 to {horizon} observations (observation_horizon), oldest first; got {got}")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ServeError(f"step: the non-negative integer step of the last observation, got {step!r}")
+        first = step - len(observations) + 1
+        if first <= session.last_step:
+            raise ServeError(f"step: observations from step {first} repeat steps already received (up to {session.last_step})")
+        if first < 0:
+            raise ServeError(f"step: {len(observations)} observations cannot end at step {step}")
+        if session.last_step >= 0 and first != session.last_step + 1 and len(observations) < horizon:
+            raise ServeError(f"observations: steps {session.last_step + 1} to {first - 1} are missing; send every step "
+                             f"since the last request, or the last {horizon}")
+        checked = []
+        for i, observation in enumerate(observations):
+            try:
+                checked.append(self.fleet.check(session.embodiment, observation))
+            except ServeError as exc:
+                raise ServeError(f"observations[{i}]: {exc}") from None
+        async with session.lock:
+            session.seen = time.monotonic()
+            session.streams = True
+            self._in_flight += 1
+            try:
+                for observation in checked:
+                    session.policy.observe(observation)
+                chunk = await self._batcher.predict(session.embodiment, session.policy.history)
+            finally:
+                self._in_flight -= 1
+            session.last_step = step
+        clipped, _ = self.fleet.clip(session.embodiment, chunk)  # every row within what metadata advertises
+        outside = clipped != chunk
+        self.stats.chunks += 1
+        self.stats.actions += len(chunk)
+        self.stats.clipped_actions += int(outside.any(axis=1).sum())
+        self.stats.clipped_values += int(outside.sum())
+        return {"chunk": clipped.astype("float32"), "step": step, "control_hz": spec.action.control_hz}
 
     async def _reap(self) -> None:
         """Forget robots silent for longer than the idle timeout."""
