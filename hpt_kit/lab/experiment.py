@@ -382,7 +382,8 @@ class _Runs:
         """Train and evaluate every cell, method and seed on ``trunk_dir`` under ``root/runs``;
         ``left_out`` names the embodiment the trunk's mixture lacks ("" for the full mixture).
         With ``run_workers > 1`` or an ``address`` every run is a work unit on the engine
-        (:mod:`hpt_kit.engine`), each with ``threads`` torch threads; results come in the same order."""
+        (:mod:`hpt_kit.engine`) with the experiment's one thread count, so its results are the
+        sequential ones; they come back in the same order."""
         targets = {t.embodiment: t for t in section.targets}
         without = f" (pre-trained without {left_out})" if left_out else ""
         jobs = []
@@ -404,9 +405,9 @@ class _Runs:
             from hpt_kit.engine import open_engine
 
             with open_engine(self.run_workers, self.address) as engine:
-                threads = max(1, _cores() // engine.workers) if not self.address else 1
-                jobs = [dataclasses.replace(j, recipe=_with_threads(j.recipe, threads)) for j in jobs]
-                self.say(f"{len(jobs)} runs on {engine.name}, {threads} thread(s) each")
+                threads = jobs[0].recipe.train.threads if jobs else 0  # the experiment's one count: results as sequential
+                crowded = f" on {_cores()} cores (set threads in the experiment file)" if threads * engine.workers > _cores() and not self.address else ""
+                self.say(f"{len(jobs)} runs on {engine.name}, {threads} thread(s) each{crowded}")
                 done: dict[int, dict[str, Any]] = {}
                 for i, run in engine.run(transfer_run, jobs, describe=lambda j: f"run {j.run_dir}"):
                     done[i] = run
@@ -422,10 +423,6 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
-
-
-def _with_threads(recipe: Recipe, threads: int) -> Recipe:
-    return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, threads=threads))
 
 
 @dataclass(frozen=True)
