@@ -142,6 +142,21 @@ def _print_serve(out, s: dict) -> None:
         table.add_row(str(r["clients"]), "on" if r["batching"] else "off", f"{r['actions_per_s']:.0f}",
                       f"{r['throughput_vs_one_client']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
     out.print(table)
+    if s.get("delays"):
+        _print_delays(out, s["delays"])
+
+
+def _print_delays(out, records: list) -> None:
+    from rich.table import Table
+
+    period = records[0]["period_ms"]
+    table = Table(title=f"one robot's loop at {period:g} ms behind added network delay: per-step requests vs streamed chunks")
+    for col in ("added round trip ms", "mode", "missed periods", "act p50 ms", "act p99 ms", "chunks"):
+        table.add_column(col, justify="right")
+    for r in records:
+        table.add_row(f"{r['added_rtt_ms']:g}", r["mode"], f"{r['missed']}/{r['steps']} ({r['missed_fraction']:.0%})",
+                      f"{r['act_p50_ms']:.2f}", f"{r['act_p99_ms']:.2f}", str(r.get("chunks", "")))
+    out.print(table)
 
 
 def _print_eval(out, records: list) -> None:

@@ -4,6 +4,10 @@ embodiments of the standard shape, a prediction every step).
 The server runs in a process of its own, as ``hpt-kit serve`` does; the robots run in another
 (``hpt_kit.lab.serve_load``), one thread and one connection each. On a 2-core machine they do compete for the cores:
 the figures are what one small machine does with the server and its clients together.
+
+Network delay: one robot's control loop at 20 Hz (the MuJoCo arms' rate) through a
+:class:`~hpt_kit.lab.delay_proxy.DelayProxy` adding 0, 20 and 50 ms to every round trip, acting per
+step and streaming chunks; the figure is how often ``act`` took longer than the control period.
 """
 
 from __future__ import annotations
@@ -51,14 +55,35 @@ def load(url: str, embodiments: tuple[str, ...], clients: int, steps: int) -> di
     return result
 
 
+def bench_delays(
+    url: str, delays_ms: tuple[float, ...] = (0.0, 20.0, 50.0), period_ms: float = 50.0, steps: int = 100
+) -> list[dict[str, Any]]:
+    """Missed control periods per added round trip and mode (per-step requests, streamed chunks)."""
+    from hpt_kit.lab.delay_proxy import DelayProxy
+
+    records = []
+    for delay in delays_ms:
+        with DelayProxy(int(url.rsplit(":", 1)[1]), delay / 1e3) as proxy:
+            for mode in ("step", "chunks"):
+                cmd = [sys.executable, "-m", "hpt_kit.lab.serve_load", proxy.url, "--embodiment", NAMES[0],
+                       "--loop", mode, "--period-ms", str(period_ms), "--steps", str(steps), "--warmup", "5"]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                if out.returncode != 0:
+                    raise RuntimeError(f"serve control loop ({mode}, +{delay:g} ms) failed: {out.stderr.strip().splitlines()[-1:]}")
+                records.append({**json.loads(out.stdout), "added_rtt_ms": delay})
+    return records
+
+
 def bench_serve(preset: str, device: torch.device, in_process_p50_ms: float, steps: int = 200) -> dict[str, Any]:
     """Round trips for one robot (against ``in_process_p50_ms``, ``Policy.act`` on the same model),
-    and throughput and p99 for 8 and 32 robots over two embodiments, batching on and off."""
+    missed control periods behind added network delay (:func:`bench_delays`), and throughput and
+    p99 for 8 and 32 robots over two embodiments, batching on and off."""
     out: dict[str, Any] = {"preset": preset, "in_process_p50_ms": in_process_p50_ms, "concurrent": []}
     for batching in (True, False):
         with serving(preset, str(device), batching) as url:
             if batching:
                 out["one_client"] = load(url, NAMES[:1], 1, steps)
+                out["delays"] = bench_delays(url)
             for clients in (8, 32):
                 record = load(url, NAMES, clients, max(20, steps * 4 // clients))
                 out["concurrent"].append({**record, "batching": batching})

@@ -1,7 +1,8 @@
 """Load for ``hpt-kit bench --part serve``: N robots acting against a server, each in its own thread
 with its own connection, as ``python -m hpt_kit.lab.serve_load`` in a process of its own (so the
 clients do not share the server's interpreter lock). Prints one JSON object: round-trip times and
-throughput."""
+throughput; or, with ``--loop step|chunks``, one robot's control loop at a fixed period and how
+often it missed it."""
 
 from __future__ import annotations
 
@@ -61,6 +62,39 @@ def drive(url: str, embodiments: list[str], clients: int, steps: int, warmup: in
     }
 
 
+def control_loop(url: str, embodiment: str, mode: str, steps: int, period_s: float, warmup: int) -> dict:
+    """One robot's loop at ``period_s``: each step an ``act`` (``mode`` "step": a round trip per
+    step; "chunks": :class:`~hpt_kit.client.ChunkStream`), then a sleep to the period's end. A step
+    whose ``act`` took longer than the period missed it (the command went out late). The first
+    ``warmup`` steps (the first chunk's wait among them) are not counted."""
+    from hpt_kit.client import ChunkStream, PolicyClient
+
+    client = PolicyClient(url, embodiment, robot_id=f"loop-{mode}")
+    controller = ChunkStream(client) if mode == "chunks" else client
+    try:
+        observation = _observation(client.metadata["embodiments"][embodiment]["observation"], 0)
+        controller.reset()
+        took: list[float] = []
+        for step in range(warmup + steps):
+            start = time.perf_counter()
+            controller.act(observation)
+            if step >= warmup:
+                took.append(time.perf_counter() - start)
+            time.sleep(max(0.0, period_s - (time.perf_counter() - start)))
+    finally:
+        controller.close()
+    flat = sorted(took)
+    missed = sum(t > period_s for t in took)
+    record = {
+        "mode": mode, "steps": steps, "period_ms": period_s * 1e3, "missed": missed, "missed_fraction": missed / steps,
+        "act_p50_ms": statistics.median(flat) * 1e3, "act_p99_ms": flat[min(steps - 1, int(0.99 * steps))] * 1e3,
+        "act_max_ms": flat[-1] * 1e3,
+    }
+    if mode == "chunks":
+        record.update(chunks=controller.chunks_received, waits=controller.waits)
+    return record
+
+
 def _observation(fields: dict, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     out = {}
@@ -81,8 +115,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--loop", choices=("step", "chunks"), help="one robot's control loop at --period-ms instead")
+    parser.add_argument("--period-ms", type=float, default=50.0)
     args = parser.parse_args()
-    print(json.dumps(drive(args.url, args.embodiment, args.clients, args.steps, args.warmup)))
+    if args.loop:
+        result = control_loop(args.url, args.embodiment[0], args.loop, args.steps, args.period_ms / 1e3, args.warmup)
+    else:
+        result = drive(args.url, args.embodiment, args.clients, args.steps, args.warmup)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,16 @@
+"""``hpt-kit bench --part serve``'s network-delay figures, on the bench's own server processes: the
+records per added round trip and mode, and a delay longer than the period missing every per-step act."""
+
+from hpt_kit.lab.bench_serve import bench_delays, serving
+
+
+def test_missed_periods_are_reported_per_delay_and_mode():
+    with serving("tiny", "cpu", True) as url:
+        records = bench_delays(url, delays_ms=(0.0, 80.0), period_ms=50.0, steps=8)
+    assert [(r["added_rtt_ms"], r["mode"]) for r in records] == [(0.0, "step"), (0.0, "chunks"), (80.0, "step"), (80.0, "chunks")]
+    for r in records:
+        assert r["steps"] == 8 and 0 <= r["missed"] <= 8 and r["missed_fraction"] == r["missed"] / 8
+        assert 0 < r["act_p50_ms"] <= r["act_p99_ms"] <= r["act_max_ms"]
+    slow_step = records[2]
+    assert slow_step["missed"] == 8 and slow_step["act_p50_ms"] >= 80.0  # every round trip outlasts the 50 ms period
+    assert all(r["chunks"] >= 1 and r["waits"] >= 0 for r in records if r["mode"] == "chunks")
