@@ -203,14 +203,21 @@ def _step_bytes(array: Any) -> int:
 
 def episode_statistics(dataset: Dataset, arrays: Mapping[str, Any], episodes: np.ndarray) -> dict:
     """Normaliser statistics over some episodes only (a run's training episodes), in the dataset's
-    format. ``arrays`` holds state and action, in memory or on disk: they are read in sequential
-    slabs of :data:`STATS_ROWS` rows, so the memory used does not grow with the dataset."""
+    format: summed from the episodes' stored raw moments (``episode_moments``), so the time taken
+    does not grow with the number of steps. A dataset written before those were stored is read
+    instead: state and action (``arrays``, in memory or on disk) in sequential slabs of
+    :data:`STATS_ROWS` rows, so the memory used does not grow with the dataset."""
     stats = RunningStats(dataset.spec.observation.state_dim, dataset.spec.action.dim)
     chosen = np.zeros(dataset.num_episodes, dtype=bool)
     chosen[np.asarray(episodes, dtype=np.int64)] = True
     present = np.flatnonzero(chosen)
     if not len(present):
         raise ValueError(f"{dataset.path}: no episodes to compute normaliser statistics over")
+    moments = dataset.episode_moments()
+    if moments is not None:
+        lengths = np.diff(dataset.episode_ends, prepend=0)
+        stats.add_rows(moments[present], int(lengths[present].sum()))
+        return stats.result()
     lo, hi = int(dataset.episode_starts[present[0]]), int(dataset.episode_ends[present[-1]])
     for a in range(lo, hi, STATS_ROWS):
         b = min(hi, a + STATS_ROWS)

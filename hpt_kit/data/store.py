@@ -9,6 +9,10 @@ Layout::
         image_features  (T, views, tokens, C) float32  the spec records the encoder if the kit computed them
         language        (T, tokens, C) float32
         episode_ends    (N,) int64                  exclusive end index of every episode
+        episode_moments (N, 2*state_dim + 2*action_dim) float64  each episode's state sums, sums of
+                                                    squares, action minima and maxima (datasets written
+                                                    before it lack it), so statistics over some
+                                                    episodes need no pass over their steps
     attributes: format, format_version, embodiment, spec, stats, moments (the raw sums behind stats),
                 num_episodes, num_steps, notes, kit_version, created, checksums
 
@@ -60,6 +64,7 @@ from hpt_kit.core.spec import (
 FORMAT = "hpt-kit-dataset"
 FORMAT_VERSION = 1
 EPISODE_ENDS = "episode_ends"
+EPISODE_MOMENTS = "episode_moments"
 CHUNK_BYTES = 1 << 20  # ~1 MiB per chunk along time: small enough to read windows, big enough to compress
 FLUSH_ROWS = 4096  # buffered steps per append
 CHECKSUMS = "crc32c"
@@ -87,13 +92,22 @@ class RunningStats:
         self.amin = np.full(action_dim, np.inf)
         self.amax = np.full(action_dim, -np.inf)
 
-    def update(self, ep: Episode) -> None:
+    def update(self, ep: Episode) -> np.ndarray:
+        """Add one episode's (or slab's) steps; returns their own raw moments as one row
+        (state sums, sums of squares, action minima, maxima: the layout of ``episode_moments``)."""
         s = ep[STATE].astype(np.float64)
-        self.n += len(s)
-        self.s1 += s.sum(0)
-        self.s2 += (s * s).sum(0)
-        self.amin = np.minimum(self.amin, ep[ACTION].min(0))
-        self.amax = np.maximum(self.amax, ep[ACTION].max(0))
+        row = np.concatenate([s.sum(0), (s * s).sum(0), ep[ACTION].min(0), ep[ACTION].max(0)])
+        self.add_rows(row[None], len(s))
+        return row
+
+    def add_rows(self, rows: np.ndarray, steps: int) -> None:
+        """Add rows of ``episode_moments`` that together cover ``steps`` steps."""
+        S = len(self.s1)
+        self.n += int(steps)
+        self.s1 += rows[:, :S].sum(0)
+        self.s2 += rows[:, S : 2 * S].sum(0)
+        self.amin = np.minimum(self.amin, rows[:, 2 * S : 2 * S + len(self.amin)].min(0))
+        self.amax = np.maximum(self.amax, rows[:, 2 * S + len(self.amin) :].max(0))
 
     def moments(self) -> dict[str, Any]:
         """The raw sums the statistics come from (stored as the dataset's ``moments``): statistics
@@ -180,10 +194,11 @@ def _write(tmp: Path, spec: Any, episodes: Iterable[Mapping[str, Any]], notes, o
     buffers: dict[str, list[np.ndarray]] = {f: [] for f in shapes}
     buffered = 0
     ends: list[int] = []
+    moments: list[np.ndarray] = []
     total = 0
     for i, raw in enumerate(episodes):
         ep = validate_episode(spec, i, raw)
-        stats.update(ep)
+        moments.append(stats.update(ep))
         steps = len(ep[ACTION])
         total += steps
         ends.append(total)
@@ -201,6 +216,8 @@ def _write(tmp: Path, spec: Any, episodes: Iterable[Mapping[str, Any]], notes, o
     root.create_array(
         EPISODE_ENDS, data=np.asarray(ends, dtype=np.int64), compressors=(ZstdCodec(level=0), Crc32cCodec())
     )
+    root.create_array(EPISODE_MOMENTS, data=np.stack(moments), compressors=(ZstdCodec(level=0), Crc32cCodec()),
+                      config={"write_empty_chunks": True})
     root.attrs.update(
         {
             "format": FORMAT,
@@ -344,8 +361,9 @@ class Dataset:
                 raise DatasetError(f"{self.path}: array {key!r} is missing")
         self.checksums = attrs.get("checksums")
         if verify and self.checksums:
-            for key in (*episode_field_shapes(self.spec), EPISODE_ENDS):
-                self._check_chunks(key)
+            for key in (*episode_field_shapes(self.spec), EPISODE_ENDS, EPISODE_MOMENTS):
+                if key in self._root:  # episode_moments: absent from datasets written before it
+                    self._check_chunks(key)
         self.episode_ends = np.asarray(self.array(EPISODE_ENDS)[:], dtype=np.int64)
         if len(self.episode_ends) != attrs["num_episodes"] or (
             len(self.episode_ends) and int(self.episode_ends[-1]) != attrs["num_steps"]
@@ -366,6 +384,22 @@ class Dataset:
 
     def fields(self) -> list[str]:
         return list(episode_field_shapes(self.spec))
+
+    def episode_moments(self) -> np.ndarray | None:
+        """Every episode's raw moments, (N, 2*state_dim + 2*action_dim) float64 (the layout of
+        :meth:`RunningStats.update`); None for a dataset written before they were stored. A sharded
+        dataset gives its shards' rows in order."""
+        shards = getattr(self, "shards", None)
+        if shards is not None:
+            parts = [shard.episode_moments() for shard in shards]
+            return None if any(p is None for p in parts) else np.concatenate(parts)
+        if EPISODE_MOMENTS not in self._root:
+            return None
+        rows = np.asarray(self.array(EPISODE_MOMENTS)[:], dtype=np.float64)
+        width = 2 * self.spec.observation.state_dim + 2 * self.spec.action.dim
+        if rows.shape != (self.num_episodes, width):
+            raise DatasetError(f"{self.path}: array {EPISODE_MOMENTS!r} has shape {rows.shape}, expected ({self.num_episodes}, {width})")
+        return rows
 
     def _check_chunks(self, field: str) -> None:
         """Every chunk of ``field`` is on disk (the writer writes empty chunks too)."""

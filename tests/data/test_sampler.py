@@ -96,3 +96,41 @@ def test_validation_read_from_disk_equals_validation_in_memory(toy, tmp_path, mo
     val_steps = set(mem_val.index.tolist())
     t = disk_train.sample(200, np.random.default_rng(0))["state"][:, -1, 0].astype(int)
     assert val_steps and not val_steps & set(t.tolist())
+
+
+def test_normaliser_statistics_come_from_the_stored_episode_moments_without_reading_the_steps(toy, tmp_path):
+    """Statistics over some episodes are summed from the per-episode moments the writer stores: equal
+    to the same statistics worked out from the steps, for a single store, for shards, and for a
+    dataset written before the moments were stored (which is read step by step instead)."""
+    import shutil
+
+    from hpt_kit.data.sampler import episode_statistics
+    from hpt_kit.data.shards import shard_name, write_manifest
+    from hpt_kit.data.store import EPISODE_MOMENTS
+
+    rng = np.random.default_rng(3)
+    lengths = [5, 9, 2, 7, 4, 6]
+    eps = [{"state": rng.normal(size=(n, 3)).astype(np.float32), "action": rng.uniform(-2, 2, (n, 1)).astype(np.float32)}
+           for n in lengths]
+    chosen = [0, 2, 3, 5]
+    state = np.concatenate([eps[i]["state"] for i in chosen]).astype(np.float64)
+    action = np.concatenate([eps[i]["action"] for i in chosen])
+    single = Dataset(write_dataset(tmp_path / "one.zarr", toy, eps))
+    assert single.episode_moments().shape == (6, 2 * 3 + 2 * 1)
+    folder = tmp_path / "sharded.zarr"
+    folder.mkdir()
+    for i, part in enumerate((eps[:2], eps[2:])):
+        write_dataset(folder / shard_name(i), toy, part)
+    write_manifest(folder, [shard_name(0), shard_name(1)], {"operation": "test"})
+    older = tmp_path / "older.zarr"
+    shutil.copytree(single.path, older)
+    shutil.rmtree(older / EPISODE_MOMENTS)
+    assert Dataset(older).episode_moments() is None
+    for ds, steps in ((single, {}), (Dataset(folder), {}), (Dataset(older), None)):  # {}: no step may be read
+        arrays = {"state": ds.array("state"), "action": ds.array("action")} if steps is None else steps
+        got = episode_statistics(ds, arrays, np.array(chosen))
+        np.testing.assert_allclose(got["state"]["mean"], state.mean(0), rtol=1e-9)
+        np.testing.assert_allclose(got["state"]["std"], state.std(0), rtol=1e-6)
+        np.testing.assert_array_equal(got["action"]["min"], action.min(0))
+        np.testing.assert_array_equal(got["action"]["max"], action.max(0))
+    assert single.stats["state"]["mean"] != got["state"]["mean"]  # the chosen episodes', not the whole dataset's
