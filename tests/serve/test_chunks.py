@@ -104,6 +104,34 @@ def test_a_round_trip_longer_than_the_period_misses_every_step_per_step_but_not_
     assert int((streamed[1:] > period).sum()) <= 1 and waits <= 2, (streamed, waits)  # generous: a busy machine
 
 
+def test_streamed_rows_are_aligned_by_step_index(fleet):
+    # ensemble=None executes one row as it came: for step t it must be row t - s of the chunk predicted
+    # from step s's observation (observation_horizon 1), s within the 4 steps before t. The added
+    # delay makes chunks arrive steps after they were asked for, so rows past the first are used.
+    dim = fleet.served[ARM].spec.observation.state_dim
+    low, high = (np.asarray(b) for b in (fleet.served[ARM].spec.action.low, fleet.served[ARM].spec.action.high))
+    states = _sequence(dim, 16, seed=7)
+    local = Policy(fleet.model, ARM, execute_steps=1)
+    expected = []
+    for state in states:  # the chunk the server predicts from each step's observation alone
+        local.reset()
+        local.observe({"state": state})
+        expected.append(np.clip(fleet.predict([(ARM, local.history)])[0], low, high))
+    with serving(fleet) as (_, url), DelayProxy(_port(url), 0.12) as proxy:
+        with ChunkStream(PolicyClient(proxy.url, ARM), ensemble=None) as stream:
+            stream.reset()
+            actions = []
+            for state in states:
+                actions.append(stream.act({"state": state}))
+                time.sleep(0.05)
+    offsets = []
+    for t, action in enumerate(actions):
+        matches = [t - s for s in range(max(0, t - 3), t + 1) if np.allclose(expected[s][t - s], action, atol=1e-5)]
+        assert matches, f"step {t}: no chunk row predicted for it matches"
+        offsets.append(min(matches))
+    assert offsets[0] == 0 and max(offsets) >= 2, offsets
+
+
 def test_the_proxy_adds_its_delay_to_every_round_trip(fleet):
     with serving(fleet) as (_, url), DelayProxy(_port(url), 0.1) as proxy, PolicyClient(url) as direct:
         with PolicyClient(proxy.url) as delayed:
