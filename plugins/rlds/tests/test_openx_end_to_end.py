@@ -68,3 +68,24 @@ def test_a_dataset_without_state_trains_and_evaluates_through_its_image_and_lang
     result = json.loads(hpt("eval", run, "--json", env=env).stdout)
     assert result["embodiment"] == "openx-roboturk" and result["mode"] == "offline" and result["held_out_episodes"] >= 1
     assert len(result["action_mae"]) == 7 and all(v == v for v in result["action_mae"])  # finite, not NaN
+
+    # served over loopback: a robot sends its camera and instruction, no state
+    import numpy as np
+    from hpt_kit.client import PolicyClient, ServerError
+
+    server = subprocess.Popen([str(Path(sys.executable).with_name("hpt-kit")), "serve", str(run), "--port", "0"],
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = [""]
+        while not lines[-1].startswith("serving"):
+            lines.append(server.stderr.readline())
+            assert server.poll() is None, "".join(lines)
+        client = PolicyClient(lines[-1].split(" on ")[1].split(" ")[0], "openx-roboturk")
+        client.reset()
+        action = client.act({"image": np.zeros((1, 32, 32, 3), np.uint8), "instruction": "stack the bowls"})
+        assert action.shape == (7,) and np.isfinite(action).all()
+        with pytest.raises(ServerError, match="observation.image: missing"):
+            client.act({"state": np.zeros(3, np.float32)})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
