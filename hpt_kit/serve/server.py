@@ -309,30 +309,30 @@ class PolicyServer:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ServeError(f"step: the non-negative integer step of the last observation, got {step!r}")
         first = step - len(observations) + 1
-        if first <= session.last_step:
-            raise ServeError(f"step: observations from step {first} repeat steps already received (up to {session.last_step})")
         if first < 0:
             raise ServeError(f"step: {len(observations)} observations cannot end at step {step}")
-        if session.last_step >= 0 and first != session.last_step + 1 and len(observations) < horizon:
-            raise ServeError(f"observations: steps {session.last_step + 1} to {first - 1} are missing; send every step "
-                             f"since the last request, or the last {horizon}")
         checked = []
         for i, observation in enumerate(observations):
             try:
                 checked.append(self.fleet.check(session.embodiment, observation))
             except ServeError as exc:
                 raise ServeError(f"observations[{i}]: {exc}") from None
-        async with session.lock:
+        async with session.lock:  # the steps are checked against the last under the lock: one request at a time
+            if first <= session.last_step:
+                raise ServeError(f"step: observations from step {first} repeat steps already received (up to {session.last_step})")
+            if session.last_step >= 0 and first != session.last_step + 1 and len(observations) < horizon:
+                raise ServeError(f"observations: steps {session.last_step + 1} to {first - 1} are missing; send every step "
+                                 f"since the last request, or the last {horizon}")
             session.seen = time.monotonic()
             session.streams = True
             self._in_flight += 1
             try:
                 for observation in checked:
                     session.policy.observe(observation)
+                session.last_step = step  # in the history now, whatever the prediction does
                 chunk = await self._batcher.predict(session.embodiment, session.policy.history)
             finally:
                 self._in_flight -= 1
-            session.last_step = step
         clipped, _ = self.fleet.clip(session.embodiment, chunk)  # every row within what metadata advertises
         outside = clipped != chunk
         self.stats.chunks += 1

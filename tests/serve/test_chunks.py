@@ -172,3 +172,35 @@ def test_chunk_requests_are_checked_and_a_robot_cannot_mix_modes(fleet):
                 client.call("chunk", robot="r", observations=[state], step=1)
             with pytest.raises(ServerError, match="robot: unknown 'nobody'"):
                 client.call("chunk", robot="nobody", observations=[state], step=0)
+
+
+def test_a_longer_history_is_completed_from_the_observations_since_the_last_request():
+    # observation_horizon 2: requests at steps 0, 1, 3 (2 and 3 sent), 7 (the last 2 of 4 skipped steps)
+    # and 8 predict what the in-process policy, fed every step, predicts there.
+    import dataclasses
+
+    import torch
+
+    from hpt_kit.core.presets import trunk_config
+    from hpt_kit.lab.bench import standard_spec, standard_stats
+    from hpt_kit.models.hpt import HPT
+    from hpt_kit.serve.fleet import Served
+
+    torch.manual_seed(0)
+    spec = dataclasses.replace(standard_spec("two-step"), observation_horizon=2)
+    model = HPT(trunk_config("tiny"), {"two-step": spec}, {"two-step": standard_stats()}, load_registry(load_entrypoints=False))
+    fleet = Fleet(model, {"two-step": Served(spec, 1, None, "test")}, "test", torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    observations = [
+        {"state": rng.standard_normal(39).astype(np.float32), "image_features": rng.standard_normal((1, 49, 512)).astype(np.float32)}
+        for _ in range(11)
+    ]
+    local = Policy(model, "two-step", execute_steps=1)
+    expected = [np.clip(local.act(o), -1, 1) for o in observations]  # row 0 of the chunk predicted at each step
+    with serving(fleet) as (_, url), PolicyClient(url, "two-step", robot_id="r") as client:
+        client.reset()
+        for step, first in ((0, 0), (1, 1), (3, 2), (7, 6), (8, 8)):
+            reply = client.call("chunk", robot="r", observations=observations[first : step + 1], step=step)
+            np.testing.assert_allclose(reply["chunk"][0], expected[step], atol=1e-5, err_msg=f"step {step}")
+        with pytest.raises(ServerError, match="observations: steps 9 to 9 are missing"):
+            client.call("chunk", robot="r", observations=observations[10:11], step=10)
