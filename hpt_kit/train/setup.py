@@ -92,11 +92,20 @@ def check_same_data(resumed: Checkpoint | None, datasets: Mapping[str, Dataset])
 
 
 def open_datasets_on_ranks(recipe: Recipe, registry: Registry, world: distributed.World, on_convert: OnConvert | None) -> dict[str, Dataset]:
-    """Rank 0 converts missing datasets while the others wait; then every rank opens them."""
+    """Rank 0 converts missing datasets while the others wait; then every rank opens them. When
+    every rank finds every dataset on disk (imported or converted beforehand), all open them at once:
+    no rank waits for another."""
+    present = all(_dataset_path(entry).exists() for entry in recipe.datasets)
+    if all(distributed.gather(world, present)):  # one answer on every rank, so all take the same path
+        return open_datasets(recipe, registry)
     if world.is_main:
         datasets = open_datasets(recipe, registry, on_convert)
     distributed.barrier(world)
     return datasets if world.is_main else open_datasets(recipe, registry)
+
+
+def _dataset_path(entry: DatasetEntry) -> Path:
+    return Path(entry.path) if entry.path else default_dataset_path(entry.embodiment)
 
 
 def open_datasets(recipe: Recipe, registry: Registry, on_convert: OnConvert | None = None) -> dict[str, Dataset]:
@@ -104,7 +113,7 @@ def open_datasets(recipe: Recipe, registry: Registry, on_convert: OnConvert | No
     out: dict[str, Dataset] = {}
     for i, entry in enumerate(recipe.datasets):
         where = f"{recipe.source}: datasets[{i}]"
-        path = Path(entry.path) if entry.path else default_dataset_path(entry.embodiment)
+        path = _dataset_path(entry)
         recover(path)  # a dataset left between the renames of an interrupted replacement
         if not path.exists():
             try:
