@@ -25,7 +25,7 @@ acting.
 Chunk streaming (``op: "chunk"``, protocol 2): instead of one action per request, a robot sends the
 observations of the steps since its last request (at most ``observation_horizon``, oldest first)
 with the step index of the last, and gets back the whole predicted chunk, clipped row by row, with
-that step and the control period: row i is the action for step ``step + i``. The robot's side
+that step and the control period (``control_hz``, ``period_s``): row i is the action for step ``step + i``. The robot's side
 (:class:`hpt_kit.client.ChunkStream`) executes chunks while the next one is on its way. A robot
 either acts step by step or streams chunks between two resets, never both: each keeps the history
 the other expects.
@@ -339,7 +339,8 @@ class PolicyServer:
         self.stats.actions += len(chunk)
         self.stats.clipped_actions += int(outside.any(axis=1).sum())
         self.stats.clipped_values += int(outside.sum())
-        return {"chunk": clipped.astype("float32"), "step": step, "control_hz": spec.action.control_hz}
+        hz = spec.action.control_hz
+        return {"chunk": clipped.astype("float32"), "step": step, "control_hz": hz, "period_s": 1.0 / hz}
 
     async def _reap(self) -> None:
         """Forget robots silent for longer than the idle timeout."""

@@ -153,7 +153,7 @@ def test_chunk_requests_are_checked_and_a_robot_cannot_mix_modes(fleet):
             client.reset()
             reply = client.call("chunk", robot="r", observations=[state], step=0)
             assert reply["step"] == 0 and reply["chunk"].shape == (4, fleet.served[ARM].spec.action.dim)
-            assert reply["control_hz"] == pytest.approx(20.0)
+            assert reply["control_hz"] == pytest.approx(20.0) and reply["period_s"] == pytest.approx(0.05)
             # observation_horizon 1: one observation is the whole history, so steps may be skipped
             assert client.call("chunk", robot="r", observations=[state], step=3)["step"] == 3
             refusals = {
