@@ -204,3 +204,27 @@ def test_a_longer_history_is_completed_from_the_observations_since_the_last_requ
             np.testing.assert_allclose(reply["chunk"][0], expected[step], atol=1e-5, err_msg=f"step {step}")
         with pytest.raises(ServerError, match="observations: steps 9 to 9 are missing"):
             client.call("chunk", robot="r", observations=observations[10:11], step=10)
+
+
+def test_every_row_of_a_streamed_chunk_is_clipped_to_the_advertised_bounds_and_counted(fleet):
+    from tests.serve.test_safety import _narrowed
+
+    narrow = _narrowed(fleet, ARM, 0.05)
+    dim = fleet.served[ARM].spec.observation.state_dim
+    with serving(fleet) as (_, wide_url), serving(narrow) as (server, url):
+        with PolicyClient(wide_url, ARM, robot_id="w") as wide, PolicyClient(url, ARM, robot_id="n") as client:
+            meta = client.metadata["embodiments"][ARM]
+            low, high = np.asarray(meta["action_low"]), np.asarray(meta["action_high"])
+            wide.reset()
+            client.reset()
+            raw, got = [], []
+            for step, state in enumerate(_sequence(dim, 4, seed=3)):
+                raw.append(wide.call("chunk", robot="w", observations=[{"state": state}], step=step)["chunk"])
+                got.append(client.call("chunk", robot="n", observations=[{"state": state}], step=step)["chunk"])
+    raw, got = np.concatenate(raw), np.concatenate(got)  # (4 chunks x 4 rows, A)
+    outside = (raw < low) | (raw > high)
+    assert outside.any()  # the narrowed bounds did bite
+    np.testing.assert_allclose(got, np.clip(raw, low, high), atol=1e-5)
+    stats = server.stats
+    assert (stats.chunks, stats.actions) == (4, 16)
+    assert stats.clipped_actions == int(outside.any(axis=1).sum()) and stats.clipped_values == int(outside.sum())
