@@ -89,11 +89,11 @@ def _print(result: dict) -> None:
               + (f", {result['matmul_gflops_bf16']:.0f} (bf16)" if "matmul_gflops_bf16" in result else ""))
     if result["train"]:
         table = Table(title="training step (standard shape)")
-        for col in ("preset", "batch", "trunk", "samples/s", "ms/step", "GFLOP/sample", "MFU"):
+        for col in ("preset", "batch", "trunk", "samples/s", "ms/step", "GFLOP/sample", "MFU", "floor ms", "matmuls ms"):
             table.add_column(col, justify="right")
-        for r in result["train"]:
+        for r in result["train"]:  # floor: the step's FLOPs at the measured peak; matmuls: its products replayed
             table.add_row(r["preset"], str(r["batch"]), r["trunk"], f"{r['samples_per_s']:.0f}", f"{r['step_ms']:.1f}",
-                          f"{r['flops_per_sample'] / 1e9:.3f}", f"{r['mfu']:.1%}")
+                          f"{r['flops_per_sample'] / 1e9:.3f}", f"{r['mfu']:.1%}", f"{r['flops_floor_ms']:.1f}", f"{r['matmul_ms']:.1f}")
         out.print(table)
     if result["act"]:
         table = Table(title="Policy.act() at batch 1")

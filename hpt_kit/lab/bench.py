@@ -37,7 +37,7 @@ from hpt_kit.core.spec import (
     StemSpec,
 )
 from hpt_kit.models.hpt import HPT
-from hpt_kit.train.step import compile_mode, make_optimizer, optimizer_step, pick_device
+from hpt_kit.train.step import compile_mode, make_optimizer, optimizer_step, pick_device, reuse_freed_memory
 
 STATE_DIM, VIEWS, TOKENS, CHANNELS, CHUNK, ACTION_DIM = 39, 1, 49, 512, 4, 4
 PARTS = ("train", "act", "mixed", "sampler", "serve", "eval")  # what a run measures; the matmul peak always
@@ -123,6 +123,8 @@ def train_step_fn(
     model: HPT, batch: dict[str, torch.Tensor], frozen: bool, device: torch.device, compile: bool = False
 ) -> Callable[[], None]:
     """The training loop's own step (optimiser, autocast, compile mode, clipping) on a fixed batch."""
+    if device.type == "cpu":
+        reuse_freed_memory()  # as training does
     model.trunk.requires_grad_(not frozen)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, lr=1e-4, weight_decay=0.0, device=device)
@@ -236,16 +238,15 @@ def act_flops(model: HPT, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
-def act_matmul_ms(model: HPT, device: torch.device, repeats: int = 50) -> tuple[float, int]:
-    """The linear layers' matrix products of one batch-1 prediction alone, replayed back to back at
-    their own shapes: (median ms, number of products). A call cannot go below that time on this
-    device's matmul library, whatever the overhead around them; the products inside fused attention
-    are not among them, so the bound is a little low. Well above the FLOPs at the peak says the shapes
-    (tens of rows) keep the library far from its peak."""
+MATMULS = ("linear", "matmul", "mm", "addmm", "bmm")  # aten ops whose products a replay repeats
+
+
+def matmul_calls(fn: Callable[[], Any], device: torch.device) -> list[tuple[Any, list[torch.Tensor]]]:
+    """The matrix products ``fn`` runs (forward and, for a training step, backward), each with fresh
+    random operands of its shapes, ready for :func:`replay_ms`."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    aten = torch.ops.aten
-    ops = {aten.linear.default, aten.matmul.default, aten.mm.default, aten.addmm.default, aten.bmm.default}
+    ops = {getattr(torch.ops.aten, name).default for name in MATMULS}
     calls: list[tuple[Any, list[torch.Size]]] = []
 
     class Record(TorchDispatchMode):
@@ -254,16 +255,50 @@ def act_matmul_ms(model: HPT, device: torch.device, repeats: int = 50) -> tuple[
                 calls.append((func, [a.shape for a in args if isinstance(a, torch.Tensor)]))
             return func(*args, **(kwargs or {}))
 
-    observation = {k: v[:1] for k, v in standard_batch(1, device).items()}
-    with Record(), torch.inference_mode():
-        model.predict(next(iter(model.specs)), observation)
-    inputs = [(func, [torch.randn(shape, device=device) for shape in shapes]) for func, shapes in calls]
+    with Record():
+        fn()
+    return [(func, [torch.randn(shape, device=device) for shape in shapes]) for func, shapes in calls]
+
+
+def replay_ms(calls: list[tuple[Any, list[torch.Tensor]]], device: torch.device, repeats: int, warmup: int) -> float:
+    """The products back to back, median ms: a floor under the call they came from on this device's
+    matmul library, whatever the overhead around them (products inside fused attention are not
+    among them, so the floor is a little low)."""
 
     def replay() -> None:
-        for func, args in inputs:
-            func(*args)
+        with torch.no_grad():
+            for func, args in calls:
+                func(*args)
 
-    return _median_time(replay, device, repeats, warmup=5) * 1e3, len(inputs)
+    return _median_time(replay, device, repeats, warmup) * 1e3
+
+
+def act_matmul_ms(model: HPT, device: torch.device, repeats: int = 50) -> tuple[float, int]:
+    """The linear layers' matrix products of one batch-1 prediction alone, replayed back to back at
+    their own shapes: (median ms, number of products). Well above the FLOPs at the peak says the
+    shapes (tens of rows) keep the library far from its peak."""
+    observation = {k: v[:1] for k, v in standard_batch(1, device).items()}
+
+    def predict() -> None:
+        with torch.inference_mode():
+            model.predict(next(iter(model.specs)), observation)
+
+    calls = matmul_calls(predict, device)
+    return replay_ms(calls, device, repeats, warmup=5), len(calls)
+
+
+def train_floors(record: dict[str, Any], device: torch.device, peak: float, repeats: int = 3) -> None:
+    """Adds the two floors under a timed training record: ``flops_floor_ms``, the step's counted
+    FLOPs at the measured matmul peak, and ``matmul_ms``, the step's matrix products (forward and
+    backward) replayed at their shapes on a fresh eager model. Run after :func:`count_train_flops`."""
+    record["flops_floor_ms"] = record["flops_per_sample"] * record["batch"] / (peak * 1e6)
+    torch.manual_seed(0)
+    model = standard_model(record["preset"]).to(device).train()
+    step = train_step_fn(model, standard_batch(record["batch"], device), record["trunk"] == "frozen", device)
+    step()  # the optimiser's state exists before the recorded step, as in the timed ones
+    calls = matmul_calls(step, device)
+    record["matmul_ms"] = replay_ms(calls, device, repeats, warmup=1)
+    record["matmul_calls"] = len(calls)
 
 
 def bench_mixed(preset: str, device: torch.device, batch: int, steps: int) -> dict[str, Any]:
@@ -459,6 +494,8 @@ def run(
     say("model FLOPs")
     for record in result["train"]:
         count_train_flops(record, dev, peak)
+        say(f"train floors {record['preset']} batch {record['batch']} {record['trunk']}")
+        train_floors(record, dev, peak)
     floors: dict[str, tuple[float, float, int]] = {}  # per preset: the same network whatever the backend
     for record in result["act"]:
         if record["preset"] not in floors:

@@ -39,7 +39,16 @@ from hpt_kit.train.setup import (
     run_specs,
 )
 from hpt_kit.train.state import RunState
-from hpt_kit.train.step import draw, lr_at, make_optimizer, optimizer_step, pick_device, sample, validate
+from hpt_kit.train.step import (
+    draw,
+    lr_at,
+    make_optimizer,
+    optimizer_step,
+    pick_device,
+    reuse_freed_memory,
+    sample,
+    validate,
+)
 from hpt_kit.train.threads import Threads
 from hpt_kit.weights.best import update_best
 from hpt_kit.weights.checkpoint import latest_checkpoint, load_training_state
@@ -140,6 +149,8 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     frozen = run["frozen_trunk"]
     par = parallelize(model, recipe, world, device, frozen)
     optimizer = make_optimizer(par.trainable, cfg.lr, cfg.weight_decay, device, par.trunk, recipe.transfer.trunk_lr_scale)
+    if device.type == "cpu":
+        reuse_freed_memory()  # large activations are reused, not faulted in again every step
     state = RunState.fresh(seed, world, optimizer, train_s)
     if resumed is not None:
         state.restore(load_training_state(resumed.path), world, model, par.sharded, seed, str(resumed.path))

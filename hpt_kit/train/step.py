@@ -5,7 +5,10 @@ the learning-rate schedule, the mixture draw, the step itself and validation."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +31,28 @@ def compile_mode(device: torch.device, distributed: bool = False) -> str | None:
     """``torch.compile`` mode: CUDA graphs on a single GPU, where a small-batch step is otherwise
     bound by kernel launches; inductor's default elsewhere."""
     return "reduce-overhead" if device.type == "cuda" and not distributed else None
+
+
+@functools.cache
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc serve every block from its heap and keep freed memory there, for the rest
+    of the process; True where it could (Linux with glibc), False elsewhere.
+
+    By default a block over the mmap threshold (at most 32 MB) is mapped on allocation and unmapped
+    on free, so a CPU step whose activations are that large (base trunk, batch 256: 34 MB per MLP
+    activation) faults every page of them in again each step: about 400 000 page faults and 0.7-0.9 s
+    of kernel time per step measured. Kept in the heap, blocks are reused: about 70 000 faults and
+    0.1-0.2 s. Peak memory is the same; the heap is not returned to the system until the process ends.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a C library without mallopt (musl)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

@@ -91,3 +91,23 @@ def test_flops_counted_on_small_batches_equal_the_count_at_the_timed_batch():
     direct = flops_per_sample(train_step_fn(standard_model("tiny").train(), standard_batch(24, cpu), False, cpu), 24)
     assert record["flops_per_sample"] == direct
     assert record["mfu"] == 100.0 * direct / 1e9
+
+
+def test_train_floors_are_the_flops_at_the_peak_and_the_steps_own_products_replayed():
+    import torch
+
+    from hpt_kit.lab.bench import count_train_flops, train_floors
+
+    cpu = torch.device("cpu")
+    records = {}
+    for trunk in ("trained", "frozen"):
+        record = {"preset": "tiny", "batch": 4, "trunk": trunk, "samples_per_s": 100.0}
+        count_train_flops(record, cpu, peak=50.0)
+        train_floors(record, cpu, peak=50.0, repeats=1)
+        assert record["flops_floor_ms"] == record["flops_per_sample"] * 4 / 50.0e6
+        assert record["matmul_ms"] > 0
+        records[trunk] = record
+    # The tiny model has 21 linear layers: each forward product, each weight gradient and each input
+    # gradient but the two stems' first layers (raw observations need none): 21 + 21 + 19.
+    assert records["trained"]["matmul_calls"] == 61
+    assert records["frozen"]["matmul_calls"] == 61 - 8  # no weight gradients for the trunk's 2 x 4 layers
