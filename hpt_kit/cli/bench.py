@@ -13,6 +13,7 @@ import typer
 class Backend(StrEnum):
     torch = "torch"
     onnx = "onnx"
+    onnx_int8 = "onnx-int8"
     both = "both"
 
 
@@ -38,7 +39,7 @@ def bench_command(
     eval_workers: Annotated[int | None, typer.Option(min=1, help="eval: worker processes (default: the CPU cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     backend: Annotated[
-        Backend, typer.Option(help="act(): the torch backend (eager, or compiled with --compile), the onnx one (ONNX Runtime, CPU), or both.")
+        Backend, typer.Option(help="act(): the torch backend (eager, or compiled with --compile), the onnx one (ONNX Runtime, CPU), both, or onnx-int8 (int8 weights, not exact).")
     ] = Backend.torch,
 ) -> None:
     """Measure matmul peak, training throughput and MFU, act() latency, mixed-embodiment steps and sampler speed."""
@@ -49,7 +50,7 @@ def bench_command(
     if unknown:
         raise typer.BadParameter(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}", param_hint="--part")
     backends = ("torch", "onnx") if backend is Backend.both else (backend.value,)
-    if "onnx" in backends and "act" in (part or PARTS):
+    if any(b != "torch" for b in backends) and "act" in (part or PARTS):
         from hpt_kit.train.step import pick_device
 
         if pick_device(device).type != "cpu":

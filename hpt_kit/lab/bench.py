@@ -189,7 +189,7 @@ def count_train_flops(record: dict[str, Any], device: torch.device, peak: float)
 
 def bench_act(preset: str, device: torch.device, calls: int, compile: bool = False, backend: str = "torch") -> dict[str, Any]:
     """``Policy.act()`` latency at batch 1, a prediction every call, on the ``torch`` (eager or
-    compiled) or ``onnx`` backend."""
+    compiled), ``onnx`` or ``onnx-int8`` backend."""
     from hpt_kit.policy import Policy
 
     torch.manual_seed(0)
@@ -461,11 +461,11 @@ def run(
     eval_episodes: int = 8,
     eval_workers: int | None = None,
 ) -> dict[str, Any]:
-    """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``; onnx on the CPU only);
+    """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``, ``onnx-int8``; the onnx ones on the CPU only);
     ``eval_*``: the eval part's embodiments (default: ``bench_eval.EVAL_EMBODIMENTS``), episodes and
     worker processes (default: one per core)."""
     dev = pick_device(device)
-    if "onnx" in backends and "act" in parts and dev.type != "cpu":
+    if any(b != "torch" for b in backends) and "act" in parts and dev.type != "cpu":
         raise ValueError(f"the onnx backend runs on the CPU; measure it with device 'cpu', not {dev}")
     say = on_progress or (lambda msg: None)
     say("matmul peak")

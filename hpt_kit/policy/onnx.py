@@ -250,13 +250,18 @@ class OnnxPredictor:
     :func:`session_options`).
     """
 
-    def __init__(self, model: HPT, embodiment: str, path: str | Path | None = None, threads: int | None = None):
-        if path is not None:
-            self._open(export_onnx(model, embodiment, path), session_options(threads))
-            return
+    def __init__(
+        self, model: HPT, embodiment: str, path: str | Path | None = None, threads: int | None = None, int8: bool = False
+    ):
+        """``int8``: the graph with its matrix weights quantised to int8 (:func:`quantize_int8`)."""
         with tempfile.TemporaryDirectory(prefix="hpt-onnx-") as tmp:
-            self._open(export_onnx(model, embodiment, Path(tmp) / f"{embodiment}.onnx"), session_options(threads))
-        self.path = None  # the session holds the graph; the file is gone
+            graph = Path(path) if path is not None and not int8 else Path(tmp) / f"{embodiment}.onnx"
+            export_onnx(model, embodiment, graph)
+            if int8:
+                graph = quantize_int8(graph, Path(path) if path is not None else Path(tmp) / f"{embodiment}.int8.onnx")
+            self._open(graph, session_options(threads))
+        if path is None:
+            self.path = None  # the session holds the graph; the file is gone
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, options: Any = None) -> OnnxPredictor:
@@ -295,6 +300,36 @@ class OnnxPredictor:
                 raise TypeError(f"input {name!r} must be {dtype}, got {x.dtype}")
             feeds[name] = np.ascontiguousarray(x, dtype=dtype)
         return self._session.run([OUTPUT], feeds)[0]
+
+
+INT8_BOUND = 0.02  # int8 actions' largest difference from fp32, per unit of each dimension's action range
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """``source``'s graph, written to ``target`` with ONNX Runtime's dynamic int8 quantisation: matrix
+    weights stored as int8, activations quantised per call; the metadata is kept. About twice as fast
+    at batch 1 on the CPU (bench's standard model, one thread, CPU time per call: small 5.2 -> 2.6 ms,
+    base 14.0 -> 6.5 ms) at a cost in accuracy: on that untrained model the actions moved by up to
+    0.08% of their range, on a briefly trained mujoco-arm4 policy by about 0.75%. ``target`` is
+    checked against ``source`` on the export's example inputs; a difference over :data:`INT8_BOUND`
+    of a dimension's action range is an error naming the file."""
+    ort = _ort()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    meta = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    _write_metadata(target, {**meta, "hpt_kit.weights": "int8"})
+    spec = spec_from_dict(json.loads(meta["hpt_kit.spec"]))
+    feeds = example_inputs(spec, batch=2)
+    want, got = (
+        ort.InferenceSession(str(f), session_options(1), providers=["CPUExecutionProvider"]).run([OUTPUT], feeds)[0]
+        for f in (source, target)
+    )
+    error = float((np.abs(got - want) / np.subtract(spec.action.high, spec.action.low)).max())
+    if not error <= INT8_BOUND:
+        raise ExportError(f"{target}: int8 actions differ from fp32 by {error:.2g} of the action range on the "
+                          f"example inputs (bound {INT8_BOUND:g})")
+    return target
 
 
 def session_options(threads: int | None = None):

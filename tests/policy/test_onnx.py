@@ -267,3 +267,26 @@ def test_export_command_writes_graphs_that_onnxruntime_alone_runs(tmp_path):
     assert again.returncode == 1 and "already exists" in again.stderr
     unknown = export(tmp_path / "two", "--onnx", "--embodiment", "nope")
     assert unknown.returncode == 1 and "no embodiment 'nope'" in unknown.stderr and "rich" in unknown.stderr
+
+
+def test_int8_backend_is_quantised_and_close_to_fp32_but_opt_in(tmp_path, one_thread):
+    import onnx
+
+    from hpt_kit.policy.onnx import INT8_BOUND
+
+    spec = rich_spec()
+    model = build(spec)
+    predictor = OnnxPredictor(model, spec.name, path=tmp_path / "rich.onnx", int8=True)
+    graph = onnx.load(str(tmp_path / "rich.onnx"))
+    assert "MatMulInteger" in {n.op_type for n in graph.graph.node}  # int8 products, not fp32 ones
+    assert predictor.metadata["hpt_kit.weights"] == "int8" and predictor.embodiment == spec.name
+    history = example_inputs(spec, batch=3, seed=7)
+    span = np.subtract(spec.action.high, spec.action.low)  # the bound is per unit of each dimension's range
+    got, want = predictor(history), torch_chunk(model, spec.name, history)
+    assert 0 < (np.abs(got - want) / span).max() <= INT8_BOUND
+    policies = [Policy(model, spec.name, execute_steps=1, backend=b) for b in ("torch", "onnx-int8")]
+    for obs in _observations(spec, 4):
+        eager, int8 = (p.act(obs) for p in policies)
+        assert (np.abs(int8 - eager) / span).max() <= INT8_BOUND
+    with pytest.raises(ValueError, match="compile=True is for the torch backend; the onnx-int8"):
+        Policy(model, spec.name, backend="onnx-int8", compile=True)

@@ -233,3 +233,17 @@ def test_the_onnx_backend_serves_the_same_actions(runs, fleet):
             assert b.metadata["backend"] == "onnx"
             for state in _sequence(dim, 8, seed=4):
                 np.testing.assert_allclose(b.act({"state": state}), a.act({"state": state}), atol=1e-5)
+
+
+def test_the_int8_backend_serves_actions_within_its_bound(runs, fleet):
+    from hpt_kit.policy.onnx import INT8_BOUND
+
+    int8 = Fleet.load([str(runs["both"])], load_registry(embodiments=False), backend="onnx-int8")
+    spec = fleet.served["mujoco-arm4"].spec
+    dim, span = spec.observation.state_dim, np.subtract(spec.action.high, spec.action.low)
+    with serving(fleet) as (_, torch_url), serving(int8) as (_, int8_url):
+        with PolicyClient(torch_url, "mujoco-arm4") as a, PolicyClient(int8_url, "mujoco-arm4") as b:
+            assert b.metadata["backend"] == "onnx-int8"
+            for state in _sequence(dim, 8, seed=4):
+                got, want = b.act({"state": state}), a.act({"state": state})
+                assert np.all(np.abs(got - want) <= INT8_BOUND * span)  # per unit of each dimension's range
