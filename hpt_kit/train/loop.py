@@ -49,7 +49,7 @@ from hpt_kit.train.step import (
     sample,
     validate,
 )
-from hpt_kit.train.threads import Threads
+from hpt_kit.train.threads import Threads, recorded_threads
 from hpt_kit.weights.best import update_best
 from hpt_kit.weights.checkpoint import latest_checkpoint, load_training_state
 
@@ -123,7 +123,8 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     if cfg.batch_size % world.size:
         raise RecipeError(f"{recipe.source}: train.batch_size {cfg.batch_size} is not divisible by {world.size} processes")
     local_batch = cfg.batch_size // world.size
-    threads = Threads(cfg.threads)  # torch's compute threads: as set, or the cores shared among kit runs
+    # torch's compute threads: as set, else as the resumed run started, else the cores shared among kit runs
+    threads = Threads(cfg.threads, recorded_threads(run_dir) if resume else None)
     run = run_mode(recipe)  # pretrain, transfer or its scratch baseline; a contradiction fails here
     # The run directory: locked, repaired after a crash and checked against the recipe by rank 0 first.
     if world.is_main:
@@ -174,7 +175,6 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
     last_loss = float("nan")
     for step in range(state.step, cfg.steps):
         # Sample by mixture weight, then one AdamW step on the scheduled learning rate.
-        threads.check()
         drawn = draw(names, weights, local_batch, mixed, state.mix_rng)
         batches = sample(drawn, train_s, cfg.history_mask, state.data_rng, device, augment)
         lr = lr_at(step, cfg)

@@ -6,21 +6,20 @@ busy threads that preempt each other inside every matrix product, and both slow 
 twice (measured in the README). The rule: ``[train] threads = N`` (``--threads N``) is used as given;
 else an ``OMP_NUM_THREADS`` set in the environment is left to torch (torchrun sets it); else the
 cores this process may use, divided by the kit training processes running on the machine (this one
-included), at least 1. The automatic count is checked again every ``RECHECK_S`` seconds, so a run
-that started alone gives cores up when a second one starts, and takes them back when it ends.
+included), at least 1, counted once when the run starts: a count that changed mid-run would change
+how torch's sums round, and a run's numbers would depend on what else the machine ran. A resumed run
+keeps the count it started with (recorded in ``metrics.jsonl``) unless a setting says otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 TRAINING_COMMANDS = ("pretrain", "transfer", "experiment")
-RECHECK_S = 5.0
 
 
 def cores() -> int:
@@ -62,24 +61,21 @@ def auto_threads() -> int:
 
 
 class Threads:
-    """Applies the rule above; ``check()`` (called every training step) re-counts when automatic."""
+    """Applies the rule above once, when a run starts. ``recorded`` is the count the run being resumed
+    started with (its first ``metrics.jsonl`` record): an automatic setting keeps it, so a resumed run
+    does the same arithmetic as the run it continues whatever else the machine runs now."""
 
-    def __init__(self, setting: int):
+    def __init__(self, setting: int, recorded: int | None = None):
         self.setting = setting
         self.auto = setting <= 0 and not os.environ.get("OMP_NUM_THREADS")
-        self._checked = 0.0
         if setting > 0:
             self._set(setting, "[train] threads")
+        elif not self.auto:
+            log.info("torch threads: %d (OMP_NUM_THREADS)", self.current())
+        elif recorded:
+            self._set(recorded, "as the run being resumed started")
         else:
-            self.check()
-
-    def check(self) -> None:
-        if not self.auto or time.monotonic() - self._checked < RECHECK_S:
-            return
-        self._checked = time.monotonic()
-        n = auto_threads()
-        if n != self.current():
-            self._set(n, f"{cores()} cores shared by {training_processes()} kit training process(es)")
+            self._set(auto_threads(), f"{cores()} cores shared by {training_processes()} kit training process(es)")
 
     @staticmethod
     def current() -> int:
@@ -92,3 +88,17 @@ class Threads:
 
         torch.set_num_threads(n)
         log.info("torch threads: %d (%s)", n, why)
+
+
+def recorded_threads(run_dir: Path) -> int | None:
+    """The thread count a run's first ``metrics.jsonl`` record gives, if any."""
+    from hpt_kit.train.record import read_metrics
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    for record in read_metrics(path):
+        if record.get("event") == "start":
+            threads = record.get("threads")
+            return int(threads) if isinstance(threads, int) and threads > 0 else None
+    return None

@@ -37,3 +37,20 @@ def test_a_setting_is_used_and_the_automatic_one_shares_the_cores(monkeypatch):
         assert not Threads(0).auto  # torchrun's (or the user's) OMP_NUM_THREADS is left to torch
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_resumed_run_keeps_the_count_it_started_with(monkeypatch, tmp_path):
+    from hpt_kit.train.threads import recorded_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    (tmp_path / "metrics.jsonl").write_text('{"event": "start", "threads": 1}\n{"step": 2, "loss": 0.5}\n')
+    try:
+        assert recorded_threads(tmp_path) == 1
+        assert recorded_threads(tmp_path / "missing") is None
+        Threads(0, recorded=recorded_threads(tmp_path))
+        assert torch.get_num_threads() == 1
+        Threads(2, recorded=1)  # a setting still wins
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
