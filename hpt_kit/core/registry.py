@@ -230,42 +230,58 @@ class TextEncoderRegistrar(_Registrar):
         self._error(reason, str(name))
 
 
-class ImporterRegistrar(_Registrar):
-    """Handed to ``hpt_register_importers``; format names follow embodiment names' rules."""
+class _FormatRegistrar(_Registrar):
+    """Importers and exporters: one per format, named by embodiment names' rules, with the methods of
+    their protocol."""
 
-    def add(self, importer: Any) -> None:
-        name = getattr(importer, "name", None)
-        taken = self._registry.importers.get(name) if isinstance(name, str) else None
-        missing = missing_members(importer, IMPORTER_MEMBERS)
+    kind = ""
+    members: tuple[str, ...] = ()
+
+    def _table(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _entry(self, item: Any) -> Any:
+        raise NotImplementedError
+
+    def add(self, item: Any) -> None:
+        name = getattr(item, "name", None)
+        table = self._table()
+        taken = table.get(name) if isinstance(name, str) else None
+        missing = missing_members(item, self.members)
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            reason = "an importer's name must be lowercase letters, digits, '-' or '_', from a letter"
+            reason = f"an {self.kind}'s name must be lowercase letters, digits, '-' or '_', from a letter"
         elif missing:
-            reason = f"an importer needs the methods {', '.join(IMPORTER_MEMBERS)} (missing: {', '.join(missing)})"
+            reason = f"an {self.kind} needs the methods {', '.join(self.members)} (missing: {', '.join(missing)})"
         elif taken is not None:
-            reason = f"duplicate importer name, already registered by plugin {taken.plugin.name!r}"
+            reason = f"duplicate {self.kind} name, already registered by plugin {taken.plugin.name!r}"
         else:
-            self._registry.importers[name] = RegisteredImporter(importer, self._plugin)
+            table[name] = self._entry(item)
             return
         self._error(reason, str(name))
 
 
-class ExporterRegistrar(_Registrar):
-    """Handed to ``hpt_register_exporters``; format names follow embodiment names' rules."""
+class ImporterRegistrar(_FormatRegistrar):
+    """Handed to ``hpt_register_importers``."""
 
-    def add(self, exporter: Any) -> None:
-        name = getattr(exporter, "name", None)
-        taken = self._registry.exporters.get(name) if isinstance(name, str) else None
-        missing = missing_members(exporter, EXPORTER_MEMBERS)
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            reason = "an exporter's name must be lowercase letters, digits, '-' or '_', from a letter"
-        elif missing:
-            reason = f"an exporter needs the methods {', '.join(EXPORTER_MEMBERS)} (missing: {', '.join(missing)})"
-        elif taken is not None:
-            reason = f"duplicate exporter name, already registered by plugin {taken.plugin.name!r}"
-        else:
-            self._registry.exporters[name] = RegisteredExporter(exporter, self._plugin)
-            return
-        self._error(reason, str(name))
+    kind, members = "importer", IMPORTER_MEMBERS
+
+    def _table(self) -> dict[str, Any]:
+        return self._registry.importers
+
+    def _entry(self, item: Any) -> Any:
+        return RegisteredImporter(item, self._plugin)
+
+
+class ExporterRegistrar(_FormatRegistrar):
+    """Handed to ``hpt_register_exporters``."""
+
+    kind, members = "exporter", EXPORTER_MEMBERS
+
+    def _table(self) -> dict[str, Any]:
+        return self._registry.exporters
+
+    def _entry(self, item: Any) -> Any:
+        return RegisteredExporter(item, self._plugin)
 
 
 def _disabled() -> set[str]:
