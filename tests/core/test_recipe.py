@@ -44,8 +44,10 @@ def test_good_recipe_round_trips_through_toml(tmp_path):
 def test_shipped_recipes_validate_and_name_installed_embodiments():
     from hpt_kit.core.registry import load_registry
     from hpt_kit.lab.experiment import load_experiment
+    from hpt_kit_rlds.openx import load_catalogue
 
     registry = load_registry()
+    catalogue = load_catalogue()
     paths = sorted((ROOT / "recipes").glob("*.toml"))
     assert {"default.toml", "scaled.toml", "smoke.toml", "demo.toml", "experiment.toml"} <= {p.name for p in paths}
     for path in paths:
@@ -59,7 +61,13 @@ def test_shipped_recipes_validate_and_name_installed_embodiments():
             points(study, load_recipe(study.pretrain))  # every point within what the recipe gives
             names = [d.embodiment for d in load_recipe(study.pretrain).datasets]
         else:
-            names = [d.embodiment for d in load_recipe(path).datasets]
+            recipe = load_recipe(path)
+            # Imported datasets (convert = false) are embodiments once imported: an Open-X one must be
+            # a catalogue entry that `hpt-kit openx import` makes.
+            imported = [d.embodiment for d in recipe.datasets if not d.convert]
+            for name in imported:
+                assert catalogue.entry(name).embodiment == name, f"{path.name}: {name}"
+            names = [d.embodiment for d in recipe.datasets if d.convert]
         for name in names:
             registry.embodiment(name)  # raises, listing the known ones, if not installed
 
