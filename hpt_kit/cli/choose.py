@@ -30,3 +30,29 @@ def choice(checkpoint: str | None, best: bool = False) -> str | None:
 def describe(ckpt) -> str:
     """The line saying which checkpoint a command uses."""
     return f"checkpoint {ckpt.path} (step {ckpt.step})"
+
+
+def better_best(ckpt) -> str | None:
+    """When a run's latest checkpoint was read by default and its validation loss is worse than
+    ``checkpoints/best``'s, the line that says so and how to use the best one (None otherwise)."""
+    import json
+    import math
+
+    from hpt_kit.weights.best import best_checkpoint, score
+    from hpt_kit.weights.checkpoint import DESCRIPTION
+
+    run = ckpt.path.parent.parent
+    if ckpt.path.parent.name != "checkpoints" or (best := best_checkpoint(run)) is None or best == ckpt.path:
+        return None
+    try:
+        described = json.loads((best / DESCRIPTION).read_text())
+    except (OSError, ValueError):
+        return None
+    latest = score(ckpt.description.get("metrics", {}).get("val_loss", {}))
+    better = score(described.get("metrics", {}).get("val_loss", {}))
+    if math.isnan(latest) or math.isnan(better) or better >= latest:
+        return None
+    return (
+        f"warning: step {ckpt.step} (latest) has validation loss {latest:.4g}, worse than step {described.get('step')}'s "
+        f"{better:.4g} (checkpoints/best): pass --best to use that one"
+    )

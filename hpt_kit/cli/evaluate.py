@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hpt_kit.cli.choose import Best, Choice, choice, describe
+from hpt_kit.cli.choose import Best, Choice, better_best, choice, describe
 
 if TYPE_CHECKING:
     from hpt_kit.core.recipe import EvalSection
@@ -116,6 +116,8 @@ def eval_command(
 
     ckpt = resolve_checkpoint(location)
     console.print(f"evaluating {describe(ckpt)}", highlight=False, soft_wrap=True)
+    if chosen is None and (warning := better_best(ckpt)) is not None:  # the latest, read by default
+        console.print(warning, markup=False, highlight=False, soft_wrap=True)
     settings, sources = eval_settings(ckpt.description, episodes, seed, execute_steps, temporal_ensemble)
     registry = load_registry()
     name = embodiment or next(iter(ckpt.specs))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hpt_kit.cli.choose import Best, Choice, choice, describe
+from hpt_kit.cli.choose import Best, Choice, better_best, choice, describe
 
 
 def serve_command(
@@ -74,6 +74,8 @@ def serve_command(
     def ready(bound: int) -> None:
         for ckpt in ckpts:
             console.print(f"{describe(ckpt)}: {', '.join(ckpt.specs)}", markup=False, highlight=False, soft_wrap=True)
+            if chosen is None and (warning := better_best(ckpt)):
+                console.print(warning, markup=False, highlight=False, soft_wrap=True)
         for name, served in fleet.served.items():
             console.print(f"{name}: {served.chunk_mode()} (from the {served.chunks_from}); actions clipped to its action bounds",
                           markup=False, highlight=False, soft_wrap=True)

@@ -37,3 +37,10 @@ def test_best_stays_on_the_lowest_validation_loss_after_its_step_folder_is_prune
     assert best.tensors().keys() == read_checkpoint(latest_checkpoint(run)).tensors().keys()
     # A worse candidate never replaces it.
     assert update_best(run, latest_checkpoint(run), {"toy": losses[60]}) is False
+    # Commands that read the latest by default (eval, serve) say the best one is better, and how to use it.
+    from hpt_kit.cli.choose import better_best
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
+
+    warning = better_best(resolve_checkpoint(run))
+    assert warning is not None and "step 60 (latest)" in warning and "worse than step 20's" in warning and "--best" in warning
+    assert better_best(resolve_checkpoint(run, "best")) is None
