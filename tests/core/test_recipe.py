@@ -42,9 +42,10 @@ def test_good_recipe_round_trips_through_toml(tmp_path):
 
 
 def test_shipped_recipes_validate_and_name_installed_embodiments():
+    from hpt_kit_rlds.openx import load_catalogue
+
     from hpt_kit.core.registry import load_registry
     from hpt_kit.lab.experiment import load_experiment
-    from hpt_kit_rlds.openx import load_catalogue
 
     registry = load_registry()
     catalogue = load_catalogue()
