@@ -33,7 +33,7 @@ from typing import Any
 
 from hpt_kit.core.lock import dataset_lock
 from hpt_kit.data.shards import shard_name, write_manifest
-from hpt_kit.data.store import Dataset, DatasetError, _replace, recover
+from hpt_kit.data.store import Dataset, DatasetError, _replace, replacing
 from hpt_kit.engine import UnitError, open_engine
 
 log = logging.getLogger(__name__)
@@ -123,12 +123,7 @@ def run_units(
     target = Path(target)
     parts = parts_folder(target)
     job = json.loads(json.dumps(dict(job)))  # the form plan.json holds, compared on resume
-    with dataset_lock(target):
-        recover(target, locked=True)
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
-        if target.exists():
-            Dataset(target, verify=False)  # only a dataset is ever replaced
+    with replacing(target, overwrite):
         with open_engine(workers, address, preload=(f"{__name__}_plugins",)) as engine:
             size = unit_episodes or max(1, math.ceil(episodes / (UNITS_PER_WORKER * engine.workers)))
             units = _staged_units(parts, job, plan_units(episodes, size), resume)

@@ -165,8 +165,7 @@ def write_sharded(
     import shutil
     import uuid
 
-    from hpt_kit.core.lock import dataset_lock
-    from hpt_kit.data.store import _replace, recover, write_dataset
+    from hpt_kit.data.store import _replace, replacing, write_dataset
     from hpt_kit.data.tools import _notes
 
     if shard_episodes < 1:
@@ -179,12 +178,7 @@ def write_sharded(
     if any(out.resolve() == ds.path.resolve() for ds in datasets):
         raise ValueError(f"{out}: write to a new path, not over a source dataset")
     everything = [(ds, i) for ds in datasets for i in range(ds.num_episodes)]
-    with dataset_lock(out):
-        recover(out, locked=True)
-        if out.exists() and not overwrite:
-            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        if out.exists():
-            Dataset(out, verify=False)  # only a dataset is ever replaced
+    with replacing(out, overwrite):
         tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:

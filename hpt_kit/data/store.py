@@ -34,13 +34,14 @@ when it is opened instead of reading the missing ones as zeros. Datasets written
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +155,7 @@ def write_dataset(
     dataset's action bounds and longest episode).
     """
     path = Path(path)
-    with dataset_lock(path):
-        recover(path, locked=True)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
-        if path.exists():
-            Dataset(path, verify=False)  # only a dataset is ever replaced: anything else raises DatasetError, untouched
+    with replacing(path, overwrite):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
@@ -241,6 +237,20 @@ def _flush(arrays: Mapping[str, Any], buffers: dict[str, list[np.ndarray]]) -> N
         if parts:
             arrays[f].append(np.concatenate(parts, axis=0), axis=0)
             parts.clear()
+
+
+@contextlib.contextmanager
+def replacing(path: Path, overwrite: bool) -> Iterator[None]:
+    """Held while a dataset is written to ``path``: its lock, a crashed write's leftovers recovered,
+    an existing ``path`` refused unless ``overwrite``, and then replaced only if it is a dataset
+    (anything else raises :class:`DatasetError`, untouched)."""
+    with dataset_lock(path):
+        recover(path, locked=True)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
+        if path.exists():
+            Dataset(path, verify=False)
+        yield
 
 
 def _replace(tmp: Path, path: Path) -> None:
