@@ -23,6 +23,11 @@ def import_command(
     source: Annotated[str, typer.Argument(help="A local folder or file, or hf://datasets/OWNER/NAME[@REVISION].")],
     name: Annotated[str | None, typer.Option(help="The imported embodiment's name (default: from the source's name).")] = None,
     state: Annotated[list[str] | None, typer.Option("--state", metavar="KEY", help="A state key; repeat to concatenate several, in order.")] = None,
+    no_state: Annotated[
+        bool,
+        typer.Option("--no-state", help="Import no state: a state-free spec (state_dim 0) whose stems read the views and instructions. "
+                     "Also what a source without any state key gets."),
+    ] = False,
     action: Annotated[str | None, typer.Option(metavar="KEY", help="The action key.")] = None,
     view: Annotated[list[str] | None, typer.Option("--view", metavar="KEY", help="A camera view key; repeatable.")] = None,
     no_images: Annotated[bool, typer.Option("--no-images", help="Import no camera views.")] = False,
@@ -70,9 +75,11 @@ def import_command(
         info = importer.describe(resolve_source(source))
         _print_description(info, source, as_json)
         return
+    if state and no_state:
+        raise typer.BadParameter("--state and --no-state contradict each other; give one", param_hint="--no-state")
     opts = ImportOptions(
         name=name,
-        state=tuple(state) if state else None,
+        state=() if no_state else (tuple(state) if state else None),
         action=action,
         views=() if no_images else (tuple(view) if view else None),
         episodes=episodes,
@@ -160,7 +167,7 @@ def _print_description(info: Any, source: str, as_json: bool) -> None:
     console.print(table)
     for task in info.tasks[:10]:
         console.print(f"  task: {task}", highlight=False, markup=False)
-    console.print("choose with --state KEY (repeatable), --action KEY, --view KEY (repeatable) or --no-images", markup=False)
+    console.print("choose with --state KEY (repeatable) or --no-state, --action KEY, --view KEY (repeatable) or --no-images", markup=False)
 
 
 def _print_result(path: Path, as_json: bool) -> None:
@@ -184,7 +191,7 @@ def _print_result(path: Path, as_json: bool) -> None:
         typer.echo(json.dumps(summary))
         return
     typer.echo(f"wrote {count(ds.num_episodes, 'episode')} ({ds.num_steps} steps) of imported embodiment {ds.name} to {path}")
-    typer.echo(f"  state {summary['state_dim']}, action {summary['action_dim']}, views {summary['views']}, {summary['control_hz']:g} Hz")
+    typer.echo(f"  state {summary['state_dim'] or 'none (image and language stems only)'}, action {summary['action_dim']}, views {summary['views']}, {summary['control_hz']:g} Hz")
     frames = ds.notes.get("import", {}).get("frames")
     if frames:
         stored = f"{frames['height']}x{frames['width']}"

@@ -94,12 +94,11 @@ def default_name(info: SourceInfo) -> str:
 
 
 def selection_for(info: SourceInfo, opts: ImportOptions) -> Selection:
-    """The keys to read: the user's, else the importer's defaults; each checked against the source."""
-    state = [info.feature(k).key for k in opts.state] if opts.state else info.default_state
+    """The keys to read: the user's, else the importer's defaults; each checked against the source.
+    No state key (``opts.state == ()``, or none chosen and none by default) imports a state-free spec."""
+    state = [info.feature(k).key for k in opts.state] if opts.state is not None else info.default_state
     action = info.feature(opts.action).key if opts.action else info.default_action
     views = [info.feature(k).key for k in opts.views] if opts.views is not None else info.default_views
-    if not state:
-        raise ImportSourceError(f"{info.location}: no state keys chosen and none by default; pass --state KEY")
     if not action:
         raise ImportSourceError(f"{info.location}: no action key chosen and none by default; pass --action KEY")
     for key in (*state, action):
@@ -195,6 +194,14 @@ def frame_sizes(info: SourceInfo, selection: Selection, spec: EmbodimentData, fi
     return {"height": image.height, "width": image.width, "fit": fit, "method": "hpt_kit.images.fit_frames", "source": source}
 
 
+class EverySkipped(ImportSourceError):
+    """``--skip-bad`` skipped every episode of the selection; ``skipped``: the notes' entries for them."""
+
+    def __init__(self, message: str, skipped: list[dict[str, Any]]):
+        super().__init__(message)
+        self.skipped = skipped
+
+
 def kit_episodes(
     source: Iterator[SourceEpisode], info: SourceInfo, selection: Selection, spec: EmbodimentData, opts: ImportOptions, notes: dict
 ) -> Iterator[Episode]:
@@ -212,8 +219,8 @@ def kit_episodes(
         kept += 1
         yield episode
     if not kept and skipped:  # nothing to write: say why, from the first episode
-        raise ImportSourceError(
-            f"{info.location}: --skip-bad skipped every episode ({len(skipped)}); the first, {skipped[0]['reason']}"
+        raise EverySkipped(
+            f"{info.location}: --skip-bad skipped every episode ({len(skipped)}); the first, {skipped[0]['reason']}", skipped
         )
 
 
@@ -231,8 +238,8 @@ def _kit_episode(ep: SourceEpisode, selection: Selection, spec: EmbodimentData, 
     steps = lengths[selection.action]
     if steps < MIN_STEPS:
         raise ImportSourceError(f"{where}: has {steps} step(s); at least {MIN_STEPS} are needed")
-    state = np.concatenate([vectors[k] for k in selection.state], axis=1)
     action = vectors[selection.action]
+    state = np.concatenate([vectors[k] for k in selection.state], axis=1) if selection.state else np.zeros((steps, 0), np.float32)
     if state.shape[1] != spec.observation.state_dim or action.shape[1] != spec.action.dim:
         raise ImportSourceError(
             f"{where}: {state.shape[1]} state and {action.shape[1]} action values per step; the source declares "
@@ -293,6 +300,11 @@ def import_dataset(
     if not NAME_PATTERN.match(name):
         raise ImportSourceError(f"--name {name!r} must be lowercase letters, digits, '-' or '_', starting with a letter")
     language, instructions = _language(info, opts, registry)
+    if not selection.state and not selection.views and language is None:
+        raise ImportSourceError(
+            f"{info.location}: no state key, no camera view and no instruction: the policy would observe nothing; "
+            f"pass --state KEY or --view KEY{' (or drop --text-encoder none)' if info.tasks else ''}"
+        )
     spec = infer_spec(info, selection, name, language)
     notes: dict[str, Any] = {IMPORT_NOTE: _import_note(info, selection, opts)}
     if spec.observation.image is not None:

@@ -244,3 +244,12 @@ def test_v3_rows_found_by_episode_index_when_not_where_meta_says(v3, copy_of):
     for e in eps:
         assert e.problem is None
         np.testing.assert_array_equal(e.arrays[STATE][:, 0], e.index * 100 + np.arange(12))
+
+
+def test_no_state_imports_a_state_free_spec(v21, tmp_path):
+    from hpt_kit.data.importing import ImportOptions, import_dataset
+    from hpt_kit.data.store import Dataset
+
+    ds = Dataset(import_dataset(IMPORTER, str(v21), tmp_path / "n.zarr", ImportOptions(state=(), episodes=1, image_size=16, text_encoder="none")))
+    assert ds.spec.observation.state_dim == 0 and "state" not in [s.modality for s in ds.spec.stems]
+    assert ds.episode(0)["state"].shape[1] == 0 and ds.episode(0)["image"].shape[2:] == (16, 16, 3)

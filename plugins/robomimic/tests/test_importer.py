@@ -238,3 +238,12 @@ def test_a_raw_robosuite_file_is_read_through_env_info(importer, tmp_path):
     assert info.extra["robosuite"] == {"env_name": "PickPlaceCan", "robots": ["Panda"], "control_freq": 20}
     episodes = list(importer.episodes(path, Selection(state=("states",), action="actions")))
     assert [e.arrays["states"].shape for e in episodes] == [(5, 40), (5, 40)]
+
+
+def test_no_state_imports_a_state_free_spec(importer, good_file, tmp_path):
+    from hpt_kit.data.importing import ImportOptions, import_dataset
+    from hpt_kit.data.store import Dataset
+
+    ds = Dataset(import_dataset(importer, str(good_file), tmp_path / "n.zarr", ImportOptions(state=(), episodes=2, image_size=16, text_encoder="none")))
+    assert ds.spec.observation.state_dim == 0 and "state" not in [s.modality for s in ds.spec.stems]
+    assert ds.episode(1)["state"].shape == (GOOD_LENGTHS[1], 0) and ds.episode(1)["image"].shape[1:] == (2, 16, 16, 3)
