@@ -125,7 +125,8 @@ def eval_command(
     if name in registry.embodiments and name in ckpt.specs and not imported:  # before a raw shape error in the rollout
         _check_plugin(registry.embodiment(name), ckpt.specs[name], f"checkpoint {ckpt.path}")
     model = HPT.from_checkpoint(ckpt, registry)
-    if name not in registry.embodiments:  # no simulator (an imported dataset): offline metrics
+    emb = None if imported and replay is not None else _simulator(registry, ckpt, name, imported)
+    if emb is None:  # no simulator (an imported dataset): offline metrics
         if video is not None or expert:
             raise typer.BadParameter(f"embodiment {name!r} has no simulator: no videos, no expert", param_hint="--expert/--video")
         from hpt_kit.cli.eval_offline import offline
@@ -136,7 +137,6 @@ def eval_command(
         raise typer.BadParameter(f"embodiment {name!r} has a simulator: evaluate it by rollouts (--replay is for data-only ones)", param_hint="--replay")
     ensemble = settings.temporal_ensemble
     policy = Policy(model, name, settings.execute_steps, ensemble=ensemble or None)
-    emb = registry.embodiment(name)
     if expert and emb.expert_rollout is None:
         raise typer.BadParameter(f"embodiment {name!r} has no scripted expert", param_hint="--expert")
     out = {
@@ -154,6 +154,28 @@ def eval_command(
         typer.echo(json.dumps(out))
         return
     _print_table(out, ckpt.path.name)
+
+
+def _simulator(registry: Any, ckpt: Any, name: str, imported: bool) -> Embodiment | None:
+    """The embodiment to roll out in: the plugin's, or the environment an imported dataset's source
+    names (``hpt_kit.data.simulator``); None, with the reason printed for an imported dataset, when
+    evaluation stays offline."""
+    from hpt_kit.cli.output import console
+    from hpt_kit.core.importer import NoEnvironment
+    from hpt_kit.data.simulator import simulator
+
+    if name in registry.embodiments:
+        return registry.embodiment(name)
+    if not imported or name not in ckpt.specs:
+        return None
+    notes = ckpt.description["embodiments"][name]["dataset"]["notes"]
+    try:
+        emb = simulator(registry, name, ckpt.specs[name], notes)
+    except NoEnvironment as exc:
+        console.print(f"{name}: no simulator to roll out in, so offline evaluation ({exc})", highlight=False, soft_wrap=True)
+        return None
+    console.print(f"{name}: rolling out in {emb.description}", highlight=False, soft_wrap=True)
+    return emb
 
 
 def _rollouts(

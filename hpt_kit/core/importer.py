@@ -27,6 +27,12 @@ class ImportSourceError(ValueError):
     """A source that cannot be imported; the message names the dataset, episode, key or file."""
 
 
+class NoEnvironment(Exception):
+    """An imported dataset whose source names no simulator that can be built here; the message says
+    why (no environment recorded, an environment, robot, controller or camera the installed simulator
+    lacks), and the dataset is evaluated offline."""
+
+
 @dataclass(frozen=True)
 class Feature:
     """One field of a source, as ``describe`` reports it."""
@@ -111,6 +117,11 @@ class Importer(Protocol):
     # Optional: True when ``episodes`` honours ``Selection.first`` (skipping without decoding), so
     # `hpt-kit import --workers` may split the source into ranges; importers without it import serially.
     reads_ranges: bool
+    # Optional: ``environment(spec, note) -> Embodiment``, the simulator the source's metadata names
+    # (robomimic's env_args), rebuilt for a dataset it imported from the dataset's spec and its
+    # ``notes.import`` (``note``): an embodiment whose ``rollout`` plays a policy there with
+    # observations made as the import made them. Raises :class:`NoEnvironment` naming why it cannot.
+    # `hpt-kit eval` and `hpt-kit experiment` evaluate such a dataset online through it.
 
     def detect(self, path: Path) -> bool:
         """Whether ``path`` looks like this format (cheap: metadata only)."""

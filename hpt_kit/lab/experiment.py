@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from hpt_kit.core.importer import NoEnvironment
 from hpt_kit.core.overrides import load_section
 from hpt_kit.core.presets import PRESETS, TrunkConfig, trunk_config
 from hpt_kit.core.recipe import (
@@ -46,6 +47,7 @@ from hpt_kit.core.recipe import (
 )
 from hpt_kit.core.spec import RolloutRequest
 from hpt_kit.core.stats import format_rate
+from hpt_kit.data.simulator import simulator
 from hpt_kit.lab.comparison import comparison_markdown, paired_comparisons, pooled_rate, stricter
 from hpt_kit.train.budget import LR, transfer_train
 
@@ -266,7 +268,10 @@ def run_experiment(
         pretrain_source = pretrain.source
     out.mkdir(parents=True, exist_ok=True)
     for t in section.targets:  # fail before hours of pre-training, not after
-        registry.embodiment(t.embodiment)
+        try:  # a plugin's embodiment, or an imported dataset whose source names a simulator (hpt_kit.data.simulator)
+            simulator(registry, t.embodiment)
+        except NoEnvironment as exc:
+            raise RecipeError(f"experiment target {t.embodiment!r} is an imported dataset with no simulator to evaluate in: {exc}") from None
         if t.embodiment in mixture:
             raise RecipeError(f"experiment target {t.embodiment!r} is in the pre-training mixture; hold it out")
 
@@ -467,7 +472,7 @@ def transfer_run(job: RunJob, registry: Any = None, on_log: Callable[[dict[str, 
     ensemble = settings.temporal_ensemble or None
     policy = Policy(HPT.from_checkpoint(ckpt, registry), job.target, settings.execute_steps, ensemble=ensemble)
     request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
-    rollout, eval_workers = evaluate(registry.embodiment(job.target), policy, request, job.eval_workers)
+    rollout, eval_workers = evaluate(simulator(registry, job.target), policy, request, job.eval_workers)
     curve = _curve(run_dir, job.target)
     notes = ckpt.description["embodiments"][job.target]["dataset"].get("notes", {})
     return {

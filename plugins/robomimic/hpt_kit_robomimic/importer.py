@@ -7,9 +7,10 @@ with every policy trained on the original file and with a robosuite rollout that
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -17,6 +18,10 @@ from hpt_kit.core.importer import IMAGE, VECTOR, ImportSourceError, Selection, S
 from PIL import Image
 
 from hpt_kit_robomimic import layout
+
+if TYPE_CHECKING:
+    from hpt_kit import Embodiment
+    from hpt_kit.core.spec import EmbodimentData
 
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float
 
@@ -111,6 +116,13 @@ class RobomimicImporter:
                     yield SourceEpisode(index, problem=f"mask/{key} lists {name}, which data/ lacks")
                     continue
                 yield _read_demo(index, demo, columns, selection.image_size, shared)
+
+    def environment(self, spec: EmbodimentData, note: Mapping[str, Any]) -> Embodiment:
+        """The robosuite environment ``env_args`` names, for a dataset this importer made (see
+        :mod:`hpt_kit_robomimic.robosuite_env`); :class:`NoEnvironment` says why there is none."""
+        from hpt_kit_robomimic.robosuite_env import environment
+
+        return environment(spec, note)
 
 
 def _open(path: Path) -> h5py.File:
