@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from hpt_kit.core.lock import dataset_lock
-from hpt_kit.data.shards import shard_name, write_manifest
+from hpt_kit.data.shards import merge_notes, shard_name, write_manifest
 from hpt_kit.data.store import Dataset, DatasetError, _replace, replacing
 from hpt_kit.engine import UnitError, open_engine
 
 log = logging.getLogger(__name__)
 
 PLAN = "plan.json"
-EMPTY = ".empty"  # beside a unit's shard name: the unit's range held no episodes (a filtered source's tail)
+EMPTY = ".empty"  # beside a unit's shard name: the unit wrote no episodes (JSON: its notes, when it skipped some)
 UNITS_PER_WORKER = 4  # default unit size: each worker gets about this many units (resume loses at most one)
 ORPHAN_WAIT_S = 600.0  # how long a unit waits for a killed run's worker still writing its shard
 
@@ -154,9 +154,14 @@ def run_units(
         provenance = {"job": job, "units": [[u.first, u.episodes] for u in units], "engine": engine.name,
                       "host": socket.gethostname()}
         shards = [shard_name(u.index) for u in units if (parts / shard_name(u.index)).is_dir()]
-        if not shards:
+        skipped = _skipped_without_shard(parts, units)
+        if not shards:  # every unit finished, with nothing to keep
+            shutil.rmtree(parts)
+            if any(skipped.values()):
+                entries = [e for value in skipped.values() for e in value]
+                raise DatasetError(f"{target}: --skip-bad skipped every episode ({len(entries)}); the first, {entries[0]['reason']}")
             raise DatasetError(f"{target}: the source gave no episodes in any unit")
-        write_manifest(parts, shards, provenance, final_spec)
+        write_manifest(parts, shards, provenance, final_spec, notes=_merged_notes(parts, units, skipped))
         for leftover in parts.iterdir():  # the plan and what killed workers left: not part of the dataset
             if leftover.name.startswith(".") or leftover.name == PLAN or leftover.name.endswith(EMPTY):
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
@@ -187,6 +192,35 @@ def _staged_units(parts: Path, job: Mapping[str, Any], units: list[Unit], resume
     tmp.write_text(json.dumps({"job": job, "units": [[u.first, u.episodes] for u in units]}, indent=1))
     os.replace(tmp, plan_file)
     return units
+
+
+def _skipped_without_shard(parts: Path, units: list[Unit]) -> dict[int, list[dict[str, Any]]]:
+    """Per unit that wrote no shard: the episodes ``--skip-bad`` skipped in it (its marker's notes)."""
+    found = {}
+    for unit in units:
+        marker = parts / (shard_name(unit.index) + EMPTY)
+        if marker.is_file() and not (parts / shard_name(unit.index)).is_dir():
+            text = marker.read_text()
+            found[unit.index] = json.loads(text).get("skipped_episodes", []) if text.strip() else []
+    return found
+
+
+def _merged_notes(parts: Path, units: list[Unit], skipped: Mapping[int, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """The shards' notes merged (None: :func:`write_manifest` merges them), with the episodes skipped
+    by units that wrote no shard put in their place among the skipped episodes."""
+    if not any(skipped.values()):
+        return None
+    notes, entries = [], []
+    for unit in units:
+        if unit.index in skipped:
+            entries += skipped[unit.index]
+            continue
+        shard = Dataset(parts / shard_name(unit.index), verify=False, recovering=False)
+        notes.append(shard.notes)
+        entries += shard.notes.get("skipped_episodes", [])
+    merged = merge_notes(notes)
+    merged["skipped_episodes"] = entries
+    return merged
 
 
 def _unit_done(parts: Path, unit: Unit) -> bool:
@@ -300,7 +334,7 @@ class _Counted:
 def import_unit(task: UnitTask) -> dict[str, Any]:
     """One range of a source's episodes imported into its shard (runs in a worker)."""
     from hpt_kit.core.spec import SpecError
-    from hpt_kit.data.importing import ImportOptions, import_dataset
+    from hpt_kit.data.importing import EverySkipped, ImportOptions, import_dataset
 
     started = time.perf_counter()
     job, unit = task.job, task.unit
@@ -313,12 +347,18 @@ def import_unit(task: UnitTask) -> dict[str, Any]:
     for key in ("state", "views"):
         options[key] = tuple(options[key]) if options[key] is not None else None
     opts = ImportOptions(**{**options, "first": unit.first, "episodes": unit.episodes})
+    marker = Path(task.folder) / (shard_name(unit.index) + EMPTY)
     try:
         import_dataset(importer, job["source"], shard, opts, registry)
+    except EverySkipped as exc:  # no shard; the skipped episodes go into the dataset's notes
+        tmp = marker.with_name(f".{marker.name}.tmp")
+        tmp.write_text(json.dumps({"skipped_episodes": exc.skipped}))
+        os.replace(tmp, marker)
+        return {"episodes": 0, "steps": 0, "seconds": time.perf_counter() - started}
     except SpecError:
         if importer.count:
             raise
-        (Path(task.folder) / (shard_name(unit.index) + EMPTY)).touch()  # past the end of a filtered selection
+        marker.touch()  # past the end of a filtered selection
         return {"episodes": 0, "steps": 0, "seconds": time.perf_counter() - started}
     return _record(shard, started)
 

@@ -11,7 +11,7 @@ import pytest
 from hpt_kit.core.registry import load_registry
 from hpt_kit.data.fanout import import_sharded, parts_folder
 from hpt_kit.data.importing import ImportOptions, import_dataset
-from hpt_kit.data.store import Dataset
+from hpt_kit.data.store import Dataset, DatasetError
 from hpt_kit.engine import UnitError
 from tests.cli.test_import_end_to_end import _fixture_writer
 from tests.data.test_shards import assert_same_dataset
@@ -92,3 +92,29 @@ def test_the_import_command_fans_out_and_reports_a_bad_episode_in_one_line(tmp_p
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and len(lines) == 1, bad.stderr
     assert "unit 1 (episodes 2..3)" in lines[0] and "episode 3" in lines[0] and "observation.state" in lines[0]
     assert "--resume" in lines[0] and not (tmp_path / "lr.zarr").exists()
+
+
+def test_a_unit_whose_every_episode_is_skipped_writes_no_shard_and_keeps_its_notes(tmp_path, registry):
+    """Episodes 2 and 3 bad, units of 2 episodes: the middle unit skips all it reads. The dataset is
+    the serial import's, its skipped episodes listed in order; with every episode bad, one error."""
+    write_lerobot = _fixture_writer("plugins/lerobot/tests/lerobot_fixtures.py", "write_lerobot")
+    make_ragged = _fixture_writer("plugins/lerobot/tests/lerobot_fixtures.py", "make_ragged")
+    source = write_lerobot(tmp_path / "lr", episodes=5, steps=6, frame_size=(16, 16), cameras=("front",))
+    make_ragged(source, 2)
+    make_ragged(source, 3)
+    opts = ImportOptions(name="lr", skip_bad=True)
+    serial = Dataset(import_dataset(registry.importer("lerobot"), str(source), tmp_path / "serial.zarr", opts, registry))
+    out = import_sharded("lerobot", str(source), tmp_path / "sharded.zarr", opts, unit_episodes=2, registry=registry)
+    sharded = Dataset(out)
+    assert [s.num_episodes for s in sharded.shards] == [2, 1] and sorted(p.name for p in out.iterdir()) == [
+        "manifest.json", "shard-00000.zarr", "shard-00002.zarr"]
+    assert [s["episode"] for s in sharded.notes["skipped_episodes"]] == [2, 3]
+    assert sharded.notes == serial.notes
+    assert_same_dataset(serial, sharded)
+
+    few = write_lerobot(tmp_path / "bad", episodes=2, steps=6, frame_size=(16, 16), cameras=("front",))
+    make_ragged(few, 0)
+    make_ragged(few, 1)
+    with pytest.raises(DatasetError, match=r"--skip-bad skipped every episode \(2\); the first, episode 0: .*observation\.state"):
+        import_sharded("lerobot", str(few), tmp_path / "none.zarr", opts, unit_episodes=1, registry=registry)
+    assert not (tmp_path / "none.zarr").exists() and not parts_folder(tmp_path / "none.zarr").exists()

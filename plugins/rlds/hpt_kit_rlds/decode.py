@@ -10,6 +10,7 @@ encoded images (one JPEG or PNG file per step) in a ``bytes_list``; tensors decl
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -114,7 +115,8 @@ def _decoded(leaf: Leaf, step: int, blob: bytes, size: tuple[int, int] | None) -
                 img.draft("RGB", (size[1], size[0]))
             rgb = img.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise EpisodeProblem(f"key {leaf.key!r}, step {step}: cannot decode the image ({exc})") from None
+        why = re.sub(r" <[^>]* at 0x[0-9a-f]+>", "", str(exc))  # PIL names the buffer by its address: not the same twice
+        raise EpisodeProblem(f"key {leaf.key!r}, step {step}: cannot decode the image ({why})") from None
     return _resized(rgb, size) if size is not None else np.asarray(rgb)
 
 

@@ -97,7 +97,7 @@ class RldsImporter:
     """RLDS / TFDS datasets (Open X-Embodiment and anything ``tfds build`` wrote as TFRecord)."""
 
     name = NAME
-    reads_ranges = True  # Selection.first: shards wholly before it are not opened
+    reads_ranges = True  # Selection.first: shards wholly before it are not opened, records before it in its shard not read
 
     def detect(self, path: Path) -> bool:
         folder = version_folder(Path(path))
@@ -290,16 +290,19 @@ def _leaf(src: Source, key: str, role: str) -> Leaf:
 
 
 def _stream(shards: list[Path], plan: Plan) -> Iterator[SourceEpisode]:
-    """Episodes ``plan.first`` .. (``plan.limit`` of them); shards wholly before the range, by their
-    declared lengths, are skipped unread, the rest of the skipped episodes read and dropped."""
+    """Episodes ``plan.first`` .. (``plan.limit`` of them). By the shards' declared lengths, shards
+    wholly before the range are not opened and the records before it in its first shard are passed
+    over unread (``read_frames(start=...)``): a unit of a parallel import decodes its episodes only.
+    Without declared lengths the episodes before the range are read and dropped."""
     lengths = plan.split.shard_lengths or (0,) * len(shards)
     index = 0
     for shard, declared in zip(shards, lengths):
         if declared and index + declared <= plan.first:
             index += declared
             continue
-        for episode in _shard_episodes(shard, declared, index, plan):
-            index += 1
+        skip = max(0, plan.first - index) if declared else 0
+        for episode in _shard_episodes(shard, declared, index, plan, skip):
+            index = episode.index + 1
             if episode.index < plan.first:
                 continue
             yield episode
@@ -307,16 +310,20 @@ def _stream(shards: list[Path], plan: Plan) -> Iterator[SourceEpisode]:
                 return
 
 
-def _shard_episodes(shard: Path, declared: int, start: int, plan: Plan) -> Iterator[SourceEpisode]:
-    """A shard's episodes; a missing or truncated shard gives one problem per episode it should hold."""
+def _shard_episodes(shard: Path, declared: int, start: int, plan: Plan, skip: int = 0) -> Iterator[SourceEpisode]:
+    """A shard's episodes from its record ``skip`` on (those before it unread); a missing or
+    truncated shard gives one problem per episode it should hold."""
     if not shard.is_file():
-        for i in range(declared):
+        for i in range(skip, declared):
             yield SourceEpisode(start + i, problem=f"shard {shard.name} is missing (record {i})")
         return
-    count, broken = 0, ""
-    with contextlib.closing(read_frames(shard)) as frames:
+    count, broken = skip, ""
+    with contextlib.closing(read_frames(shard, start=skip)) as frames:
         for frame in frames:
+            count = frame.index
             if frame.last:  # a frame cut short or a damaged length: nothing after it can be trusted
+                if not frame.problem:  # the shard ended before record ``skip``
+                    break
                 broken = f"shard {shard.name} is {frame.problem}" if frame.problem.startswith("truncated") else (
                     f"shard {shard.name}, {frame.problem}; the rest of the shard cannot be read"
                 )

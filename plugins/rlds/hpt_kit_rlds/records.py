@@ -9,10 +9,15 @@ decoder and, in a JPEG frame, the dataset. Here every frame is checked with the 
 A data checksum that fails spoils that record only: the frame's length was verified, so reading goes
 on at the next one. A length checksum that fails, or a frame cut short, leaves nothing after it
 trustworthy: that is the shard's last item.
+
+Reading from record ``start`` passes over the records before it by their lengths (each length's
+checksum verified, their data neither read nor checked), so a range of episodes that starts inside a
+shard costs a seek per earlier record, not a read and a decode.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,11 +46,33 @@ class Frame:
     last: bool = False
 
 
-def read_frames(path: str | Path, verify: bool = True) -> Iterator[Frame]:
-    """The frames of one TFRecord file in order. ``verify=False`` skips both checksums (only for
-    measuring what they cost)."""
+def read_frames(path: str | Path, verify: bool = True, start: int = 0) -> Iterator[Frame]:
+    """The frames of one TFRecord file in order, from record ``start`` on (see the module docstring;
+    a damaged or cut-short record before ``start`` is still yielded, as the last, and a file that
+    ends before ``start`` yields a last frame with no problem, at the index where it ended).
+    ``verify=False`` skips both checksums (only for measuring what they cost)."""
     with open(path, "rb", buffering=0) as fh:
         index = 0
+        size = os.fstat(fh.fileno()).st_size
+        while index < start:
+            header = fh.read(HEADER)
+            if not header:
+                yield Frame(index, None, "", True)
+                return
+            if len(header) < HEADER:
+                yield Frame(index, None, f"truncated at record {index} ({len(header)} of its {HEADER} header bytes)", True)
+                return
+            (length,) = struct.unpack_from("<Q", header)
+            (length_crc,) = struct.unpack_from("<I", header, 8)
+            if verify and masked_crc(header[:8]) != length_crc:
+                yield Frame(index, None, f"record {index}: its length's CRC-32C does not match (length field damaged)", True)
+                return
+            body = size - fh.tell()
+            if body < length + FOOTER:
+                yield Frame(index, None, f"truncated at record {index} ({body} of its {length + FOOTER} bytes)", True)
+                return
+            fh.seek(length + FOOTER, os.SEEK_CUR)
+            index += 1
         while True:
             header = fh.read(HEADER)
             if not header:

@@ -304,3 +304,45 @@ def test_a_damaged_record_is_a_problem_naming_shard_and_record(rlds_source, tmp_
     episodes = read(copy, select(views=()))
     assert [ep.problem is None for ep in episodes] == [False, True, True, True]
     assert "shard toy_rlds-train.tfrecord-00000-of-00002, record 0: its data's CRC-32C does not match" in episodes[0].problem
+
+
+def _same(a, b) -> bool:
+    return (a.index, a.problem, a.instruction, sorted(a.arrays)) == (b.index, b.problem, b.instruction, sorted(b.arrays)) and all(
+        np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays
+    )
+
+
+def test_a_range_decodes_only_its_own_episodes(bad_source, rlds_source, tmp_path, monkeypatch):
+    """Every range (a parallel import's unit) gives the whole read's episodes in it, and parses no
+    record outside it: the records before it in its shard are passed over by their lengths."""
+    from hpt_kit_rlds.records import read_frames
+
+    whole = read(bad_source, select())
+    parsed = []
+    original = decode.parse_example
+    monkeypatch.setattr(decode, "parse_example", lambda record: parsed.append(bytes(record[:0])) or original(record))
+    for first in range(6):
+        for count in (1, 2):
+            parsed.clear()
+            part = read(bad_source, select(first=first, episodes=count))
+            assert [ep.index for ep in part] == list(range(first, min(first + count, 6)))
+            assert all(_same(a, b) for a, b in zip(part, whole[first : first + count]))
+            assert len(parsed) == len(part)  # one parse per episode of the range, none before it
+    shard = sorted(rlds_source.glob("*-train.tfrecord-*"))[0]
+    frames = list(read_frames(shard))
+    assert [(f.index, bytes(f.data)) for f in read_frames(shard, start=1)] == [(f.index, bytes(f.data)) for f in frames[1:]]
+    (end,) = read_frames(shard, start=len(frames) + 2)
+    assert (end.index, end.last, end.problem) == (len(frames), True, "")
+
+    copy = Path(shutil.copytree(rlds_source, tmp_path / "1.0.0"))  # a damaged shard: the same problems either way
+    second = copy / "toy_rlds-train.tfrecord-00001-of-00002"
+    second.write_bytes(second.read_bytes()[:-100])
+    first_shard = copy / "toy_rlds-train.tfrecord-00000-of-00002"
+    raw = bytearray(first_shard.read_bytes())
+    raw[0] ^= 0x01  # record 0's length: nothing in the shard can be read
+    first_shard.write_bytes(bytes(raw))
+    whole = read(copy, select(views=()))
+    assert [ep.problem is None for ep in whole] == [False, False, True, False]
+    for first in range(4):
+        part = read(copy, select(views=(), first=first, episodes=1))
+        assert len(part) == 1 and _same(part[0], whole[first])
