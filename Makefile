@@ -26,7 +26,7 @@ system:
 venv:
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install -q -c constraints.txt -e '.[dev,experiment,vision,serve,video,track,lora,cluster]' $(addprefix -e ,$(PACKAGES))
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install -q -c constraints.txt -e '.[dev,experiment,vision,serve,video,track,lora,cluster,openvino]' $(addprefix -e ,$(PACKAGES))
 
 # Pre-train the small trunk on mujoco-arm3, attach the held-out mujoco-arm4 with the trunk frozen,
 # and evaluate it next to the scripted expert. Re-running resumes the finished runs.

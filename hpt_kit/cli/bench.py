@@ -14,7 +14,8 @@ class Backend(StrEnum):
     torch = "torch"
     onnx = "onnx"
     onnx_int8 = "onnx-int8"
-    both = "both"
+    openvino = "openvino"
+    both = "both"  # torch and onnx
 
 
 def bench_command(
@@ -39,8 +40,10 @@ def bench_command(
     eval_workers: Annotated[int | None, typer.Option(min=1, help="eval: worker processes (default: the CPU cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     backend: Annotated[
-        Backend, typer.Option(help="act(): the torch backend (eager, or compiled with --compile), the onnx one (ONNX Runtime, CPU), both, or onnx-int8 (int8 weights, not exact).")
-    ] = Backend.torch,
+        list[Backend] | None,
+        typer.Option(help="act() on these backends (repeatable): torch (eager, or compiled with --compile), onnx (ONNX Runtime, CPU), "
+                     "openvino (OpenVINO, CPU, fp32), onnx-int8 (int8 weights, not exact), both (torch and onnx). Default torch."),
+    ] = None,
 ) -> None:
     """Measure matmul peak, training throughput and MFU, act() latency, mixed-embodiment steps and sampler speed."""
     from hpt_kit.cli.output import console
@@ -49,12 +52,13 @@ def bench_command(
     unknown = sorted(set(part or ()) - set(PARTS))
     if unknown:
         raise typer.BadParameter(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}", param_hint="--part")
-    backends = ("torch", "onnx") if backend is Backend.both else (backend.value,)
+    backends = _backends(backend or [Backend.torch])
     if any(b != "torch" for b in backends) and "act" in (part or PARTS):
         from hpt_kit.train.step import pick_device
 
         if pick_device(device).type != "cpu":
-            raise typer.BadParameter(f"the onnx backend runs on the CPU; pass --device cpu (this is {device})", param_hint="--backend")
+            graph = next(b for b in backends if b != "torch")
+            raise typer.BadParameter(f"the {graph} backend runs on the CPU; pass --device cpu (this is {device})", param_hint="--backend")
 
     result = run(
         presets=tuple(preset or ("small", "base")),
@@ -77,6 +81,12 @@ def bench_command(
         typer.echo(json.dumps(result))
         return
     _print(result)
+
+
+def _backends(chosen: list[Backend]) -> tuple[str, ...]:
+    """The act part's backends in the order given, each once; ``both`` is torch and onnx."""
+    names = [n for b in chosen for n in (("torch", "onnx") if b is Backend.both else (b.value,))]
+    return tuple(dict.fromkeys(names))
 
 
 def _print(result: dict) -> None:
@@ -143,6 +153,12 @@ def _print_serve(out, s: dict) -> None:
         table.add_row(str(r["clients"]), "on" if r["batching"] else "off", f"{r['actions_per_s']:.0f}",
                       f"{r['throughput_vs_one_client']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
     out.print(table)
+    if "goals" in s:
+        o, g = s["goals"]["one_robot_overhead_ms"], s["goals"]["robots_32_vs_one"]
+        out.print(f"goals: one robot within {o['goal']:g} ms of in-process act(): +{o['measured']:.2f} ms, "
+                  + ("met" if o["met"] else f"{o['gap']:.2f} ms short")
+                  + f"; 32 robots >= {g['goal']:g}x one robot's actions/s: {g['measured']:.1f}x, "
+                  + ("met" if g["met"] else f"{g['gap']:.1f}x short"), highlight=False)
     if s.get("delays"):
         _print_delays(out, s["delays"])
 

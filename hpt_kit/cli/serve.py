@@ -21,7 +21,7 @@ def serve_command(
     max_batch: Annotated[int, typer.Option(min=1, help="Most predictions in one batch.")] = 64,
     idle_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds after which a silent robot's state is dropped.")] = 300.0,
     max_message_mb: Annotated[float, typer.Option(min=0.01, help="Largest message accepted, in MiB.")] = 16.0,
-    backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, CPU; one pass per embodiment in a batch), or onnx-int8 (int8 weights: faster, not exact).")] = "torch",
+    backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, CPU; one pass per embodiment in a batch), or onnx-int8 (int8 weights: faster, not exact), or openvino (OpenVINO, CPU, fp32; hpt-kit[openvino]).")] = "torch",
     max_robots: Annotated[
         int, typer.Option(min=1, help="Most live robot sessions on the server; a new robot beyond it is refused (existing ones keep acting).")
     ] = 256,

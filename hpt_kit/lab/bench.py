@@ -189,13 +189,13 @@ def count_train_flops(record: dict[str, Any], device: torch.device, peak: float)
 
 def bench_act(preset: str, device: torch.device, calls: int, compile: bool = False, backend: str = "torch") -> dict[str, Any]:
     """``Policy.act()`` latency at batch 1, a prediction every call, on the ``torch`` (eager or
-    compiled), ``onnx`` or ``onnx-int8`` backend."""
+    compiled), ``onnx``, ``onnx-int8`` or ``openvino`` backend."""
     from hpt_kit.policy import Policy
 
     torch.manual_seed(0)
     if compile:
         torch._dynamo.reset()
-    compile = compile and backend == "torch"  # the onnx backend has ONNX Runtime's own optimisations
+    compile = compile and backend == "torch"  # the graph backends have their runtime's own optimisations
     model = standard_model(preset)
     policy = Policy(model, "bench", execute_steps=1, device=device, compile=compile, backend=backend)  # predict every call
     rng = np.random.default_rng(0)
@@ -461,12 +461,12 @@ def run(
     eval_episodes: int = 8,
     eval_workers: int | None = None,
 ) -> dict[str, Any]:
-    """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``, ``onnx-int8``; the onnx ones on the CPU only);
+    """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``, ``onnx-int8``, ``openvino``; all but torch on the CPU only);
     ``eval_*``: the eval part's embodiments (default: ``bench_eval.EVAL_EMBODIMENTS``), episodes and
     worker processes (default: one per core)."""
     dev = pick_device(device)
     if any(b != "torch" for b in backends) and "act" in parts and dev.type != "cpu":
-        raise ValueError(f"the onnx backend runs on the CPU; measure it with device 'cpu', not {dev}")
+        raise ValueError(f"the {', '.join(b for b in backends if b != 'torch')} backend runs on the CPU; measure it with device 'cpu', not {dev}")
     say = on_progress or (lambda msg: None)
     say("matmul peak")
     result: dict[str, Any] = {"device": device_name(dev), "torch": torch.__version__, "compiled": compile}

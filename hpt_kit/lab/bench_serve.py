@@ -24,6 +24,8 @@ from typing import Any
 import torch
 
 NAMES = ("bench-a", "bench-b")
+GOAL_OVERHEAD_MS = 1.0  # the serving goals: one robot's round trip at most this much over in-process act(),
+GOAL_SCALING = 4.0  # and 32 robots (batching on) at least this many times one robot's actions/s
 
 
 @contextmanager
@@ -91,7 +93,20 @@ def bench_serve(preset: str, device: torch.device, in_process_p50_ms: float, ste
     out["round_trip_overhead_ms"] = one["p50_ms"] - in_process_p50_ms
     for r in out["concurrent"]:
         r["throughput_vs_one_client"] = r["actions_per_s"] / one["actions_per_s"]
+    out["goals"] = serving_goals(out)
     return out
+
+
+def serving_goals(out: dict[str, Any]) -> dict[str, Any]:
+    """Each serving goal with the measured figure and its gap (how far short it falls; <= 0 when met):
+    one robot's p50 round trip over in-process act(), and 32 batched robots' actions/s over one's."""
+    overhead = out["round_trip_overhead_ms"]
+    scaling = next(r["throughput_vs_one_client"] for r in out["concurrent"] if r["clients"] == 32 and r["batching"])
+    return {
+        "one_robot_overhead_ms": {"goal": GOAL_OVERHEAD_MS, "measured": overhead, "gap": overhead - GOAL_OVERHEAD_MS,
+                                  "met": overhead <= GOAL_OVERHEAD_MS},
+        "robots_32_vs_one": {"goal": GOAL_SCALING, "measured": scaling, "gap": GOAL_SCALING - scaling, "met": scaling >= GOAL_SCALING},
+    }
 
 
 def main() -> None:

@@ -12,10 +12,11 @@ into one action per step, in one of two ways:
   the older predictions count more, which smooths the motion; m = 0 averages them equally. A good
   first value is m = 0.01 (ACT's).
 
-The network runs on one of two backends: ``torch`` (eager, or ``torch.compile`` with
-``compile=True``) or ``onnx``, the prediction exported once to an ONNX graph and run by ONNX Runtime
-on the CPU (``hpt_kit/policy/onnx.py``), about 1.5x faster at batch 1, where eager PyTorch is bound
-by per-operator overhead. Either way the encoders of instructions and raw frames run in torch.
+The network runs on ``torch`` (eager, or ``torch.compile`` with ``compile=True``) or on a graph of
+it on the CPU: ``onnx``, the prediction exported once to an ONNX graph and run by ONNX Runtime
+(``hpt_kit/policy/onnx.py``), about 1.5x faster at batch 1, where eager PyTorch is bound by
+per-operator overhead; ``openvino``, that graph compiled by OpenVINO (``hpt_kit/policy/openvino.py``);
+``onnx-int8``, opt-in and not exact. Either way the encoders of instructions and raw frames run in torch.
 
 An embodiment whose language spec names a text encoder is told its task in words: the runner passes
 ``observation["instruction"]`` (a string) and the policy encodes it with that encoder, each distinct
@@ -37,23 +38,30 @@ from hpt_kit.models.hpt import HPT
 from hpt_kit.models.vision import ResNetEncoder, encode_frames, frozen_encoder
 
 _DTYPES = {IMAGE: torch.uint8}  # history buffers hold what the stems take; everything else float32
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+_RUNTIMES = {"onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 def _check_backend(backend: str, compile: bool, device: torch.device) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     if backend != "torch" and compile:
-        raise ValueError(f"compile=True is for the torch backend; the {backend} backend has ONNX Runtime's own optimisations")
+        raise ValueError(f"compile=True is for the torch backend; the {backend} backend has {_RUNTIMES[backend]}'s own optimisations")
     if backend != "torch" and device.type != "cpu":
-        raise ValueError(f"the {backend} backend runs on the CPU (ONNX Runtime's CPU provider), not {device}; use device='cpu'")
+        raise ValueError(f"the {backend} backend runs on the CPU ({_RUNTIMES[backend]}), not {device}; use device='cpu'")
 
 
-def _onnx_predictor(model: HPT, embodiment: str, int8: bool = False):
-    """Imported here: onnxruntime is an optional dependency (``hpt-kit[serve]``)."""
+def graph_predictor(model: HPT, embodiment: str, backend: str):
+    """The callable ``history -> (B, K, A)`` numpy actions of a graph backend (``onnx``,
+    ``onnx-int8``, ``openvino``). Imported here: their runtimes are optional dependencies
+    (``hpt-kit[serve]``, ``hpt-kit[openvino]``)."""
+    if backend == "openvino":
+        from hpt_kit.policy.openvino import OpenVinoPredictor
+
+        return OpenVinoPredictor(model, embodiment)
     from hpt_kit.policy.onnx import OnnxPredictor
 
-    return OnnxPredictor(model, embodiment, int8=int8)
+    return OnnxPredictor(model, embodiment, int8=backend == "onnx-int8")
 
 
 class Policy:
@@ -76,7 +84,8 @@ class Policy:
         ``backend``: ``"torch"`` or ``"onnx"`` (CPU only; the graph is exported here, from the
         weights as they are now, in about a second; needs ``hpt-kit[serve]``), or, opt-in,
         ``"onnx-int8"``: that graph with int8 weights, about 2x faster and not exact (actions within
-        ``hpt_kit.policy.onnx.INT8_BOUND`` of fp32 on the export's example inputs, checked)."""
+        ``hpt_kit.policy.onnx.INT8_BOUND`` of fp32 on the export's example inputs, checked), or
+        ``"openvino"``: that graph compiled by OpenVINO for the CPU in fp32 (``hpt-kit[openvino]``)."""
         if embodiment not in model.specs:
             raise UnknownNameError(f"the model has no embodiment {embodiment!r}; it has: {', '.join(model.specs)}")
         _check_backend(backend, compile, torch.device(device))
@@ -98,7 +107,7 @@ class Policy:
         mode = "reduce-overhead" if self.device.type == "cuda" else None
         self._compiled = torch.compile(model.predict, dynamic=False, mode=mode) if compile else None
         self.backend = backend
-        self._onnx = _onnx_predictor(self.model, embodiment, int8=backend == "onnx-int8") if backend != "torch" else None
+        self._onnx = graph_predictor(self.model, embodiment, backend) if backend != "torch" else None
         obs = self.spec.observation
         shapes = obs.field_shapes()
         H, A = self.spec.observation_horizon, self.spec.action.dim
@@ -221,8 +230,8 @@ class Policy:
         return self._history
 
     def _predict(self) -> torch.Tensor:
-        """The network's chunk for the current history, (1, K, A), from the chosen backend (the ONNX
-        graph reads the CPU history buffers without a copy; its array is wrapped, not copied)."""
+        """The network's chunk for the current history, (1, K, A), from the chosen backend (a graph
+        backend reads the CPU history buffers without a copy; its array is wrapped, not copied)."""
         if self._onnx is not None:
             return torch.from_numpy(self._onnx(self._history))
         return (self._compiled or self.model.predict)(self.embodiment, self._history)

@@ -63,7 +63,8 @@ class Fleet:
     ):
         """``backend="onnx"``: each embodiment's predictions through its ONNX Runtime graph (one pass
         per embodiment in a batch, rather than one trunk pass for all); CPU only. ``"onnx-int8"``:
-        the same with int8 weights (opt-in, not exact; see ``hpt_kit.policy.onnx.quantize_int8``)."""
+        the same with int8 weights (opt-in, not exact; see ``hpt_kit.policy.onnx.quantize_int8``);
+        ``"openvino"``: the same graphs compiled by OpenVINO (``hpt_kit.policy.openvino``)."""
         self.model = model.to(device).eval()
         self.served = dict(served)
         self.trunk_sha256 = trunk_sha256
@@ -75,14 +76,14 @@ class Fleet:
             for name, s in self.served.items()
         }
         self._onnx: dict[str, Any] = {}
-        if backend in ("onnx", "onnx-int8"):
-            from hpt_kit.policy.onnx import OnnxPredictor
+        if backend in ("onnx", "onnx-int8", "openvino"):
+            from hpt_kit.policy.closed_loop import graph_predictor
 
             if device.type != "cpu":
                 raise ServeError(f"backend: {backend} runs on the CPU, not {device}")
-            self._onnx = {name: OnnxPredictor(self.model, name, int8=backend == "onnx-int8") for name in self.served}
+            self._onnx = {name: graph_predictor(self.model, name, backend) for name in self.served}
         elif backend != "torch":
-            raise ServeError(f"backend: torch, onnx or onnx-int8, not {backend!r}")
+            raise ServeError(f"backend: torch, onnx, onnx-int8 or openvino, not {backend!r}")
 
     @classmethod
     def load(cls, locations: Sequence[str], registry: Registry, device: str = "cpu", backend: str = "torch") -> Fleet:

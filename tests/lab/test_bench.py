@@ -66,11 +66,17 @@ def test_bench_measures_only_the_parts_asked_for():
 
 
 def test_bench_times_act_on_both_backends():
-    out = subprocess.run([HPT_KIT, "bench", "--part", "act", "--preset", "tiny", "--act-calls", "3", "--backend", "both", "--json"],
+    import importlib.util
+
+    openvino = importlib.util.find_spec("openvino") is not None  # the [openvino] extra: timed as a third
+    more = ["--backend", "openvino", "--backend", "torch"] if openvino else []  # torch again: timed once
+    out = subprocess.run([HPT_KIT, "bench", "--part", "act", "--preset", "tiny", "--act-calls", "3", "--backend", "both", *more, "--json"],
                          capture_output=True, text=True, check=True)
-    eager, onnx = json.loads(out.stdout)["act"]
+    eager, onnx, *rest = json.loads(out.stdout)["act"]
     assert (eager["backend"], onnx["backend"]) == ("torch", "onnx") and eager["speedup"] == 1.0
     assert onnx["speedup"] == eager["p50_ms"] / onnx["p50_ms"] and onnx["flops_per_call"] == eager["flops_per_call"]
+    assert [r["backend"] for r in rest] == (["openvino"] if openvino else [])
+    assert all(r["speedup"] == eager["p50_ms"] / r["p50_ms"] for r in rest)
 
 
 def test_flops_counted_on_small_batches_equal_the_count_at_the_timed_batch():

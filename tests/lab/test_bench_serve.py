@@ -1,7 +1,7 @@
 """``hpt-kit bench --part serve``'s network-delay figures, on the bench's own server processes: the
 records per added round trip and mode, and a delay longer than the period missing every per-step act."""
 
-from hpt_kit.lab.bench_serve import bench_delays, serving
+from hpt_kit.lab.bench_serve import bench_delays, serving, serving_goals
 
 
 def test_missed_periods_are_reported_per_delay_and_mode():
@@ -14,3 +14,14 @@ def test_missed_periods_are_reported_per_delay_and_mode():
     slow_step = records[2]
     assert slow_step["missed"] == 8 and slow_step["act_p50_ms"] >= 80.0  # every round trip outlasts the 50 ms period
     assert all(r["chunks"] >= 1 and r["waits"] >= 0 for r in records if r["mode"] == "chunks")
+
+
+def test_the_serving_goals_report_their_gaps():
+    """One robot within 1 ms of in-process act(); 32 batched robots at least 4x one robot's actions/s."""
+    record = {"round_trip_overhead_ms": 1.5, "concurrent": [
+        {"clients": 32, "batching": True, "throughput_vs_one_client": 4.5},
+        {"clients": 32, "batching": False, "throughput_vs_one_client": 2.0},
+    ]}
+    goals = serving_goals(record)
+    assert goals["one_robot_overhead_ms"] == {"goal": 1.0, "measured": 1.5, "gap": 0.5, "met": False}
+    assert goals["robots_32_vs_one"] == {"goal": 4.0, "measured": 4.5, "gap": -0.5, "met": True}

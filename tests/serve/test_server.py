@@ -235,6 +235,17 @@ def test_the_onnx_backend_serves_the_same_actions(runs, fleet):
                 np.testing.assert_allclose(b.act({"state": state}), a.act({"state": state}), atol=1e-5)
 
 
+def test_the_openvino_backend_serves_the_same_actions(runs, fleet):
+    pytest.importorskip("openvino")
+    openvino = Fleet.load([str(runs["both"])], load_registry(embodiments=False), backend="openvino")
+    dim = fleet.served["mujoco-arm4"].spec.observation.state_dim
+    with serving(fleet) as (_, torch_url), serving(openvino) as (_, openvino_url):
+        with PolicyClient(torch_url, "mujoco-arm4") as a, PolicyClient(openvino_url, "mujoco-arm4") as b:
+            assert b.metadata["backend"] == "openvino"
+            for state in _sequence(dim, 8, seed=4):
+                np.testing.assert_allclose(b.act({"state": state}), a.act({"state": state}), atol=1e-5)
+
+
 def test_the_int8_backend_serves_actions_within_its_bound(runs, fleet):
     from hpt_kit.policy.onnx import INT8_BOUND
 
