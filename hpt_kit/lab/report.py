@@ -1,8 +1,8 @@
 """``hpt-kit report RUN``: a run's curves as PNG plots and a one-page Markdown summary.
 
 Everything comes from what the run wrote: ``metrics.jsonl`` (the curves), ``recipe.toml`` (the
-settings) and the latest checkpoint's description when there is one (datasets, trunk source, the
-step reached). Plots, one file each: ``loss.png`` (training loss per embodiment, validation loss per
+settings) and the description of the latest checkpoint, or the one ``--checkpoint`` chooses, when there
+is one (datasets, trunk source, the step; report.md names that checkpoint's folder). Plots, one file each: ``loss.png`` (training loss per embodiment, validation loss per
 embodiment), ``lr.png`` and ``throughput.png`` (samples/s); the summary ``report.md`` links them.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hpt_kit.train import record as train_record
-from hpt_kit.weights.checkpoint import NoCheckpointError, resolve_checkpoint
+from hpt_kit.weights.checkpoint import Checkpoint, NoCheckpointError, resolve_checkpoint
 
 TAIL = 5  # logged steps averaged for the "final" training loss and throughput
 
@@ -103,8 +103,10 @@ def _trunk_origin(description: Mapping[str, Any]) -> str:
     return f", {frozen}, from `{description['trunk_source']}` (sha256 {str(description.get('trunk_source_sha256', ''))[:12]})"
 
 
-def summary(run_dir: Path, c: Curves, recipe: Mapping[str, Any], description: Mapping[str, Any] | None) -> str:
-    """The one-page Markdown summary (the plots are linked, not embedded)."""
+def summary(run_dir: Path, c: Curves, recipe: Mapping[str, Any], ckpt: Checkpoint | None, chosen: str | None = None) -> str:
+    """The one-page Markdown summary (the plots are linked, not embedded). ``ckpt``: the checkpoint
+    described, the latest or the one ``chosen`` (``--checkpoint``) names."""
+    description = ckpt.description if ckpt is not None else None
     run, train = recipe.get("run", {}), recipe.get("train", {})
     trunk = recipe.get("trunk", {})
     mode = c.start.get("mode", "pretrain" if not recipe.get("transfer", {}).get("trunk") else "transfer")
@@ -114,7 +116,8 @@ def summary(run_dir: Path, c: Curves, recipe: Mapping[str, Any], description: Ma
         "",
         f"- run directory: `{run_dir}`",
         f"- steps: {last} of {train.get('steps', '?')}"
-        + (f"; latest checkpoint at step {description['step']}" if description else "; no checkpoint yet"),
+        + (f"; {'latest checkpoint' if chosen is None else f'checkpoint --checkpoint {chosen}'} at step {ckpt.step}"
+           if ckpt is not None else "; no checkpoint yet"),
         f"- trunk: preset `{trunk.get('preset', '?')}`" + _trunk_origin(description or {}),
         f"- parameters: {c.start.get('parameters', 0):,} ({c.start.get('trainable', 0):,} trained, trunk {c.start.get('trunk', 0):,})",
         f"- batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')} (warm-up {train.get('warmup_steps', '?')}, "
@@ -149,10 +152,18 @@ def summary(run_dir: Path, c: Curves, recipe: Mapping[str, Any], description: Ma
         "![learning rate](lr.png) ![throughput](throughput.png)",
         "",
         f"Final training loss: mean of the last {TAIL} logged steps. Sources: `metrics.jsonl`, `recipe.toml`"
-        + (", `checkpoints/latest/checkpoint.json`." if description else "."),
+        + (f", `{_within(ckpt.path, run_dir)}/checkpoint.json` (step {ckpt.step})." if ckpt is not None else "."),
         "",
     ]
     return "\n".join(lines)
+
+
+def _within(path: Path, run_dir: Path) -> str:
+    """``path`` relative to the run directory when inside it (``checkpoints/step_00000040``), else whole."""
+    try:
+        return path.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def write_report(run_dir: Path, out: Path | None = None, checkpoint: str | None = None) -> RunReport:
@@ -164,10 +175,10 @@ def write_report(run_dir: Path, out: Path | None = None, checkpoint: str | None 
     c = curves(read_metrics(run_dir / "metrics.jsonl"))
     recipe_path = run_dir / "recipe.toml"
     recipe = tomllib.loads(recipe_path.read_text()) if recipe_path.is_file() else {}
-    description: dict[str, Any] | None = None
+    ckpt: Checkpoint | None = None
     if (run_dir / "checkpoints").is_dir() or checkpoint is not None:
         try:
-            description = resolve_checkpoint(run_dir, checkpoint).description
+            ckpt = resolve_checkpoint(run_dir, checkpoint)
         except NoCheckpointError:
             pass
     out.mkdir(parents=True, exist_ok=True)
@@ -178,5 +189,5 @@ def write_report(run_dir: Path, out: Path | None = None, checkpoint: str | None 
         _plot(out / "throughput.png", "throughput", "samples/s", {"samples/s": c.throughput}),
     )
     markdown = out / "report.md"
-    markdown.write_text(summary(run_dir, c, recipe, description))
+    markdown.write_text(summary(run_dir, c, recipe, ckpt, checkpoint))
     return RunReport(markdown, plots)

@@ -59,11 +59,15 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def open_metrics(path: Path, start: int) -> TextIO:
     """``metrics.jsonl`` for appending from step ``start``: on resume, records an interrupted run
     logged after its last checkpoint are dropped, so no step appears twice, and a torn last line is
-    repaired."""
+    repaired. A file with nothing to drop or repair (a finished run resumed) is left as it is."""
     if start == 0 or not path.exists():
         return open(path, "w" if start == 0 else "a")
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= start]
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    records = read_metrics(path)
+    kept = [r for r in records if r.get("step", 0) <= start]
+    text = path.read_text(errors="replace")
+    lines = [line for line in text.split("\n") if line.strip()]
+    if not (len(kept) == len(records) == len(lines) and text.endswith("\n")):  # something to drop or repair
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return open(path, "a")
 
 

@@ -63,6 +63,9 @@ def checkpoint_to_resume(run_dir: Path, resume: bool, recipe: Recipe, repair: bo
     if resumed.step > recipe.train.steps:
         raise CheckpointError(f"{run_dir}: its latest checkpoint is at step {resumed.step}, past train.steps = {recipe.train.steps}")
     refused, allowed = changed_settings(resumed.description.get("recipe", {}), recipe)
+    if "transfer.trunk" in refused and _same_trunk(resumed, recipe.transfer.trunk):  # moved or copied with its run
+        refused.remove("transfer.trunk")
+        allowed.append("transfer.trunk (the same trunk, by sha256)")
     if refused:
         raise RecipeError(
             f"{recipe.source}: cannot resume {run_dir}: the recipe changed {', '.join(refused)} since its "
@@ -72,6 +75,20 @@ def checkpoint_to_resume(run_dir: Path, resume: bool, recipe: Recipe, repair: bo
     if allowed:
         log.info("--resume: %s continues with changed %s", run_dir, ", ".join(allowed))
     return resumed
+
+
+def _same_trunk(resumed: Checkpoint, location: str) -> bool:
+    """Whether the trunk at ``location`` is the one the resumed run started from (its recorded
+    sha256): an experiment folder moved or copied elsewhere names its pre-trained trunk by a new path."""
+    recorded = resumed.description.get("trunk_source_sha256")
+    if not recorded or not location:
+        return False
+    from hpt_kit.weights.trunks import resolve_trunk
+
+    try:
+        return resolve_trunk(location, option="--trunk-checkpoint").digest == recorded
+    except (CheckpointError, OSError, ValueError):  # not readable there: the refusal names transfer.trunk
+        return False
 
 
 def check_same_data(resumed: Checkpoint | None, datasets: Mapping[str, Dataset]) -> None:

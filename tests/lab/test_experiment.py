@@ -7,27 +7,13 @@ import pytest
 
 from hpt_kit.core.recipe import EvalSection
 from tests.conftest import HPT_KIT, ROOT
+from tests.lab.conftest import write_experiment
 
 pytestmark = pytest.mark.slow
 
 
 def test_transfer_experiment_smoke(tmp_path):
-    spec = tmp_path / "experiment.toml"
-    spec.write_text(
-        f"""
-[experiment]
-pretrain = "{ROOT / 'recipes' / 'smoke.toml'}"
-seeds = [0]
-demos = 4
-steps = 6
-batch_size = 16
-eval_episodes = 2
-
-[[experiment.targets]]
-embodiment = "mujoco-arm4"
-episodes = 6
-"""
-    )
+    spec = write_experiment(tmp_path / "experiment.toml", steps=6)
     out = tmp_path / "out"
     run = subprocess.run([HPT_KIT, "experiment", "transfer", spec, "--out", out], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -47,7 +33,8 @@ episodes = 6
     assert "trunk_source" not in scratch
     # One set of evaluation settings: `hpt-kit eval` of a run repeats the experiment's rollouts.
     assert runs["frozen"]["eval"] == {"episodes": 2, "seed": EvalSection().seed}
-    again = subprocess.run([HPT_KIT, "eval", runs["frozen"]["run_dir"], "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert runs["frozen"]["run_dir"] == "runs/mujoco-arm4/K4/frozen-seed0"  # relative to OUT: the folder can move
+    again = subprocess.run([HPT_KIT, "eval", out / runs["frozen"]["run_dir"], "--json"], capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
     again = json.loads(again.stdout)
     assert (again["episodes"], again["seed"]) == (2, EvalSection().seed)

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.conftest import HPT_KIT, ROOT
+from tests.lab.conftest import write_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -22,22 +23,7 @@ def _experiment(spec, out, *extra):
 
 
 def test_fanned_out_runs_give_the_sequential_results(tmp_path):
-    spec = tmp_path / "experiment.toml"
-    spec.write_text(
-        f"""
-[experiment]
-pretrain = "{ROOT / 'recipes' / 'smoke.toml'}"
-seeds = [0]
-demos = 4
-steps = 4
-batch_size = 16
-eval_episodes = 2
-
-[[experiment.targets]]
-embodiment = "mujoco-arm4"
-episodes = 6
-"""
-    )
+    spec = write_experiment(tmp_path / "experiment.toml")
     sequential, _ = _experiment(spec, tmp_path / "one")
     shutil.copytree(tmp_path / "one" / "pretrain", tmp_path / "two" / "pretrain", symlinks=True)  # the same trunk, not trained again
     fanned, stderr = _experiment(spec, tmp_path / "two", "--run-workers", 2)
