@@ -24,6 +24,13 @@ class VideoFormat(StrEnum):
     npz = "npz"
 
 
+class EvalBackend(StrEnum):
+    torch = "torch"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"
+    openvino = "openvino"
+
+
 def eval_command(
     location: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT", help="Run directory, checkpoint or hf://.")],
     embodiment: Annotated[str | None, typer.Option(help="Which of the checkpoint's embodiments (default: the first).")] = None,
@@ -96,8 +103,17 @@ def eval_command(
             "trajectories in contact-rich simulators).",
         ),
     ] = True,
+    backend: Annotated[
+        list[EvalBackend] | None,
+        typer.Option(
+            help="Run the policy on this backend: torch, onnx, onnx-int8 or openvino (the graph ones on the CPU). "
+            "Repeated, each later one is compared with the first on the same episodes (success rates, paired) "
+            "and on the run's held-out episodes (actions). Default torch.",
+        ),
+    ] = None,
 ) -> None:
     """Report the success rate of a checkpoint's policy (and optionally of the scripted expert)."""
+    backends = list(dict.fromkeys(b.value for b in backend or [EvalBackend.torch]))
     chosen = choice(checkpoint, best)
     if chosen is not None:  # the folder itself from here on, also for --server's description
         from hpt_kit.weights.checkpoint import resolve_checkpoint
@@ -106,6 +122,8 @@ def eval_command(
     if server is not None or location.startswith(("ws://", "wss://")):
         if execute_steps is not None or temporal_ensemble is not None:
             raise typer.BadParameter("the server decides chunk execution; drop it here", param_hint="--execute-steps")
+        if backend:
+            raise typer.BadParameter("the server decides the backend (serve --backend); drop it here", param_hint="--backend")
         _eval_server(location, server or location, embodiment, episodes, seed, (video, video_format.value), expert, as_json)
         return
     from hpt_kit.cli.output import console
@@ -129,6 +147,8 @@ def eval_command(
     if emb is None:  # no simulator (an imported dataset): offline metrics
         if video is not None or expert:
             raise typer.BadParameter(f"embodiment {name!r} has no simulator: no videos, no expert", param_hint="--expert/--video")
+        if backends != ["torch"]:
+            raise typer.BadParameter(f"embodiment {name!r} has no simulator: its offline evaluation runs torch", param_hint="--backend")
         from hpt_kit.cli.eval_offline import offline
 
         offline(ckpt, model, name, as_json, replay, plot)
@@ -136,7 +156,7 @@ def eval_command(
     if replay is not None:
         raise typer.BadParameter(f"embodiment {name!r} has a simulator: evaluate it by rollouts (--replay is for data-only ones)", param_hint="--replay")
     ensemble = settings.temporal_ensemble
-    policy = Policy(model, name, settings.execute_steps, ensemble=ensemble or None)
+    policy = Policy(model, name, settings.execute_steps, ensemble=ensemble or None, backend=backends[0])
     if expert and emb.expert_rollout is None:
         raise typer.BadParameter(f"embodiment {name!r} has no scripted expert", param_hint="--expert")
     out = {
@@ -148,12 +168,25 @@ def eval_command(
         "execute_steps": None if ensemble else policy.execute_steps,
         "temporal_ensemble": ensemble,
         "settings_from": sources,
+        "backend": backends[0],
         **_rollouts(emb, policy, settings, (video, video_format.value), expert, (workers, batch)),
     }
+    if len(backends) > 1:
+        from hpt_kit.cli.eval_backends import compare_backends, print_comparison
+
+        def roll_out(other: str) -> dict[str, Any]:
+            again = Policy(model, name, settings.execute_steps, ensemble=ensemble or None, backend=other)
+            return _rollouts(emb, again, settings, (None, video_format.value), False, (workers, batch))
+
+        out["compared"] = compare_backends(out, backends, roll_out, model, name, ckpt.description)
     if as_json:
         typer.echo(json.dumps(out))
         return
-    _print_table(out, ckpt.path.name)
+    _print_table(out, ckpt.path.name + ("" if backends == ["torch"] else f", {backends[0]}"))
+    if "compared" in out:
+        from hpt_kit.cli.output import stdout_console
+
+        print_comparison(out["compared"], stdout_console())
 
 
 def _simulator(registry: Any, ckpt: Any, name: str, imported: bool) -> Embodiment | None:
