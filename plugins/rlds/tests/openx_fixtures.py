@@ -208,6 +208,49 @@ LAYOUTS: dict[str, dict] = {
         },
         "reward": ("tensor", "float32", ()),
     },
+    "fractal20220817_data": {
+        "action": {
+            "base_displacement_vector": ("tensor", "float32", (2,)),
+            "base_displacement_vertical_rotation": ("tensor", "float32", (1,)),
+            "gripper_closedness_action": ("tensor", "float32", (1,)),
+            "rotation_delta": ("tensor", "float32", (3,)),
+            "terminate_episode": ("tensor", "int32", (3,)),
+            "world_vector": ("tensor", "float32", (3,)),
+        },
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "base_pose_tool_reached": ("tensor", "float32", (7,)),
+            "gripper_closed": ("tensor", "float32", (1,)),
+            "gripper_closedness_commanded": ("tensor", "float32", (1,)),
+            "height_to_bottom": ("tensor", "float32", (1,)),
+            "image": ("image", (256, 320, 3)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+            "orientation_box": ("tensor", "float32", (2, 3)),
+            "orientation_start": ("tensor", "float32", (4,)),
+            "robot_orientation_positions_box": ("tensor", "float32", (3, 3)),
+            "rotation_delta_to_go": ("tensor", "float32", (3,)),
+            "src_rotation": ("tensor", "float32", (4,)),
+            "vector_to_go": ("tensor", "float32", (3,)),
+            "workspace_bounds": ("tensor", "float32", (3, 3)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
+    "nyu_door_opening_surprising_effectiveness": {
+        "action": {
+            "gripper_closedness_action": ("tensor", "float32", (1,)),
+            "rotation_delta": ("tensor", "float32", (3,)),
+            "terminate_episode": ("tensor", "float32", ()),
+            "world_vector": ("tensor", "float32", (3,)),
+        },
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "image": ("image", (720, 960, 3)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
 }  # fmt: skip
 # Per-episode features beside the steps (under episode_metadata, or at the top as kuka's success).
 EPISODE_METADATA: dict[str, dict] = {
@@ -224,7 +267,16 @@ EPISODE_METADATA: dict[str, dict] = {
         "success_labeled_by": ("text",),
     },
 }
-TOP_LEVEL: dict[str, dict] = {"kuka": {"success": ("tensor", "bool", ())}}
+TOP_LEVEL: dict[str, dict] = {
+    "kuka": {"success": ("tensor", "bool", ())},
+    "fractal20220817_data": {  # per-episode labels beside the steps, as nested dicts
+        "aspects": {k: ("tensor", "bool", ()) for k in ("already_success", "feasible", "has_aspects", "success", "undesirable")},
+        "attributes": {
+            **{k: ("tensor", "int64", ()) for k in ("collection_mode", "data_type", "env", "location", "objects_family", "task_family")},
+            **{f"{k}_name": ("tensor", "string", ()) for k in ("collection_mode", "data_type", "env", "location", "objects_family", "task_family")},
+        },
+    },
+}
 INSTRUCTIONS = ("stack the bowls", "fold the cloth", "pour into the cup")
 
 
@@ -253,7 +305,7 @@ def features_json(layout: Mapping, episode: Mapping | None = None, top: Mapping 
 
 def _episode_value(leaf: tuple, episode: int) -> tuple[list, str]:
     """One value per episode, in the list type TFDS writes it with."""
-    if leaf[0] == "text":
+    if leaf[0] == "text" or leaf[1] == "string":
         return [f"/raw/episode_{episode}".encode()], "byte"
     if leaf[1] == "bool" or leaf[1].startswith(("int", "uint")):
         return [episode % 2], "int"
@@ -322,7 +374,7 @@ def write_openx(root: str | Path, name: str, episodes: int = 3, steps: int = 5, 
         for episode in chunk:
             record = episode_record(layout, int(episode), steps)
             record |= {f"episode_metadata/{k}": _episode_value(v, int(episode)) for k, v in meta.items()}
-            record |= {k: _episode_value(v, int(episode)) for k, v in top.items()}
+            record |= {k.removeprefix("/"): _episode_value(v, int(episode)) for k, v in _leaves(top, "")}
             writer.write(record)
         writer.close()
         lengths.append(str(len(chunk)))

@@ -205,3 +205,18 @@ def test_the_recipe_names_the_catalogue_s_importable_datasets():
     assert {d.embodiment for d in openx_entries} == {e.embodiment for e in CATALOGUE.entries}
     assert all(not d.convert and d.weight == 1.0 for d in openx_entries)
     assert recipe.trunk.preset == "xlarge" and recipe.train.stream
+
+
+def test_fractal_dict_action_with_the_base_and_its_episode_labels(tmp_path):
+    """RT-1's layout: a six-part dict action (terminate_episode, int32, left out), nested per-episode
+    labels beside the steps (aspects, attributes), state from the tool pose and the gripper."""
+    entry = CATALOGUE.entry("openx-fractal")
+    assert (entry.state_dim, entry.action_dim, entry.control_hz) == (8, 10, 3.0)
+    source = write_openx(tmp_path / "src", "fractal20220817_data", episodes=2, steps=4)
+    features = json.loads((source / "features.json").read_text())["featuresDict"]["features"]
+    assert {"aspects", "attributes", "steps"} <= set(features)
+    ds = Dataset(import_dataset(openx.OpenXSource(entry), str(source), tmp_path / "f.zarr", _options(entry)))
+    record = episode_record(LAYOUTS["fractal20220817_data"], 1, 4)
+    state = np.concatenate([np.asarray(record[f"steps/{k}"][0], np.float32).reshape(4, -1) for k in entry.state], axis=1)
+    np.testing.assert_allclose(ds.episode(1)["state"], state, rtol=1e-6)
+    assert ds.episode(1)["action"].shape == (4, 10) and ds.episode(1)["image"].shape == (4, 1, 32, 32, 3)
