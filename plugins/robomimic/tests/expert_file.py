@@ -102,3 +102,31 @@ def _episode(env, expert, rng: np.random.Generator, max_steps: int) -> dict[str,
 
 def _observation(raw: dict) -> dict[str, np.ndarray]:
     return {k: np.array(raw["object-state"] if k == "object" else raw[k]) for k in OBS_KEYS}
+
+
+def add_camera_frames(path: Path, camera: str = "agentview", size: int = 32) -> Path:
+    """Add ``obs/<camera>_image`` to every demo of a file made by :func:`write_expert_lift`, the way
+    robomimic's ``dataset_states_to_obs.py`` makes image datasets: an environment built from env_args
+    with the camera on, set to each recorded MuJoCo state, its frame turned upright (``[::-1]``, as
+    robomimic's robosuite wrapper returns it); env_args then name the camera and its size."""
+    import robosuite
+
+    with h5py.File(path, "r+") as f:
+        data = f["data"]
+        env_args = json.loads(data.attrs["env_args"])
+        kwargs = env_args["env_kwargs"]
+        kwargs.update(camera_names=[camera], camera_heights=size, camera_widths=size)
+        env = robosuite.make(
+            env_args["env_name"], **{**kwargs, "has_offscreen_renderer": True, "use_camera_obs": True, "hard_reset": False}
+        )
+        env.reset()
+        for name in data:
+            frames = []
+            for state in data[name]["states"][()]:
+                env.sim.set_state_from_flattened(state)
+                env.sim.forward()
+                frames.append(env._get_observations(force_update=True)[f"{camera}_image"][::-1])
+            data[name].create_dataset(f"obs/{camera}_image", data=np.stack(frames))
+        data.attrs["env_args"] = json.dumps(env_args)
+        env.close()
+    return path

@@ -17,7 +17,7 @@ from hpt_kit.data.store import Dataset
 from hpt_kit_robomimic import robosuite_env
 from hpt_kit_robomimic.importer import RobomimicImporter
 
-from .expert_file import write_expert_lift
+from .expert_file import add_camera_frames, write_expert_lift
 
 pytest.importorskip("hpt_kit_robosuite")
 
@@ -117,3 +117,30 @@ def test_an_observation_of_another_width_is_refused_when_built(lift):
     note = note_with(ds, lambda n: n.update(state_keys=["obs/robot0_eef_pos", "obs/robot0_joint_pos"]))
     with pytest.raises(NoEnvironment, match="gives 10 state values .* the dataset has 19"):
         robosuite_env.environment(ds.spec, note)
+
+
+def test_camera_views_are_the_imported_frames(tmp_path):
+    """A file with agentview frames made as robomimic makes them, imported at another size: the
+    rollout's view at a demo's MuJoCo state is the imported frame (the flipped one is not)."""
+    source = add_camera_frames(write_expert_lift(tmp_path / "image.hdf5", episodes=2, seed=1), size=32)
+    opts = ImportOptions(name="rm-lift-image", image_size=24)
+    ds = Dataset(import_dataset(RobomimicImporter(), str(source), tmp_path / "image.zarr", opts))
+    assert ds.notes["import"]["views"] == ["obs/agentview_image"]
+    setup = robosuite_env.plan(ds.spec, ds.notes["import"])
+    assert (setup.cameras, setup.height, setup.width) == (("agentview",), 24, 24)
+    episodes = robosuite_env.build(setup)
+    env = episodes.env
+    images = ds.load("image")
+    with h5py.File(source) as f:
+        states = f["data/demo_0/states"][()]
+    episodes.reset(np.random.default_rng(0))
+    for t in (0, len(states) - 1):
+        env.sim.set_state_from_flattened(states[t])
+        env.sim.forward()
+        seen = episodes.observe(env._get_observations(force_update=True))["image"]
+        assert seen.shape == (1, 24, 24, 3) and seen.dtype == np.uint8
+        # The same pixels but a few: two environments' renders of one state differ in a handful of
+        # pixels (about 1%); a frame left upside down differs in far more.
+        differ = np.abs(seen.astype(int) - images[t].astype(int)).max(axis=-1) > 2
+        assert differ.mean() < 0.03, f"step {t}: {differ.mean():.1%} of the pixels differ"
+        assert (np.abs(seen[:, ::-1].astype(int) - images[t].astype(int)).max(axis=-1) > 2).mean() > 0.2
