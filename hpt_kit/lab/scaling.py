@@ -6,8 +6,10 @@ datasets, their episodes, its trunk); each point is pre-trained with every seed.
 validation loss on a held-out set of the probe embodiment (the recipe's first dataset, which every
 point trains on): episodes converted with their own seed (``heldout_seed``), never trained on by any
 point, so all points are scored on the same episodes. Points with the same settings are trained once.
-Writes ``results.json``, ``results.md`` and one PNG per axis (mean over seeds, error bars one
-standard deviation).
+Writes ``results.json`` (paths inside OUT relative to it), ``results.md`` and one PNG per axis
+(mean over seeds, error bars one standard deviation). Every pre-training runs at one thread count
+(``threads``), so with ``--run-workers``/``--address`` each (point, seed) can be a work unit in a
+process of its own and the results are still the sequential ones.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from hpt_kit.core.overrides import load_section
 from hpt_kit.core.recipe import Recipe, RecipeError, TrunkSection, load_recipe
+from hpt_kit.lab.paths import portable
 
 AXES = ("datasets", "episodes", "trunk")
 
@@ -37,6 +40,10 @@ class ScalingSection:
     steps: int = 0  # pre-training steps per point; 0 = the recipe's
     heldout_episodes: int = 10  # the probe's held-out episodes
     heldout_seed: int = 9_999  # their conversion seed: no training dataset is converted with it
+    # torch threads of every pre-training whose recipe leaves them automatic, fixed so that the
+    # numbers do not depend on what else the machine runs nor on --run-workers; 0: $OMP_NUM_THREADS
+    # if set, else the cores this process may use, counted at the start.
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if not (self.datasets or self.episodes or self.trunks):
@@ -45,6 +52,8 @@ class ScalingSection:
             raise ValueError("seeds must not be empty")
         if any(n < 1 for n in (*self.datasets, *self.episodes)):
             raise ValueError("datasets and episodes values must be >= 1")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = $OMP_NUM_THREADS, else the cores), got {self.threads}")
 
 
 def load_scaling(path: str | Path, sets: Sequence[str] = ()) -> ScalingSection:
@@ -78,19 +87,24 @@ def _key(recipe: Recipe) -> str:
 
 
 def run_scaling(
-    section: ScalingSection, out: Path, on_stage: Callable[[str], None] | None = None, scale: float = 1.0
+    section: ScalingSection, out: Path, on_stage: Callable[[str], None] | None = None, scale: float = 1.0,
+    run_workers: int = 1, address: str | None = None,
 ) -> dict[str, Any]:
     """Every point of every axis pre-trained with every seed and scored on the probe's held-out
-    episodes. ``scale`` multiplies the pre-training steps (e.g. 10 on a GPU)."""
+    episodes. ``scale`` multiplies the pre-training steps (e.g. 10 on a GPU). ``run_workers`` /
+    ``address``: after the datasets are converted, every (point, seed) is a work unit on the engine
+    (:mod:`hpt_kit.engine`) at the study's one thread count, so the results are the sequential ones."""
     from hpt_kit.core.registry import load_registry
     from hpt_kit.data.convert import convert
-    from hpt_kit.train.loop import train
+    from hpt_kit.lab.experiment import fixed_threads
+    from hpt_kit.train.setup import open_datasets
 
     say = on_stage or (lambda msg: None)
     registry = load_registry()
+    section = dataclasses.replace(section, threads=fixed_threads(section.threads))  # one count, recorded
     base = load_recipe(section.pretrain)
     steps = max(1, round((section.steps or base.train.steps) * scale))
-    base = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=steps))
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=steps, threads=base.train.threads or section.threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     probe = base.datasets[0].embodiment
@@ -99,23 +113,26 @@ def run_scaling(
     if not heldout.exists():
         say(f"held-out episodes of {probe} (seed {section.heldout_seed})")
         convert(registry.embodiment(probe), heldout, section.heldout_episodes, section.heldout_seed, registry=registry)
-    losses: dict[tuple[str, int], float] = {}
+    open_datasets(base, registry)  # every training dataset converted here, once, before any point trains
+    jobs: dict[tuple[str, int], PointJob] = {}  # equal settings, one training run
+    for axis, value, recipe in todo:
+        for seed in section.seeds:
+            key = _key(recipe)
+            if (key, seed) not in jobs:
+                seeded = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, name=f"{key}-seed{seed}", seed=seed))
+                jobs[(key, seed)] = PointJob(f"{axis} = {value}: pre-train {key}, seed {seed}", seeded,
+                                             str(out / "runs" / f"{key}-seed{seed}"), probe, str(heldout))
+    scored = dict(zip(jobs, _run_points(list(jobs.values()), registry, say, run_workers, address), strict=True))
     runs = []
     for axis, value, recipe in todo:
         for seed in section.seeds:
             key = _key(recipe)
-            if (key, seed) not in losses:
-                say(f"{axis} = {value}: pre-train {key}, seed {seed}")
-                run_dir = out / "runs" / f"{key}-seed{seed}"
-                seeded = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, name=f"{key}-seed{seed}", seed=seed))
-                train(seeded, run_dir, registry, resume=True)
-                losses[(key, seed)] = heldout_loss(run_dir, probe, heldout, registry)
-            runs.append({"axis": axis, "value": value, "seed": seed, "point": key, "heldout_loss": losses[(key, seed)],
-                         "run_dir": str(out / "runs" / f"{key}-seed{seed}")})
+            runs.append({"axis": axis, "value": value, "seed": seed, "point": key, **scored[(key, seed)],
+                         "run_dir": portable(jobs[(key, seed)].run_dir, out)})
     result = {
         "pretrain": base.source,
         "probe": probe,
-        "heldout": {"path": str(heldout), "episodes": section.heldout_episodes, "seed": section.heldout_seed},
+        "heldout": {"path": portable(heldout, out), "episodes": section.heldout_episodes, "seed": section.heldout_seed},
         "settings": {**dataclasses.asdict(section), "scale": scale, "steps_per_point": steps},
         "table": summarize(runs),
         "runs": runs,
@@ -129,15 +146,59 @@ def run_scaling(
     return result
 
 
-def heldout_loss(run_dir: Path, probe: str, heldout: Path, registry: Any) -> float:
-    """The run's latest network's validation loss on every window of the held-out episodes."""
+@dataclass(frozen=True)
+class PointJob:
+    """One (point, seed) of the study: plain data, so it runs anywhere."""
+
+    label: str
+    recipe: Recipe
+    run_dir: str
+    probe: str
+    heldout: str
+
+
+def _run_points(jobs: list[PointJob], registry: Any, say: Callable[[str], None], run_workers: int, address: str | None) -> list[dict[str, Any]]:
+    """Every job's score, in the jobs' order: one after another here, or as units on the engine."""
+    if run_workers <= 1 and not address:
+        scores = []
+        for job in jobs:
+            say(job.label)
+            scores.append(point_run(job, registry))
+        return scores
+    from hpt_kit.engine import open_engine
+    from hpt_kit.train.threads import cores
+
+    with open_engine(run_workers, address) as engine:
+        threads = jobs[0].recipe.train.threads if jobs else 0
+        crowded = f" on {cores()} cores (set threads in the study file)" if threads * engine.workers > cores() and not address else ""
+        say(f"{len(jobs)} pre-trainings on {engine.name}, {threads} thread(s) each{crowded}")
+        done: dict[int, dict[str, Any]] = {}
+        for i, score in engine.run(point_run, jobs, describe=lambda j: f"run {j.run_dir}"):
+            done[i] = score
+            say(f"finished {jobs[i].label} ({len(done)} of {len(jobs)})")
+    return [done[i] for i in range(len(jobs))]
+
+
+def point_run(job: PointJob, registry: Any = None) -> dict[str, Any]:
+    """Pre-train (or resume) one point with one seed and score it on the held-out episodes: a work unit."""
+    from hpt_kit.lab.experiment import worker_registry
+    from hpt_kit.train.loop import train
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
+
+    registry = worker_registry() if registry is None else registry
+    train(job.recipe, Path(job.run_dir), registry, resume=True)
+    ckpt = resolve_checkpoint(job.run_dir)  # as the CLI reads a run: a damaged latest is refused
+    return {"heldout_loss": heldout_loss(ckpt, job.probe, Path(job.heldout), registry), "checkpoint_step": ckpt.step}
+
+
+def heldout_loss(ckpt: Any, probe: str, heldout: Path, registry: Any) -> float:
+    """The checkpoint's network's validation loss on every window of the held-out episodes."""
     from hpt_kit.data.sampler import SequenceSampler
     from hpt_kit.data.store import Dataset
     from hpt_kit.models.hpt import HPT
     from hpt_kit.train.offline import offline_metrics
-    from hpt_kit.weights.checkpoint import latest_checkpoint, resolve_checkpoint
 
-    model = HPT.from_checkpoint(resolve_checkpoint(latest_checkpoint(run_dir)), registry)
+    model = HPT.from_checkpoint(ckpt, registry)
     spec = model.specs[probe]
     ds = Dataset(heldout)
     windows = SequenceSampler(ds, np.arange(ds.num_episodes), spec.observation_horizon, spec.action_horizon,

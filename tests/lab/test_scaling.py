@@ -1,6 +1,7 @@
 """The scaling study's skeleton through the real command, at a size that runs in about a minute."""
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -73,3 +74,24 @@ def test_points_vary_one_axis_and_refuse_what_the_recipe_cannot_give():
         points(ScalingSection(episodes=(7,)), base)
     with pytest.raises(ValueError, match="give at least one axis"):
         ScalingSection()
+
+
+def _study(spec, out, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the study's thread count: one, as each fanned-out worker's
+    run = subprocess.run([HPT_KIT, *map(str, ("experiment", "scaling", spec, "--out", out, "--scale", "0.5", *extra))],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((out / "results.json").read_text()), " ".join(run.stderr.split())
+
+
+def test_fanned_out_pretrainings_give_the_sequential_results(tmp_path):
+    (tmp_path / "base.toml").write_text(RECIPE)
+    spec = tmp_path / "scaling.toml"
+    spec.write_text('[scaling]\npretrain = "base.toml"\ndatasets = [1, 2]\nseeds = [0]\nheldout_episodes = 3\n')
+    sequential, _ = _study(spec, tmp_path / "one")
+    fanned, said = _study(spec, tmp_path / "two", "--run-workers", 2)
+    assert "2 pre-trainings on 2 local processes, 1 thread(s) each" in said
+    assert fanned["runs"] == sequential["runs"] and fanned["table"] == sequential["table"]
+    assert [r["run_dir"] for r in fanned["runs"]] == ["runs/d1-eall-tiny-seed0", "runs/d2-eall-tiny-seed0"]
+    assert fanned["heldout"]["path"] == "heldout/mujoco-arm3.zarr" and fanned["settings"]["threads"] == 1  # inside OUT: relative
+    assert len({r["heldout_loss"] for r in fanned["runs"]}) == 2  # two networks, not one score twice
