@@ -53,3 +53,20 @@ def test_pool_names_the_unit_whose_worker_died():
 def test_workers_below_one_are_refused():
     with pytest.raises(ValueError, match="--workers must be at least 1"):
         open_engine(0)
+
+
+def thread_counts(_: int) -> tuple[str | None, int]:
+    import torch
+
+    return os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+
+
+def test_pool_workers_share_the_cores_out():
+    """Each worker's thread pools get the cores divided among the workers (torch included, though
+    its fork server had loaded torch before the worker started)."""
+    from hpt_kit.engine import worker_threads
+
+    assert worker_threads(2) == max(1, os.cpu_count() // 2) and worker_threads(4 * os.cpu_count()) == 1
+    with open_engine(2, preload=("torch",)) as engine:
+        counts = {r for _, r in engine.run(thread_counts, [0, 1])}
+    assert counts == {(str(worker_threads(2)), worker_threads(2))}

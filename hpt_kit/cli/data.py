@@ -64,6 +64,10 @@ def convert_command(
             check_arch(image_encoder)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--image-encoder") from None
+    if workers > 1:  # the pool's fork server loads the plugins while this process loads them
+        from hpt_kit.data.fanout import start_workers
+
+        start_workers(workers, address)
     registry = load_registry()
     embodiment = registry.embodiment(name)
     target = out or default_dataset_path(name)

@@ -69,6 +69,10 @@ def import_command(
     from hpt_kit.core.registry import load_registry
     from hpt_kit.data.importing import ImportOptions, import_dataset, resolve_source
 
+    if workers > 1 and not describe:  # the pool's fork server loads the plugins while this process loads them
+        from hpt_kit.data.fanout import start_workers
+
+        start_workers(workers, address)
     registry = load_registry(embodiments=False)
     importer = registry.importer(format)
     if describe:

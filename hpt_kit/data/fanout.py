@@ -34,7 +34,7 @@ from typing import Any
 from hpt_kit.core.lock import dataset_lock
 from hpt_kit.data.shards import merge_notes, shard_name, write_manifest
 from hpt_kit.data.store import Dataset, DatasetError, _replace, replacing
-from hpt_kit.engine import UnitError, open_engine
+from hpt_kit.engine import UnitError, open_engine, ray_address, start_pool
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,14 @@ PLAN = "plan.json"
 EMPTY = ".empty"  # beside a unit's shard name: the unit wrote no episodes (JSON: its notes, when it skipped some)
 UNITS_PER_WORKER = 4  # default unit size: each worker gets about this many units (resume loses at most one)
 ORPHAN_WAIT_S = 600.0  # how long a unit waits for a killed run's worker still writing its shard
+PRELOAD = (f"{__name__}_plugins",)  # what a local pool's fork server loads for its workers: every plugin
+
+
+def start_workers(workers: int, address: str | None = None) -> None:
+    """Start the local pool's fork server loading the plugins now, when the units will run in local
+    processes: a command calls this first, so that the loading overlaps its own start-up."""
+    if workers > 1 and not ray_address(address):
+        start_pool(workers, PRELOAD)
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ def run_units(
     parts = parts_folder(target)
     job = json.loads(json.dumps(dict(job)))  # the form plan.json holds, compared on resume
     with replacing(target, overwrite):
-        with open_engine(workers, address, preload=(f"{__name__}_plugins",)) as engine:
+        with open_engine(workers, address, preload=PRELOAD) as engine:
             size = unit_episodes or max(1, math.ceil(episodes / (UNITS_PER_WORKER * engine.workers)))
             units = _staged_units(parts, job, plan_units(episodes, size), resume)
             progress = Progress(len(units), episodes, engine.name)
@@ -305,6 +313,7 @@ def convert_sharded(
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    start_workers(workers, address)
     weights = image_encoder_weights
     if weights and weights not in ("imagenet", "none") and Path(weights).exists():
         weights = str(Path(weights).resolve())  # workers elsewhere see the same file on the shared filesystem
@@ -386,6 +395,7 @@ def import_sharded(
     from hpt_kit.data.importing import ImportOptions, default_name, finish_spec, resolve_source
 
     opts = opts or ImportOptions()
+    start_workers(workers, address)  # loads while the source is described
     if registry is None:
         registry = _registry(embodiments=False)
     importer = registry.importer(format)

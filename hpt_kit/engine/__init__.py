@@ -8,7 +8,9 @@ atomically and returns a small record), so where it runs changes nothing in what
 - ``workers = 1`` and no address: in this process, one unit after another.
 - ``workers = N`` and no address: a local pool of N processes (multiprocessing's fork server). It
   starts in about 0.1 s, where a local Ray instance took 6.4 s to start (and 1.3 s to stop) on the
-  same machine, so a single machine does without Ray.
+  same machine, so a single machine does without Ray. What its fork server preloads (the plugins:
+  seconds) loads while the command does its own start-up when the command calls :func:`start_pool`
+  first; each worker's thread pools get the cores divided by N.
 - an address (``--address HOST:PORT`` or ``RAY_ADDRESS``): the units are Ray tasks on that running
   cluster (one CPU each, ``workers`` of them at a time when given). Every node needs the kit and the
   same plugins installed, and the dataset folder on a filesystem all of them share.
@@ -17,6 +19,6 @@ A unit that raises, or whose worker dies, stops the run with :class:`UnitError` 
 where it ran; units not yet started are cancelled, and finished results stay where they were written.
 """
 
-from hpt_kit.engine.executors import Engine, UnitError, open_engine, ray_address
+from hpt_kit.engine.executors import Engine, UnitError, open_engine, ray_address, start_pool, worker_threads
 
-__all__ = ["Engine", "UnitError", "open_engine", "ray_address"]
+__all__ = ["Engine", "UnitError", "open_engine", "ray_address", "start_pool", "worker_threads"]

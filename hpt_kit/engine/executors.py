@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,9 @@ log = logging.getLogger(__name__)
 # Passed on to Ray workers, which do not inherit the driver's environment: where datasets live and
 # how simulators render.
 PASSED_ENV = ("HPT_KIT_DATA", "MUJOCO_GL", "PYOPENGL_PLATFORM", "HF_HOME", "HF_HUB_OFFLINE")
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # one thread per worker: workers share the cores
+# A worker's thread pools (OpenMP, MKL, OpenBLAS; torch reads OMP_NUM_THREADS): the cores shared out among
+# the workers, read by each library when it is imported.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class UnitError(RuntimeError):
@@ -60,9 +63,44 @@ class Engine:
         self.close()
 
 
+def worker_threads(workers: int) -> int:
+    """Threads per local worker: this machine's cores shared out among ``workers``, at least one."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def start_pool(workers: int, preload: Sequence[str] = ()) -> None:
+    """Start the fork server of a local pool of ``workers`` now, in the background, and return: it
+    imports ``preload`` while this process goes on with its own start-up (loading plugins, reading a
+    source), where the pool's first unit would otherwise wait for both in turn. Its environment holds
+    the workers' thread counts (:func:`worker_threads`, unless set already), so that the libraries it
+    imports size their thread pools by them. Nothing for one worker; a fork server already running is
+    kept as it is (its modules and thread counts are those it started with)."""
+    if workers < 2:
+        return
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    if preload:
+        context.set_forkserver_preload(list(preload))
+    saved = {key: os.environ.get(key) for key in THREAD_ENV}
+    threads = os.environ.get("OMP_NUM_THREADS") or str(worker_threads(workers))  # a count set here is kept
+    for key in THREAD_ENV:
+        os.environ.setdefault(key, threads)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _worker_start(threads: int, driver: int) -> None:
     for key in THREAD_ENV:
         os.environ.setdefault(key, str(threads))
+    if "torch" in sys.modules:  # loaded by the fork server: its pool follows the environment it started with
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
 
 
@@ -83,15 +121,15 @@ class PoolEngine(Engine):
     """``workers`` local processes from multiprocessing's fork server (a plain fork of a process that
     has loaded torch or zarr can hang on a lock one of their threads held). ``preload``: modules the
     fork server imports when it starts, so that every worker forked from it has them (the plugins,
-    loaded once instead of once per worker); heeded only by a fork server not yet running."""
+    loaded once instead of once per worker); heeded only by a fork server not yet running
+    (:func:`start_pool` starts it early). Each worker runs :func:`worker_threads` threads."""
 
     def __init__(self, workers: int, preload: Sequence[str] = ()):
         self.workers = workers
         self.name = f"{workers} local processes"
-        context = multiprocessing.get_context("forkserver")
-        if preload:
-            context.set_forkserver_preload(list(preload))
-        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(1, os.getpid()))
+        start_pool(workers, preload)
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                                         initializer=_worker_start, initargs=(worker_threads(workers), os.getpid()))
 
     def run(self, fn, units, describe=str):
         queue = list(enumerate(units))
