@@ -1,7 +1,8 @@
 """Paths that an experiment's OUT folder records, so the folder works wherever it is moved or copied
 (``mv out out2``, rsync to another machine): what lies inside OUT is recorded relative to it, what
-lies outside (a reused trunk, ``hf://`` locations) as it is; results.json files written before,
-with absolute paths, still read."""
+lies outside (a reused trunk, ``hf://`` locations) as it is. Nothing in the kit reads these paths
+back (``experiment report`` needs only the recorded episodes), so results.json files written before,
+with absolute paths, still read; a reader joins a relative one to the folder results.json is in."""
 
 from __future__ import annotations
 
@@ -15,14 +16,7 @@ def portable(path: str | Path, out: Path) -> str:
         return str(path)
     absolute = Path(path).resolve()
     try:
-        return absolute.relative_to(Path(out).resolve()).as_posix() or "."
+        return absolute.relative_to(Path(out).resolve()).as_posix()
     except ValueError:
         return str(absolute)
 
-
-def located(recorded: str, out: Path) -> str:
-    """Where a path that OUT's files record is now: a relative one under ``out``, an absolute or
-    remote one as recorded."""
-    if "://" in recorded or Path(recorded).is_absolute():
-        return recorded
-    return str(Path(out) / recorded)

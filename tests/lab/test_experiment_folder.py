@@ -1,7 +1,8 @@
 """An experiment's OUT folder moved elsewhere still resumes and reports: results.json records the paths
 inside OUT relative to it, a run's trunk is recognised at its new place by its sha256, a finished
 run's metrics.jsonl is left as it was, and an unchanged run is not evaluated again (its episodes are
-read from the run's evaluations.json) until an evaluation setting changes."""
+read from the run's evaluations.json) until an evaluation setting changes. A reused trunk whose
+latest checkpoint is damaged is refused with the message every command that reads a run gives."""
 
 import json
 import os
@@ -10,8 +11,11 @@ import subprocess
 
 import pytest
 
+from hpt_kit.train.loop import train
+from hpt_kit.weights.checkpoint import CheckpointError, resolve_checkpoint
 from tests.conftest import HPT_KIT, ROOT
 from tests.lab.conftest import write_experiment
+from tests.train.test_loop import _recipe, registry  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +53,16 @@ def test_a_moved_experiment_resumes_reports_and_reuses_its_evaluations(tmp_path)
     more, said = _experiment(spec, out, "--set", "experiment.eval_episodes=3")  # a changed setting: rolled out
     assert "not rolled out again" not in said and len(more["runs"][0]["successes"]) == 3
     assert more["runs"][0]["successes"][:2] == first["runs"][0]["successes"]  # the same first episodes, seeded
+
+
+def test_a_reused_trunk_whose_latest_is_damaged_is_refused_as_the_commands_refuse_it(registry, tmp_path):  # noqa: F811
+    train(_recipe(steps=4, checkpoint_every=2), tmp_path / "pre", registry)
+    weights = tmp_path / "pre" / "checkpoints" / "step_00000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as refused:
+        resolve_checkpoint(tmp_path / "pre")  # what info, eval, report... say
+    spec = write_experiment(tmp_path / "experiment.toml", extra=f'trunk = "{tmp_path / "pre"}"\nmethods = ["frozen"]')
+    run = subprocess.run([HPT_KIT, *map(str, ("experiment", "transfer", spec, "--out", tmp_path / "out"))],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1 and " ".join(run.stderr.split()) == " ".join(f"error: {refused.value}".split()), run.stderr
+    assert "truncated" in run.stderr and not (tmp_path / "out").exists()  # nothing trained from an older checkpoint
