@@ -31,7 +31,7 @@ def simulator(registry: Registry, name: str, spec: EmbodimentData | None = None,
         ds = Dataset(path)
         spec, notes = ds.spec, ds.notes
     if not is_imported(notes):
-        raise NoEnvironment(f"{name} is neither a registered embodiment nor an imported dataset")
+        raise NoEnvironment(f"{name} is not a registered embodiment, and its dataset was not imported")
     note = notes[IMPORT_NOTE]
     fmt = note.get("format", "")
     importer = registry.importers.get(fmt)
