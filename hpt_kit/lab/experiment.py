@@ -43,12 +43,12 @@ from hpt_kit.core.recipe import (
     TransferSection,
     TrunkSection,
     load_recipe,
-    planned_eval,
 )
 from hpt_kit.core.spec import RolloutRequest
 from hpt_kit.core.stats import format_rate
 from hpt_kit.data.simulator import simulator
 from hpt_kit.lab.comparison import comparison_markdown, paired_comparisons, pooled_rate, stricter
+from hpt_kit.lab.paths import portable
 from hpt_kit.train.budget import LR, transfer_train
 
 METHODS = ("scratch", "frozen", "finetune")
@@ -271,7 +271,7 @@ def run_experiment(
         try:  # a plugin's embodiment, or an imported dataset whose source names a simulator (hpt_kit.data.simulator)
             simulator(registry, t.embodiment)
         except NoEnvironment as exc:
-            raise RecipeError(f"experiment target {t.embodiment!r} is an imported dataset with no simulator to evaluate in: {exc}") from None
+            raise RecipeError(f"experiment target {t.embodiment!r} has no simulator to evaluate it in: {exc}") from None
         if t.embodiment in mixture:
             raise RecipeError(f"experiment target {t.embodiment!r} is in the pre-training mixture; hold it out")
 
@@ -295,9 +295,11 @@ def run_experiment(
         train(without, folder / "pretrain", registry, resume=True, on_log=on_log)
         methods = tuple(m for m in section.methods if m != "scratch")
         left_out_runs += context.transfer(section, methods, str(folder / "pretrain"), folder, name)
+    for run in runs + left_out_runs:  # inside OUT: recorded relative to it, so the folder can move
+        run["run_dir"] = portable(run["run_dir"], out)
     table = summarize(runs, section)
     result = {
-        "pretrain": {"recipe": pretrain_source, "run_dir": str(trunk_dir), "embodiments": mixture, "reused": bool(section.trunk),
+        "pretrain": {"recipe": pretrain_source, "run_dir": portable(trunk_dir, out), "embodiments": mixture, "reused": bool(section.trunk),
                      **({} if section.trunk else {"threads": pretrain.train.threads})},
         "settings": {**dataclasses.asdict(section), "scale": scale},
         "simulator_versions": {**_pretrain_versions(trunk_dir), **versions},
@@ -418,8 +420,11 @@ class _Runs:
                     done[i] = run
                     self.say(f"finished {jobs[i].label} ({len(done)} of {len(jobs)})")
             runs = [done[i] for i in range(len(jobs))]
-        for run in runs:
+        for job, run in zip(jobs, runs, strict=True):
             self.versions[run["target"]] = run.pop("versions")
+            if run.pop("evaluated") == "cache":
+                self.say(f"{job.label}: checkpoint and evaluation settings unchanged; its {run['eval']['episodes']} episodes "
+                         f"read from {Path(job.run_dir) / 'evaluations.json'}, not rolled out again")
         return runs
 
 
@@ -448,31 +453,31 @@ class RunJob:
 _WORKER_REGISTRY: list[Any] = []
 
 
+def worker_registry() -> Any:
+    """The plugins of a work unit's process, loaded by its first unit and kept for the next ones."""
+    if not _WORKER_REGISTRY:
+        from hpt_kit.core.registry import load_registry
+
+        _WORKER_REGISTRY.append(load_registry())
+    return _WORKER_REGISTRY[0]
+
+
 def transfer_run(job: RunJob, registry: Any = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) one run and evaluate it as `hpt-kit eval` does; its result row, with the
     simulator versions of its dataset under ``versions``. A work unit: in another process it loads
     the plugins once per process."""
-    from hpt_kit.models.hpt import HPT
-    from hpt_kit.policy import Policy
-    from hpt_kit.policy.parallel import evaluate
     from hpt_kit.train.loop import train
-    from hpt_kit.weights.checkpoint import latest_checkpoint, resolve_checkpoint
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
 
-    if registry is None:
-        if not _WORKER_REGISTRY:
-            from hpt_kit.core.registry import load_registry
-
-            _WORKER_REGISTRY.append(load_registry())
-        registry = _WORKER_REGISTRY[0]
+    registry = worker_registry() if registry is None else registry
     run_dir = Path(job.run_dir)
     recipe = job.recipe
     train(recipe, run_dir, registry, resume=True, on_log=on_log)
-    ckpt = resolve_checkpoint(latest_checkpoint(run_dir))
-    settings = planned_eval(ckpt.description, f"{ckpt.path}: recipe eval")  # as `hpt-kit eval` reads it
-    ensemble = settings.temporal_ensemble or None
-    policy = Policy(HPT.from_checkpoint(ckpt, registry), job.target, settings.execute_steps, ensemble=ensemble)
-    request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
-    rollout, eval_workers = evaluate(simulator(registry, job.target), policy, request, job.eval_workers)
+    ckpt = resolve_checkpoint(run_dir)  # as `hpt-kit eval RUN` reads it: a damaged latest is refused
+    # The experiment's [eval], which a new run's checkpoints record for `hpt-kit eval`; a finished run
+    # resumed with other settings keeps its checkpoint, so they are taken from the recipe, not from it.
+    settings = recipe.eval
+    rollout, cached = _evaluation(job, ckpt, settings, registry)
     curve = _curve(run_dir, job.target)
     notes = ckpt.description["embodiments"][job.target]["dataset"].get("notes", {})
     return {
@@ -482,19 +487,51 @@ def transfer_run(job: RunJob, registry: Any = None, on_log: Callable[[dict[str, 
         "seed": job.seed,
         **({"left_out": job.left_out} if job.left_out else {}),
         "steps": recipe.train.steps,
-        "success_rate": rollout.success_rate,
+        "checkpoint_step": ckpt.step,
+        "success_rate": rollout["success_rate"],
         "eval": {"episodes": settings.episodes, "seed": settings.seed},
-        "success_ci95": pooled_rate([{"successes": rollout.successes}])["success_ci95"],
-        "successes": list(rollout.successes),
-        "returns": list(rollout.returns),
-        "eval_workers": eval_workers,  # batched across this many simulators: rounding depends on it
+        "success_ci95": pooled_rate([{"successes": rollout["successes"]}])["success_ci95"],
+        "successes": rollout["successes"],
+        "returns": rollout["returns"],
+        "eval_workers": rollout["eval_workers"],  # batched across this many simulators: rounding depends on it
         "threads": recipe.train.threads,
         "trainable_parameters": ckpt.description.get("metrics", {}).get("trainable"),
         "final_val_loss": curve[-1][1] if curve else None,
         "val_curve": curve,
         "run_dir": str(run_dir),
         "versions": {k: v for k, v in notes.items() if k.endswith("_version")},
+        "evaluated": "cache" if cached else "rollouts",  # said by the driver, not recorded
     }
+
+
+def _evaluation(job: RunJob, ckpt: Any, settings: EvalSection, registry: Any) -> tuple[dict[str, Any], bool]:
+    """The run's rollouts as `hpt-kit eval` makes them, or the same evaluation read from the run's
+    cache (:mod:`hpt_kit.lab.eval_cache`) when the checkpoint and the settings are unchanged; and
+    whether it came from the cache."""
+    from hpt_kit.episode_workers import default_workers
+    from hpt_kit.lab import eval_cache
+    from hpt_kit.models.hpt import HPT
+    from hpt_kit.policy import Policy
+    from hpt_kit.policy.parallel import evaluate
+
+    model = HPT.from_checkpoint(ckpt, registry)
+    ensemble = settings.temporal_ensemble or None
+    policy = Policy(model, job.target, settings.execute_steps, ensemble=ensemble)
+    workers = min(default_workers() if job.eval_workers is None else job.eval_workers, settings.episodes)
+    key_settings = {"embodiment": job.target, "episodes": settings.episodes, "seed": settings.seed,
+                    "execute_steps": policy.execute_steps, "temporal_ensemble": ensemble, "render": policy.needs_images,
+                    "workers": workers}
+    identity = eval_cache.checkpoint_identity(ckpt.path, ckpt.step)
+    key = eval_cache.entry_key(identity, key_settings)
+    found = eval_cache.cached(Path(job.run_dir), key)
+    if found is not None:
+        return found, True
+    request = RolloutRequest(episodes=settings.episodes, seed=settings.seed, render=policy.needs_images)
+    rollout, eval_workers = evaluate(simulator(registry, job.target), policy, request, job.eval_workers)
+    result = {"success_rate": rollout.success_rate, "successes": list(rollout.successes), "returns": list(rollout.returns),
+              "eval_workers": eval_workers}
+    eval_cache.remember(Path(job.run_dir), key, identity, key_settings, result)
+    return result, False
 
 
 def leave_one_out(runs: Sequence[dict[str, Any]], left_out_runs: Sequence[dict[str, Any]], section: ExperimentSection) -> list[dict[str, Any]]:
