@@ -30,7 +30,8 @@ def bench_command(
     compile: Annotated[bool, typer.Option("--compile", help="Run training steps and act() through torch.compile.")] = False,
     part: Annotated[
         list[str] | None,
-        typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler, serve, eval; default all."),
+        typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler, serve, eval; default all. "
+                     "import (sources imported serially, in workers, on Ray; a DROID projection) runs only when named."),
     ] = None,
     eval_embodiment: Annotated[
         list[str] | None,
@@ -38,6 +39,13 @@ def bench_command(
     ] = None,
     eval_episodes: Annotated[int, typer.Option(min=1, help="eval: episodes per run (serial, then in workers).")] = 8,
     eval_workers: Annotated[int | None, typer.Option(min=1, help="eval: worker processes (default: the CPU cores).")] = None,
+    import_episodes: Annotated[int, typer.Option(min=1, help="import: episodes of each source written (50 steps, 3 views of 90x160).")] = 8,
+    import_format: Annotated[list[str] | None, typer.Option(help="import: source format(s) (repeatable): lerobot, rlds; default both.")] = None,
+    import_workers: Annotated[int, typer.Option(min=2, help="import: local worker processes (and Ray CPUs) to compare with serial.")] = 2,
+    import_ray: Annotated[bool, typer.Option("--import-ray", help="import: also on a local Ray instance started for it.")] = False,
+    import_storage_gbps: Annotated[
+        float, typer.Option(min=0.001, help="import: the storage bandwidth (GB/s) the DROID projection assumes for reading the source.")
+    ] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     backend: Annotated[
         list[Backend] | None,
@@ -46,12 +54,15 @@ def bench_command(
     ] = None,
 ) -> None:
     """Measure matmul peak, training throughput and MFU, act() latency, mixed-embodiment steps and sampler speed."""
+    bad_formats = sorted(set(import_format or ()) - {"lerobot", "rlds"})
+    if bad_formats:
+        raise typer.BadParameter(f"no source writer for {', '.join(bad_formats)}; choose lerobot or rlds", param_hint="--import-format")
     from hpt_kit.cli.output import console
-    from hpt_kit.lab.bench import PARTS, run
+    from hpt_kit.lab.bench import ASKED_PARTS, PARTS, run
 
-    unknown = sorted(set(part or ()) - set(PARTS))
+    unknown = sorted(set(part or ()) - set(PARTS) - set(ASKED_PARTS))
     if unknown:
-        raise typer.BadParameter(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}", param_hint="--part")
+        raise typer.BadParameter(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS + ASKED_PARTS)}", param_hint="--part")
     backends = _backends(backend or [Backend.torch])
     if any(b != "torch" for b in backends) and "act" in (part or PARTS):
         from hpt_kit.train.step import pick_device
@@ -75,6 +86,8 @@ def bench_command(
         eval_embodiments=tuple(eval_embodiment or ()),
         eval_episodes=eval_episodes,
         eval_workers=eval_workers,
+        import_options={"episodes": import_episodes, "formats": tuple(import_format or ("lerobot", "rlds")),
+                        "workers": import_workers, "ray": import_ray, "storage_gbps": import_storage_gbps},
         on_progress=lambda msg: console.print(f"bench: {msg}", style="dim", highlight=False),
     )
     if as_json:
@@ -96,6 +109,12 @@ def _print(result: dict) -> None:
     from hpt_kit.cli.output import stdout_console
 
     out = stdout_console()
+    if "import" in result:
+        from hpt_kit.cli.bench_import import print_import
+
+        print_import(out, result["import"])
+    if "device" not in result:  # the import part alone
+        return
     out.print(f"device {result['device']}, torch {result['torch']}{', compiled' if result['compiled'] else ''}, matmul peak {result['matmul_gflops']:.0f} GFLOP/s (fp32)"
               + (f", {result['matmul_gflops_bf16']:.0f} (bf16)" if "matmul_gflops_bf16" in result else ""))
     if result["train"]:

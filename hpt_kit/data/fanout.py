@@ -86,6 +86,7 @@ class Progress:
     steps_done: int = 0
     resumed_units: int = 0  # finished by an earlier run
     started: float = field(default_factory=time.perf_counter)
+    records: list[Mapping[str, Any]] = field(default_factory=list)  # each unit's record, as they finish
 
     @property
     def seconds(self) -> float:
@@ -151,6 +152,7 @@ def run_units(
                     progress.units_done += 1
                     progress.episodes_done += todo[i].unit.episodes
                     progress.steps_done += int(record["steps"])
+                    progress.records.append(record)
                     if on_progress is not None:
                         on_progress(progress)
             except UnitError as exc:
@@ -270,7 +272,18 @@ def _to_do(shard: Path) -> bool:
 def _record(shard: Path, started: float) -> dict[str, Any]:
     ds = Dataset(shard, verify=False, recovering=False)
     return {"episodes": ds.num_episodes, "steps": ds.num_steps, "seconds": time.perf_counter() - started,
-            "host": socket.gethostname(), "pid": os.getpid()}
+            "host": socket.gethostname(), "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float | None:
+    """This worker's peak resident memory so far (Linux), for the import bench and progress."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def convert_unit(task: UnitTask) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from hpt_kit.train.step import compile_mode, make_optimizer, optimizer_step, pic
 
 STATE_DIM, VIEWS, TOKENS, CHANNELS, CHUNK, ACTION_DIM = 39, 1, 49, 512, 4, 4
 PARTS = ("train", "act", "mixed", "sampler", "serve", "eval")  # what a run measures; the matmul peak always
+ASKED_PARTS = ("import",)  # measured only when named (minutes, and no model): hpt_kit.lab.bench_import
 
 
 def standard_spec(name: str = "bench") -> EmbodimentData:
@@ -460,10 +461,18 @@ def run(
     eval_embodiments: Sequence[str] | None = None,
     eval_episodes: int = 8,
     eval_workers: int | None = None,
+    import_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``, ``onnx-int8``, ``openvino``; all but torch on the CPU only);
     ``eval_*``: the eval part's embodiments (default: ``bench_eval.EVAL_EMBODIMENTS``), episodes and
-    worker processes (default: one per core)."""
+    worker processes (default: one per core); ``import_options``: :func:`bench_import.bench_import`'s
+    (the import part, alone: no matmul peak nor device)."""
+    if "import" in parts:
+        from hpt_kit.lab.bench_import import bench_import
+
+        imported = bench_import(**dict(import_options or {}), on_progress=on_progress)
+        if set(parts) == {"import"}:
+            return {"import": imported}
     dev = pick_device(device)
     if any(b != "torch" for b in backends) and "act" in parts and dev.type != "cpu":
         raise ValueError(f"the {', '.join(b for b in backends if b != 'torch')} backend runs on the CPU; measure it with device 'cpu', not {dev}")
@@ -519,4 +528,6 @@ def run(
         names = tuple(eval_embodiments or EVAL_EMBODIMENTS)
         say(f"evaluation throughput ({', '.join(names)}, {eval_episodes} episodes, serial vs workers)")
         result["eval"] = bench_eval(presets[0], names, eval_episodes, eval_workers)
+    if "import" in parts:
+        result["import"] = imported
     return result
