@@ -166,6 +166,9 @@ class TrainSection:
     stream_memory_mb: float = 512.0
     stream_blocks: int = 8
     stream_refresh: int = 4
+    # Reading processes shared by all streamed datasets (0: half the cores, 1 to 8), so that start-up
+    # time and memory do not grow with the number of datasets; never changes which samples are drawn.
+    stream_readers: int = 0
     # Steps whose loss or gradient is not finite are not applied. 0: the first one stops the run with
     # an error naming the step and embodiment (the last checkpoint is the last good state); N > 0:
     # up to N such steps are skipped (each logged) before the run stops.
@@ -184,8 +187,8 @@ class TrainSection:
             raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
         if self.warmup_steps < 0 or self.skip_nonfinite < 0 or self.val_batches < 1:
             raise ValueError("warmup_steps and skip_nonfinite must be >= 0, val_batches >= 1")
-        if not self.stream_memory_mb > 0 or self.stream_blocks < 1 or self.stream_refresh < 0:
-            raise ValueError("stream_memory_mb must be > 0, stream_blocks >= 1 and stream_refresh >= 0")
+        if not self.stream_memory_mb > 0 or self.stream_blocks < 1 or self.stream_refresh < 0 or self.stream_readers < 0:
+            raise ValueError("stream_memory_mb must be > 0, stream_blocks >= 1, stream_refresh >= 0 and stream_readers >= 0")
         if self.mix not in MIX:
             raise ValueError(f"mix must be one of {', '.join(MIX)}, got {self.mix!r}")
         if self.parallel not in PARALLEL:
@@ -342,7 +345,7 @@ RESUMABLE_CHANGES = (
     "run.name", "run.out",
     "train.steps", "train.log_every", "train.val_every", "train.val_batches", "train.checkpoint_every",
     "train.keep_checkpoints", "train.device", "train.threads", "train.compile", "train.parallel", "train.skip_nonfinite",
-    "train.stream", "train.stream_memory_mb", "train.stream_blocks", "train.stream_refresh",
+    "train.stream", "train.stream_memory_mb", "train.stream_blocks", "train.stream_refresh", "train.stream_readers",
     "eval.*", "log.*",
     "datasets[].episodes", "datasets[].convert", "datasets[].path",
 )

@@ -21,6 +21,7 @@ import numpy as np
 
 from hpt_kit.core.spec import ACTION, STATE
 from hpt_kit.data.gather import gather_rows
+from hpt_kit.data.reader import ReaderPool
 from hpt_kit.data.store import Dataset, RunningStats
 from hpt_kit.data.stream import BlockSampler, Streaming
 
@@ -154,6 +155,7 @@ def make_samplers(
     stream: Streaming | None = None,
     held_out: Sequence[int] = (),
     min_val: int = 1,
+    readers: ReaderPool | None = None,
 ) -> tuple[SequenceSampler | BlockSampler, SequenceSampler | None]:
     """Train and validation samplers over one dataset, split by episode.
 
@@ -165,7 +167,8 @@ def make_samplers(
 
     ``stream``: the training sampler is a :class:`BlockSampler` reading stretches from disk and
     validation reads its batches from disk; nothing is loaded whole. The normaliser statistics are
-    then computed in one pass over state and action, :data:`STATS_ROWS` rows at a time.
+    then computed in one pass over state and action, :data:`STATS_ROWS` rows at a time. ``readers``:
+    the run's reading processes, shared by its streamed datasets (default: one of the sampler's own).
     """
     n = dataset.num_episodes if max_episodes is None else min(max_episodes, dataset.num_episodes)
     train_eps, val_eps = split_episodes(n, val_fraction, seed, min_val, held_out)
@@ -191,6 +194,7 @@ def make_samplers(
             refresh=stream.refresh,
             seed=[seed, rank, zlib.crc32(dataset.name.encode())],  # distinct per run seed, rank and dataset
             episodes=train_eps,
+            readers=readers,
         )
     train.stats = stats
     val = SequenceSampler(dataset, val_eps, observation_horizon, action_horizon, wanted, arrays) if len(val_eps) else None

@@ -10,7 +10,9 @@ a made-up pause where the stretch, not the episode, ends. Stretches are placed a
 step is drawn from some of them.
 
 Given ``episodes`` (a run's training episodes, or one rank's share of them), windows are drawn only
-at steps of those episodes, and every stretch is placed to hold at least one of their steps.
+at steps of those episodes, and every stretch is placed to hold at least one of their steps. Given
+``readers`` (a run's :class:`~hpt_kit.data.reader.ReaderPool`), a process of the pool reads the
+stretches, shared with the run's other streamed datasets; without, a process of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from hpt_kit.core.spec import ACTION
 from hpt_kit.data.gather import gather_rows
-from hpt_kit.data.reader import StretchReader
+from hpt_kit.data.reader import ReaderPool, StretchReader
 from hpt_kit.data.store import Dataset
 
 
@@ -61,6 +63,7 @@ class BlockSampler:
         refresh: int = 4,
         seed: int | Sequence[int] = 0,
         episodes: Sequence[int] | np.ndarray | None = None,
+        readers: ReaderPool | None = None,
     ):
         self.dataset = dataset
         self.obs_fields = [f for f in fields if f != ACTION]
@@ -87,7 +90,7 @@ class BlockSampler:
         # One buffer per stretch plus one for the stretch being read, filled by a reading process.
         n_slots = max(1, blocks)
         layout = {f: (np.dtype(a.dtype), tuple(a.shape[1:])) for f, a in self.arrays.items()}
-        self._reader = StretchReader(dataset.path, layout, self.block_steps, n_slots + 1)
+        self._reader = StretchReader(dataset.path, layout, self.block_steps, n_slots + 1, pool=readers)
         self._slots = []
         for buffer in range(n_slots):
             self._slots.append(self._read_now(buffer, self._random_start()))
@@ -215,7 +218,7 @@ class BlockSampler:
         return self._reader.nbytes
 
     def close(self) -> None:
-        """Stop the reading process and free its buffers (also done when the sampler is collected).
-        The sampler cannot sample afterwards."""
+        """Free its buffers, here and in the reading process, and stop that process if it is the
+        sampler's own (also done when the sampler is collected). The sampler cannot sample afterwards."""
         self._slots = []
         self._reader.close()

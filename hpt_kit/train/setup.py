@@ -21,6 +21,7 @@ from hpt_kit.core.recipe import DatasetEntry, Recipe, RecipeError, changed_setti
 from hpt_kit.core.registry import Registry
 from hpt_kit.core.spec import EmbodimentData
 from hpt_kit.data.convert import check_dataset, convert, default_dataset_path
+from hpt_kit.data.reader import ReaderPool
 from hpt_kit.data.sampler import SequenceSampler, make_samplers
 from hpt_kit.data.store import Dataset, recover
 from hpt_kit.data.stream import BlockSampler, Streaming
@@ -237,9 +238,13 @@ def build_samplers(
     recipe: Recipe, datasets: Mapping[str, Dataset], specs: Mapping[str, EmbodimentData], world: distributed.World, cleanup: contextlib.ExitStack
 ) -> tuple[Samplers, dict[str, SequenceSampler | None]]:
     """Training and validation samplers per embodiment, split by episode and sharded by rank.
-    Streaming samplers' reading processes are closed by ``cleanup``, however the run ends."""
+    Streamed datasets share one pool of reading processes (``train.stream_readers``, so start-up
+    does not grow with their number); it and the samplers are closed by ``cleanup``, however the run ends."""
     cfg = recipe.train
     stream = Streaming(cfg.stream_memory_mb, cfg.stream_blocks, cfg.stream_refresh) if cfg.stream else None
+    readers = ReaderPool(cfg.stream_readers) if cfg.stream else None
+    if readers is not None:
+        cleanup.callback(readers.close)  # after the samplers' own close (an exit stack runs last in, first out)
     train: Samplers = {}
     val: dict[str, SequenceSampler | None] = {}
     for entry in recipe.datasets:
@@ -256,6 +261,7 @@ def build_samplers(
             stream=stream,
             held_out=entry.val_episodes,
             min_val=cfg.val_min_episodes,
+            readers=readers,
         )
         if isinstance(train[name], BlockSampler):
             cleanup.callback(train[name].close)

@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from hpt_kit.data.store import DatasetError
+from hpt_kit.data.store import Dataset, DatasetError
 from hpt_kit.data.stream import BlockSampler
 from tests.data.test_sampler import _counting_dataset
 
@@ -110,3 +110,37 @@ def test_a_stretch_that_cannot_be_read_names_the_dataset_and_array_and_nothing_i
     while _readers() and time.time() < deadline:
         time.sleep(0.05)
     assert not _readers()
+
+
+def test_datasets_sharing_a_pool_of_readers_sample_exactly_as_with_a_reader_each(toy, tmp_path):
+    from hpt_kit.data.reader import ReaderPool
+    from hpt_kit.data.store import write_dataset
+
+    datasets = []
+    for i, lengths in enumerate([[7, 3, 12, 5, 9] * 6, [4, 11, 6] * 10, [9, 9, 2] * 8]):
+        ends = np.cumsum(lengths)
+        values = [np.arange(e - n, e, dtype=np.float32) + 1000 * i for n, e in zip(lengths, ends)]  # step + 1000 * dataset
+        eps = [{"state": np.stack([v, v, v], 1), "action": v[:, None].copy()} for v in values]
+        datasets.append(Dataset(write_dataset(tmp_path / f"d{i}.zarr", toy, eps)))
+
+    def draw(readers):
+        samplers = [BlockSampler(ds, 2, 3, ["state"], block_steps=24, blocks=2, refresh=2, seed=i, readers=readers)
+                    for i, ds in enumerate(datasets)]
+        rng = np.random.default_rng(3)
+        batches = [[s.sample(6, rng) for s in samplers] for _ in range(8)]  # 4 swaps each, interleaved
+        return samplers, batches
+
+    _, alone = draw(None)  # a reading process per dataset, as before pools
+    pool = ReaderPool(2)
+    samplers, shared = draw(pool)
+    assert pool.running() == 2 and len(_readers()) >= 2  # three datasets, two processes
+    for want, got in zip(alone, shared):
+        for a, b in zip(want, got):
+            for f in a:
+                np.testing.assert_array_equal(a[f], b[f])
+    for i, s in enumerate(samplers):
+        assert int(s.sample(4, np.random.default_rng(0))["state"][0, -1, 0]) // 1000 == i  # each its own rows
+    samplers[0].close()  # one dataset gone: the others still read through the pool
+    for _ in range(3):
+        samplers[1].sample(4, np.random.default_rng(0))
+    pool.close()
