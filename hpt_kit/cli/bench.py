@@ -46,6 +46,9 @@ def bench_command(
     import_storage_gbps: Annotated[
         float, typer.Option(min=0.001, help="import: the storage bandwidth (GB/s) the DROID projection assumes for reading the source.")
     ] = 1.0,
+    import_dir: Annotated[
+        Path | None, typer.Option(help="import: write the sources here and keep them; a later run of the same size reuses them.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     backend: Annotated[
         list[Backend] | None,
@@ -87,7 +90,7 @@ def bench_command(
         eval_episodes=eval_episodes,
         eval_workers=eval_workers,
         import_options={"episodes": import_episodes, "formats": tuple(import_format or ("lerobot", "rlds")),
-                        "workers": import_workers, "ray": import_ray, "storage_gbps": import_storage_gbps},
+                        "workers": import_workers, "ray": import_ray, "storage_gbps": import_storage_gbps, "keep": import_dir},
         on_progress=lambda msg: console.print(f"bench: {msg}", style="dim", highlight=False),
     )
     if as_json:

@@ -66,12 +66,19 @@ def _writer(fmt: str) -> Callable[..., Path]:
 
 
 def write_source(fmt: str, root: Path, episodes: int, steps: int = STEPS) -> Path:
-    """A source of ``episodes`` episodes in ``fmt`` under ``root``; returns what ``import`` reads."""
+    """A source of ``episodes`` episodes in ``fmt`` under ``root``; returns what ``import`` reads.
+    One already written there whole (``root/written``, the path it gave) is reused."""
+    done = Path(root) / "written"
+    if done.is_file():
+        return Path(done.read_text())
     write = _writer(fmt)
     if fmt == "lerobot":
-        return write(root, episodes, steps, FRAME, CAMERAS, version="v3.0", codec="h264", fps=FPS,
+        path = write(root, episodes, steps, FRAME, CAMERAS, version="v3.0", codec="h264", fps=FPS,
                      episodes_per_file=max(1, min(50, episodes // 4)), noise=True)
-    return write(root, episodes, steps, FRAME, CAMERAS, shards=max(1, min(64, episodes // 4)))
+    else:
+        path = write(root, episodes, steps, FRAME, CAMERAS, shards=max(1, min(64, episodes // 4)))
+    done.write_text(str(path))
+    return path
 
 
 def _size_gb(path: Path) -> float:
@@ -210,17 +217,21 @@ def bench_import(
     ray: bool = False,
     storage_gbps: float = 1.0,
     steps: int = STEPS,
+    keep: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per format: the source's size, each mode's figures and the DROID projection."""
+    """Per format: the source's size, each mode's figures and the DROID projection. ``keep``: a
+    folder where the sources are written and kept, and reused by a later run of the same size."""
     say = on_progress or (lambda msg: None)
     if ray and importlib.util.find_spec("ray") is None:
         raise BenchError("bench import: --import-ray needs Ray: pip install 'hpt-kit[cluster]'")
     records = []
     with tempfile.TemporaryDirectory(prefix="hpt-bench-import-") as tmp:
         for fmt in formats:
-            say(f"import: writing a {fmt} source of {episodes} episodes")
-            source = write_source(fmt, Path(tmp) / f"src-{fmt}", episodes, steps)
+            say(f"import: writing a {fmt} source of {episodes} episodes (or reusing one in {keep})" if keep else
+                f"import: writing a {fmt} source of {episodes} episodes")
+            folder = Path(keep) / f"{fmt}-{episodes}x{steps}" if keep else Path(tmp) / f"src-{fmt}"
+            source = write_source(fmt, folder, episodes, steps)
             modes = [("serial", 1, None), ("workers", workers, None)]
             runs = {}
             for mode, n, address in modes:

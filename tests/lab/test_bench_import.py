@@ -39,3 +39,10 @@ def test_the_droid_projection_divides_the_work_and_adds_the_serial_commit():
 def test_an_unknown_source_format_is_refused_in_one_line():
     out = subprocess.run([HPT_KIT, "bench", "--part", "import", "--import-format", "hdf5"], capture_output=True, text=True)
     assert out.returncode == 1 and "no source writer for hdf5; choose lerobot or rlds" in out.stderr
+
+
+def test_a_kept_source_is_reused_not_written_again(tmp_path):
+    first = write_source("rlds", tmp_path / "kept", episodes=2, steps=3)
+    written = {p: p.stat().st_mtime_ns for p in first.rglob("*")}
+    assert write_source("rlds", tmp_path / "kept", episodes=2, steps=3) == first
+    assert {p: p.stat().st_mtime_ns for p in first.rglob("*")} == written
