@@ -2,11 +2,13 @@
 start to its first training step, and the peak memory of its process tree (the training process and
 its reading processes), for a mixture of N generated datasets.
 
-    python -m hpt_kit.lab.stream_startup --datasets 10 50 [--sharded-every 3] [--json]
+    python -m hpt_kit.lab.stream_startup --datasets 10 50 [--readers N] [--sharded-every 3] [--repeat 3] [--json]
 
 The datasets are tiny data-only (imported) embodiments written into a temporary data root, every
 ``sharded_every``-th one as a sharded dataset (:mod:`hpt_kit.data.shards`), so the figures are the
-cost of the datasets' count, not their size. Memory is sampled every 50 ms from ``/proc``: the tree's
+cost of the datasets' count, not their size. ``--readers`` sets ``[train] stream_readers`` (0: the
+automatic count; the number of datasets: a reading process per dataset, as before reading processes
+were pooled). Memory is sampled every 50 ms from ``/proc``: the tree's
 summed PSS (shared pages, like the stream buffers both processes map, divided among their mappers)
 and summed RSS (shared pages counted in each process).
 """
@@ -74,12 +76,12 @@ def write_datasets(root: Path, count: int, sharded_every: int = 3) -> list[str]:
     return names
 
 
-def write_recipe(path: Path, names: list[str], steps: int = 2) -> Path:
+def write_recipe(path: Path, names: list[str], steps: int = 2, readers: int = 0) -> Path:
     lines = ['[run]\nname = "stream-startup"\n[trunk]\npreset = "custom"\nembed_dim = 16\nnum_blocks = 1\nnum_heads = 2\n']
     lines += [f'[[datasets]]\nembodiment = "{n}"\nconvert = false\n' for n in names]
     lines.append(
         f"[train]\nsteps = {steps}\nbatch_size = 8\nlog_every = 1\nval_every = {steps}\ncheckpoint_every = {steps}\n"
-        "warmup_steps = 0\nstream = true\nstream_memory_mb = 1\nstream_blocks = 2\n"
+        f"warmup_steps = 0\nstream = true\nstream_memory_mb = 1\nstream_blocks = 2\nstream_readers = {readers}\n"
     )
     path.write_text("".join(lines))
     return path
@@ -122,13 +124,13 @@ def _first_step(metrics: Path) -> bool:
     return '"loss":' in text  # a training step's record (a validation record has "val_loss")
 
 
-def measure(count: int, sharded_every: int = 3, work: Path | None = None) -> dict[str, Any]:
+def measure(count: int, sharded_every: int = 3, readers: int = 0, work: Path | None = None) -> dict[str, Any]:
     """One ``hpt-kit pretrain`` of ``count`` generated datasets, streamed: seconds to the first
     training step, the most reading processes seen at once, peak summed PSS and RSS."""
     with tempfile.TemporaryDirectory(prefix="hpt-kit-stream-startup-", dir=work) as tmp:
         tmp_path = Path(tmp)
         names = write_datasets(tmp_path / "data", count, sharded_every)
-        recipe = write_recipe(tmp_path / "recipe.toml", names)
+        recipe = write_recipe(tmp_path / "recipe.toml", names, readers=readers)
         run = tmp_path / "run"
         env = {**os.environ, "HPT_KIT_DATA": str(tmp_path / "data")}
         exe = Path(sys.executable).with_name("hpt-kit")
@@ -154,6 +156,7 @@ def measure(count: int, sharded_every: int = 3, work: Path | None = None) -> dic
         return {
             "datasets": count,
             "sharded": sum(1 for i in range(count) if sharded_every and i % sharded_every == sharded_every - 1),
+            "stream_readers": readers,
             "first_step_s": round(first, 2),
             "total_s": round(total, 2),
             "child_processes_max": readers,
@@ -166,15 +169,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--sharded-every", type=int, default=3, help="every N-th dataset sharded (0: none)")
+    parser.add_argument("--readers", type=int, default=0, help="[train] stream_readers (0: automatic)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = [measure(n, args.sharded_every) for n in args.datasets for _ in range(args.repeat)]
+    rows = [measure(n, args.sharded_every, args.readers) for n in args.datasets for _ in range(args.repeat)]
     if args.json:
         print(json.dumps(rows))
         return
     for r in rows:
-        print(f"{r['datasets']} datasets ({r['sharded']} sharded): first step after {r['first_step_s']} s "
+        print(f"{r['datasets']} datasets ({r['sharded']} sharded), stream_readers {r['stream_readers']}: first step after {r['first_step_s']} s "
               f"(run {r['total_s']} s), {r['child_processes_max']} child processes at most, "
               f"peak PSS {r['peak_pss_mb']} MB, peak RSS {r['peak_rss_mb']} MB")
 

@@ -13,5 +13,5 @@ def test_generated_datasets_and_recipe(tmp_path):
     opened = [Dataset(tmp_path / "data" / f"{n}.zarr") for n in names]
     assert [isinstance(d, ShardedDataset) for d in opened] == [False, True, False, True]
     assert all((d.num_episodes, d.num_steps) == (EPISODES, EPISODES * STEPS) and "import" in d.notes for d in opened)
-    recipe = load_recipe(write_recipe(tmp_path / "r.toml", names), ())
-    assert [d.embodiment for d in recipe.datasets] == names and recipe.train.stream and recipe.train.stream_readers == 0
+    recipe = load_recipe(write_recipe(tmp_path / "r.toml", names, readers=3), ())
+    assert [d.embodiment for d in recipe.datasets] == names and recipe.train.stream and recipe.train.stream_readers == 3
