@@ -116,8 +116,8 @@ def summary(run_dir: Path, c: Curves, recipe: Mapping[str, Any], ckpt: Checkpoin
         "",
         f"- run directory: `{run_dir}`",
         f"- steps: {last} of {train.get('steps', '?')}"
-        + (f"; {'latest checkpoint' if chosen is None else f'checkpoint --checkpoint {chosen}'} at step {ckpt.step}"
-           if ckpt is not None else "; no checkpoint yet"),
+        + ("; no checkpoint yet" if ckpt is None else f"; latest checkpoint at step {ckpt.step}" if chosen is None
+           else f"; checkpoint at step {ckpt.step} (chosen with --checkpoint {chosen})"),
         f"- trunk: preset `{trunk.get('preset', '?')}`" + _trunk_origin(description or {}),
         f"- parameters: {c.start.get('parameters', 0):,} ({c.start.get('trainable', 0):,} trained, trunk {c.start.get('trunk', 0):,})",
         f"- batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')} (warm-up {train.get('warmup_steps', '?')}, "

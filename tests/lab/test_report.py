@@ -38,7 +38,7 @@ def test_report_of_a_real_run(registry, tmp_path):  # noqa: F811
     written = json.loads(out.stdout)
     assert written["markdown"] == str(tmp_path / "r" / "report.md")
     older = (tmp_path / "r" / "report.md").read_text()
-    assert "steps: 12 of 12; checkpoint --checkpoint 8 at step 8" in older and "latest" not in older
+    assert "steps: 12 of 12; checkpoint at step 8 (chosen with --checkpoint 8)" in older and "latest" not in older
     assert "`checkpoints/step_00000008/checkpoint.json` (step 8)." in older
     assert write_report(run, tmp_path / "r2", "8").markdown.read_text() == older
 
