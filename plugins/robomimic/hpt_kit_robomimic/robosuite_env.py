@@ -77,8 +77,8 @@ def environment(spec: EmbodimentData, note: Mapping[str, Any]) -> Embodiment:
     setup = plan(spec, note)
     build(setup)
     data = {f.name: getattr(spec, f.name) for f in dataclasses.fields(EmbodimentData)}
-    robots = json.loads(setup.env_kwargs).get("robots")
-    data["description"] = f"robosuite {setup.env_name} with {robots}, from the robomimic file's env_args"
+    robots = ", ".join(layout.robots({"env_kwargs": json.loads(setup.env_kwargs)})) or "its default robot"
+    data["description"] = f"robosuite {setup.env_name} with {robots}, as the robomimic file's env_args name it"
     return Embodiment(
         **data,
         convert_dataset=partial(_no_conversion, spec.name),

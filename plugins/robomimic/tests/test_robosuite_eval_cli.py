@@ -55,7 +55,7 @@ def test_imported_lift_rolls_out_in_robosuite_and_unmatched_env_args_stay_offlin
 
     online = hpt("eval", Path("exp") / run["run_dir"], "--episodes", 2, "--workers", 1, "--json")
     report = json.loads(online.stdout)
-    assert "rm-lift: rolling out in robosuite Lift with ['Panda']" in online.stderr
+    assert "rm-lift: rolling out in robosuite Lift with Panda, as the robomimic file's env_args name it" in online.stderr
     assert report["embodiment"] == "rm-lift" and report["episodes"] == 2 and "mode" not in report
     assert 0.0 <= report["success_rate"] <= 1.0 and len(report["successes"]) == 2
     details = report["details"]
