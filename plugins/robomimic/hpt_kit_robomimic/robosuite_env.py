@@ -93,7 +93,10 @@ def plan(spec: EmbodimentData, note: Mapping[str, Any]) -> Setup:
     if not env:
         raise NoEnvironment("the file records no env_args")
     if env.get("type") != layout.ROBOSUITE_ENV_TYPE or not env.get("env_name"):
-        raise NoEnvironment(f"env_args type {env.get('type')!r} is not robosuite's ({layout.ROBOSUITE_ENV_TYPE})")
+        raise NoEnvironment(
+            f"env_args name no robosuite environment (type {env.get('type')!r}, robosuite's is {layout.ROBOSUITE_ENV_TYPE}; "
+            f"env_name {env.get('env_name')!r})"
+        )
     if spec.observation.language is not None:
         raise NoEnvironment("the dataset has instructions; robosuite rollouts give none")
     if note.get("action_key") != layout.ACTION:
@@ -181,7 +184,7 @@ def _controller(config: Any, robots: list[str], version: str) -> tuple[Any, str]
         raise NoEnvironment(f"env_args' controller {configs[0]!r:.80} is not a config robosuite {version} builds")
     old = configs[0]["type"]
     converted = refactor_composite_controller_config(configs[0], robots[0], list(ARMS))
-    return converted, f"controller: robosuite 1.4's {old} config converted by robosuite {version}'s refactor_composite_controller_config"
+    return converted, f"controller: a robosuite 1.4-style {old} config converted by robosuite {version}'s refactor_composite_controller_config"
 
 
 class _QuietFilter(logging.Filter):

@@ -74,7 +74,7 @@ def test_a_robosuite_14_controller_config_is_converted_by_robosuite(lift):
            "ramp_ratio": 0.2}  # fmt: skip
     note = note_with(ds, lambda n: n["extra"]["env_args"]["env_kwargs"].update(controller_configs=old))
     setup = robosuite_env.plan(ds.spec, note)
-    assert "robosuite 1.4's OSC_POSE config converted" in setup.adjusted[0]
+    assert "a robosuite 1.4-style OSC_POSE config converted" in setup.adjusted[0]
     emb = robosuite_env.environment(ds.spec, note)
     assert robosuite_env.build(setup).env.action_dim == 7 and emb.rollout is not None
 
@@ -97,7 +97,7 @@ UNMATCHED = {
     "unknown environment": (lambda n: _args(n, env_name="NutAssemblySquareX"), "has no environment 'NutAssemblySquareX'"),
     "robot not installed": (lambda n: _kwargs(n, robots=["Atlas"]), "has no robot 'Atlas'"),
     "camera not rendered": (lambda n: n.update(views=["obs/birdview_image"]), "camera 'birdview' .* not among env_args camera_names"),
-    "not robosuite": (lambda n: _args(n, type=2), "type 2 is not robosuite's"),
+    "not robosuite": (lambda n: _args(n, type=2), "no robosuite environment \\(type 2, robosuite's is 1"),
     "no env_args": (lambda n: n["extra"].pop("env_args"), "records no env_args"),
     "other actions": (lambda n: n.update(action_key="obs/robot0_eef_pos"), "actions were imported from 'obs/robot0_eef_pos'"),
     "state not observed": (lambda n: n.update(state_keys=["rewards"]), "state key 'rewards' is not an observation"),
