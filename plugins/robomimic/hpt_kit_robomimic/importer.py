@@ -1,8 +1,10 @@
 """The robomimic importer: robomimic / robosuite HDF5 demonstration files, read with h5py.
 
-Frames are imported as stored. robosuite renders them upside down (OpenGL's origin is the bottom
-row) and robomimic trains on them that way, so flipping here would make an imported dataset disagree
-with every policy trained on the original file and with a robosuite rollout that renders the same way.
+Frames are imported as stored. robosuite renders upside down (OpenGL's origin is the bottom row);
+robomimic's robosuite wrapper turns every frame over (``[::-1]``) before it writes a dataset or hands
+an observation to a policy, while other writers (LIBERO's) keep frames as rendered. Flipping here
+would make an imported dataset disagree with every policy trained on the original file; a rollout in
+robosuite (:mod:`hpt_kit_robomimic.robosuite_env`) turns its frames over as robomimic does.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ the views and the stored frame size. Observations are made the way robomimic's o
 makes them when it writes or evaluates a dataset: ``object`` is robosuite's ``object-state``, the
 other keys are robosuite's observables of that name (switched on where robosuite leaves them off,
 e.g. ``robot0_joint_pos``), ``states`` is the flattened MuJoCo state, and a view ``<camera>_image``
-is robosuite's frame turned the right way up (``[::-1]``, as robomimic does), then fitted to the
-stored size with the import's ``fit`` (:func:`hpt_kit.images.fit_frames`). Success is the
-environment's ``_check_success()``.
+is robosuite's frame turned over (``[::-1]``: whatever robosuite's ``IMAGE_CONVENTION``, as robomimic
+does, so upright under the default OpenGL one), then fitted to the stored size with the import's
+``fit`` (:func:`hpt_kit.images.fit_frames`). Success is the environment's ``_check_success()``.
 
 What cannot be matched raises :class:`NoEnvironment` with the reason (env_args missing or not
 robosuite, an environment or robot this robosuite lacks, a controller it does not build, a camera
