@@ -1,4 +1,4 @@
-"""A robomimic file as robomimic writes one for robosuite's Lift, made by the kit's own scripted
+"""A robomimic file as robomimic writes one for robosuite's Lift (or Stack), made by the kit's own scripted
 expert (``hpt_kit_robosuite``): ``data`` with ``env_args`` (the environment's name, robosuite's
 version, type 1 and the keyword arguments it was built with, the kit's composite OSC_POSE controller
 among them) and ``total``; per demo ``actions``, ``obs/<key>`` and ``next_obs/<key>`` (robomimic's
@@ -17,7 +17,7 @@ OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"
 
 
 def env_kwargs(controller: dict) -> dict:
-    """The keyword arguments robomimic's wrapper records for a low-dim Lift dataset (its serialize())."""
+    """The keyword arguments robomimic's wrapper records for a low-dim dataset (its serialize())."""
     return {
         "has_renderer": False,
         "has_offscreen_renderer": False,
@@ -35,26 +35,28 @@ def env_kwargs(controller: dict) -> dict:
     }
 
 
-def write_expert_lift(path: Path, episodes: int = 4, seed: int = 0, env_name: str = "Lift") -> Path:
-    """``episodes`` successful expert demos of Lift with a Panda; ``env_name`` is what env_args say
-    (another name makes a file whose environment cannot be matched)."""
+def write_expert_demos(path: Path, episodes: int = 4, seed: int = 0, task: str = "Lift", env_name: str | None = None) -> Path:
+    """``episodes`` successful expert demos of ``task`` (Lift or Stack) with a Panda; ``env_name`` is
+    what env_args say (default: the task; another name makes a file whose environment cannot be
+    matched)."""
     from hpt_kit.rollout import episode_rng  # hpt_kit first: it picks the headless GL before MuJoCo loads
     from hpt_kit_robosuite.env import SuiteEnv, controller_config, versions
     from hpt_kit_robosuite.expert import PickExpert
-    from hpt_kit_robosuite.robots import LIFT, ROBOTS
+    from hpt_kit_robosuite.robots import ROBOTS, TASKS
 
     robot = ROBOTS[0]
     assert robot.robosuite_name == "Panda"
-    env = SuiteEnv(robot, LIFT)
+    (chosen,) = [t for t in TASKS if t.robosuite_name == task]
+    env = SuiteEnv(robot, chosen)
     expert = PickExpert(env)
     kwargs = env_kwargs(controller_config(robot))
-    env_args = {"env_name": env_name, "env_version": versions()["robosuite_version"], "type": 1, "env_kwargs": kwargs}
+    env_args = {"env_name": env_name or task, "env_version": versions()["robosuite_version"], "type": 1, "env_kwargs": kwargs}
     with h5py.File(path, "w") as f:
         data = f.create_group("data")
         data.attrs["env_args"] = json.dumps(env_args)
         total, kept, attempt = 0, 0, 0
         while kept < episodes:
-            demo = _episode(env, expert, episode_rng(seed, 0, attempt), LIFT.max_steps)
+            demo = _episode(env, expert, episode_rng(seed, 0, attempt), chosen.max_steps)
             attempt += 1
             if demo is None:
                 continue
@@ -105,7 +107,7 @@ def _observation(raw: dict) -> dict[str, np.ndarray]:
 
 
 def add_camera_frames(path: Path, camera: str = "agentview", size: int = 32) -> Path:
-    """Add ``obs/<camera>_image`` to every demo of a file made by :func:`write_expert_lift`, the way
+    """Add ``obs/<camera>_image`` to every demo of a file made by :func:`write_expert_demos`, the way
     robomimic's ``dataset_states_to_obs.py`` makes image datasets: an environment built from env_args
     with the camera on, set to each recorded MuJoCo state, its frame turned upright (``[::-1]``, as
     robomimic's robosuite wrapper returns it); env_args then name the camera and its size."""

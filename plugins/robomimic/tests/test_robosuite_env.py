@@ -17,7 +17,7 @@ from hpt_kit.data.store import Dataset
 from hpt_kit_robomimic import robosuite_env
 from hpt_kit_robomimic.importer import RobomimicImporter
 
-from .expert_file import add_camera_frames, write_expert_lift
+from .expert_file import add_camera_frames, write_expert_demos
 
 pytest.importorskip("hpt_kit_robosuite")
 
@@ -26,7 +26,7 @@ pytest.importorskip("hpt_kit_robosuite")
 def lift(tmp_path_factory):
     """(file, dataset) for three expert demos of Lift, imported with the default keys."""
     folder = tmp_path_factory.mktemp("lift")
-    source = write_expert_lift(folder / "lift.hdf5", episodes=3)
+    source = write_expert_demos(folder / "lift.hdf5", episodes=3)
     out = import_dataset(RobomimicImporter(), str(source), folder / "rm-lift.zarr", ImportOptions(name="rm-lift"))
     return source, Dataset(out)
 
@@ -122,7 +122,7 @@ def test_an_observation_of_another_width_is_refused_when_built(lift):
 def test_camera_views_are_the_imported_frames(tmp_path):
     """A file with agentview frames made as robomimic makes them, imported at another size: the
     rollout's view at a demo's MuJoCo state is the imported frame (the flipped one is not)."""
-    source = add_camera_frames(write_expert_lift(tmp_path / "image.hdf5", episodes=2, seed=1), size=32)
+    source = add_camera_frames(write_expert_demos(tmp_path / "image.hdf5", episodes=2, seed=1), size=32)
     opts = ImportOptions(name="rm-lift-image", image_size=24)
     ds = Dataset(import_dataset(RobomimicImporter(), str(source), tmp_path / "image.zarr", opts))
     assert ds.notes["import"]["views"] == ["obs/agentview_image"]

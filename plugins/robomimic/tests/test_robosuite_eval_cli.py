@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .expert_file import write_expert_lift
+from .expert_file import write_expert_demos
 
 pytest.importorskip("hpt_kit_robosuite")
 pytestmark = pytest.mark.slow
@@ -30,8 +30,8 @@ def test_imported_lift_rolls_out_in_robosuite_and_unmatched_env_args_stay_offlin
         assert done.returncode == code, done.stderr[-3000:]
         return done
 
-    write_expert_lift(tmp_path / "lift.hdf5", episodes=4)
-    write_expert_lift(tmp_path / "other.hdf5", episodes=4, env_name="NutAssemblySquareX")
+    write_expert_demos(tmp_path / "lift.hdf5", episodes=4)
+    write_expert_demos(tmp_path / "other.hdf5", episodes=4, env_name="NutAssemblySquareX")
     hpt("import", "robomimic", "lift.hdf5", "--name", "rm-lift")
     hpt("import", "robomimic", "other.hdf5", "--name", "rm-other")
 
