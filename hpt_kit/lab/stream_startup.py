@@ -138,12 +138,12 @@ def measure(count: int, sharded_every: int = 3, readers: int = 0, work: Path | N
         proc = subprocess.Popen([str(exe), "pretrain", str(recipe), "--out", str(run)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         first = None
-        peak_pss = peak_rss = readers = 0
+        peak_pss = peak_rss = children = 0
         while proc.poll() is None:
             pids = _tree(proc.pid)
             pss, rss = _memory(pids)
             peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
-            readers = max(readers, len(pids) - 1)
+            children = max(children, len(pids) - 1)
             if first is None and _first_step(run / "metrics.jsonl"):
                 first = time.perf_counter() - started
             time.sleep(POLL_S)
@@ -159,7 +159,7 @@ def measure(count: int, sharded_every: int = 3, readers: int = 0, work: Path | N
             "stream_readers": readers,
             "first_step_s": round(first, 2),
             "total_s": round(total, 2),
-            "child_processes_max": readers,
+            "child_processes_max": children,
             "peak_pss_mb": round(peak_pss / 2**20, 1),
             "peak_rss_mb": round(peak_rss / 2**20, 1),
         }
