@@ -7,6 +7,9 @@ units not yet finished on the engine (:mod:`hpt_kit.engine`), and once every uni
 writes the manifest (:mod:`hpt_kit.data.shards`) and renames the folder into place. A unit writes
 its shard through the atomic writer, so a shard exists only when complete: a worker killed mid-unit
 leaves a temporary folder, removed when the unit runs again, and the dataset appears only whole.
+A unit that keeps no episode (its range past a filtered source's end, or every episode skipped by
+``--skip-bad``) writes no shard but a marker, ``shard-NNNNN.zarr.empty``, holding the episodes it
+skipped, which the manifest's notes list in their place.
 
 A unit is a function of its settings and its range alone (simulator conversions: episodes
 ``first`` .. ``first + n - 1`` with their own seeds, as the serial command makes them; imports: the
