@@ -105,7 +105,7 @@ class _Process:
 
 class ReaderPool:
     """At most ``processes`` reading processes (default :func:`default_readers`), started as datasets
-    are opened; each dataset is served by the process serving the fewest. A process reads one
+    are opened (``StretchReader(..., pool=)``); each dataset is served by the process serving the fewest. A process reads one
     stretch at a time, so the datasets it serves queue for it; which rows a sampler reads never
     depends on it, so batches are the same for any count."""
 
@@ -115,11 +115,10 @@ class ReaderPool:
         self._ids = 0
         self._finalize = weakref.finalize(self, _shutdown, self._procs)
 
-    def open(self, path: str | Path, fields: Mapping[str, tuple[np.dtype, tuple[int, ...]]], rows: int, buffers: int) -> StretchReader:
-        return StretchReader(path, fields, rows, buffers, pool=self)
-
     def _assign(self) -> tuple[_Process, str]:
-        if len(self._procs) < self.processes:
+        """The process to serve a new dataset, and the dataset's id: an idle one, else a new one while
+        fewer than ``processes`` run, else the one serving the fewest."""
+        if all(p.datasets for p in self._procs) and len(self._procs) < self.processes:
             self._procs.append(_Process())
         proc = min(self._procs, key=lambda p: p.datasets)
         proc.datasets += 1
