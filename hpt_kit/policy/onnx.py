@@ -26,6 +26,7 @@ inputs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import uuid
@@ -317,7 +318,13 @@ def quantize_int8(source: Path, target: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     meta = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    root = logging.getLogger()  # the quantiser advises its pre-processing on the root logger at every call
+    advice = _Dropped("pre-processing before quantization")
+    root.addFilter(advice)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.removeFilter(advice)
     _write_metadata(target, {**meta, "hpt_kit.weights": "int8"})
     spec = spec_from_dict(json.loads(meta["hpt_kit.spec"]))
     feeds = example_inputs(spec, batch=2)
@@ -330,6 +337,17 @@ def quantize_int8(source: Path, target: Path) -> Path:
         raise ExportError(f"{target}: int8 actions differ from fp32 by {error:.2g} of the action range on the "
                           f"example inputs (bound {INT8_BOUND:g})")
     return target
+
+
+class _Dropped(logging.Filter):
+    """Drops log records whose message contains ``text``."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def session_options(threads: int | None = None):
