@@ -251,6 +251,17 @@ LAYOUTS: dict[str, dict] = {
         },
         "reward": ("tensor", "float32", ()),
     },
+    "bridge": {
+        "action": {**RT1_ACTION, "open_gripper": ("tensor", "bool", ())},
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "image": ("image", (480, 640, 3)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+            "state": ("tensor", "float32", (7,)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
 }  # fmt: skip
 # Per-episode features beside the steps (under episode_metadata, or at the top as kuka's success).
 EPISODE_METADATA: dict[str, dict] = {
