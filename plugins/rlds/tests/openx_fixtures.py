@@ -262,6 +262,20 @@ LAYOUTS: dict[str, dict] = {
         },
         "reward": ("tensor", "float32", ()),
     },
+    "berkeley_cable_routing": {
+        "action": RT1_ACTION,
+        "is_first": ("tensor", "bool", ()), "is_last": ("tensor", "bool", ()), "is_terminal": ("tensor", "bool", ()),
+        "observation": {
+            "image": ("image", (128, 128, 3)),
+            "natural_language_embedding": ("tensor", "float32", (512,)),
+            "natural_language_instruction": ("tensor", "string", ()),
+            "robot_state": ("tensor", "float32", (7,)),
+            "top_image": ("image", (128, 128, 3)),
+            "wrist225_image": ("image", (128, 128, 3)),
+            "wrist45_image": ("image", (128, 128, 3)),
+        },
+        "reward": ("tensor", "float32", ()),
+    },
 }  # fmt: skip
 # Per-episode features beside the steps (under episode_metadata, or at the top as kuka's success).
 EPISODE_METADATA: dict[str, dict] = {
