@@ -7,8 +7,9 @@ of the kit, where ``plugins/*/tests`` are), then imports it once per mode, each 
 process as a command would: ``serial`` (``import_dataset``, one store), ``workers`` (``import
 --workers N``: a local pool, one shard per unit) and, when asked, ``ray`` (``import --address`` on a
 one-machine Ray instance started for the bench). For each it reports the wall time of the process,
-episodes and frames (steps) per second, the start-up (from the import's call to its first unit's or
-episode's start: plugins, source metadata, the pool's or Ray's workers), every worker's peak RSS, and
+episodes and frames (steps) per second, the start-up (from the import's call to its first unit's
+start, or serially to its first episode written: plugins, source metadata, the pool's or Ray's
+workers), every worker's peak RSS, and
 the speed-up over serial. The manifest commit, which the driver does alone after the last unit, is
 timed by writing the finished dataset's manifest again (per shard).
 
@@ -89,7 +90,7 @@ def child(mode: str, fmt: str, source: str, out: str, workers: int, address: str
     """One import in this (fresh) process: ``serial`` or fanned out (``workers``, ``ray``)."""
     from hpt_kit.core.registry import load_registry
     from hpt_kit.data.fanout import _peak_rss_mb, import_sharded
-    from hpt_kit.data.importing import ImportOptions, import_dataset
+    from hpt_kit.data.importing import ImportOptions, finish_spec, import_dataset
     from hpt_kit.data.shards import write_manifest
     from hpt_kit.data.store import Dataset
 
@@ -125,7 +126,7 @@ def child(mode: str, fmt: str, source: str, out: str, workers: int, address: str
         times = []
         for _ in range(3):  # the commit again, on the finished shards: the same manifest
             t = time.perf_counter()
-            write_manifest(out, names, ds.attrs["provenance"])
+            write_manifest(out, names, ds.attrs["provenance"], finish_spec)
             times.append(time.perf_counter() - t)
         result |= {"shards": len(names), "worker_peak_rss_mb": sorted(workers_rss.values()),
                    "unit_seconds": sum(r["seconds"] for r in records), "commit_s": statistics.median(times)}
