@@ -83,9 +83,9 @@ def start_pool(workers: int, preload: Sequence[str] = ()) -> None:
     if preload:
         context.set_forkserver_preload(list(preload))
     saved = {key: os.environ.get(key) for key in THREAD_ENV}
-    threads = os.environ.get("OMP_NUM_THREADS") or str(worker_threads(workers))  # a count set here is kept
+    threads = _set_threads() or worker_threads(workers)  # a count set here is kept
     for key in THREAD_ENV:
-        os.environ.setdefault(key, threads)
+        os.environ.setdefault(key, str(threads))
     try:
         forkserver.ensure_running()
     finally:
@@ -96,11 +96,19 @@ def start_pool(workers: int, preload: Sequence[str] = ()) -> None:
                 os.environ[key] = value
 
 
+def _set_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is one count (not unset, nor OpenMP's per-level list)."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return None
+
+
 def _worker_start(threads: int, driver: int) -> None:
     for key in THREAD_ENV:
         os.environ.setdefault(key, str(threads))
     if "torch" in sys.modules:  # loaded by the fork server: its pool follows the environment it started with
-        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        sys.modules["torch"].set_num_threads(_set_threads() or threads)
     threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
 
 
