@@ -28,6 +28,9 @@ def bench_command(
     sampler_batches: Annotated[int, typer.Option(min=1, help="Sampler batches timed.")] = 200,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="Run training steps and act() through torch.compile.")] = False,
+    precision: Annotated[
+        str, typer.Option(help="Training steps' arithmetic, as [train] precision: auto (bf16 autocast on a GPU, fp32 on the CPU), fp32 or bf16.")
+    ] = "auto",
     part: Annotated[
         list[str] | None,
         typer.Option(help="Measure only these parts (repeatable): train, act, mixed, sampler, serve, eval; default all. "
@@ -67,6 +70,10 @@ def bench_command(
     if unknown:
         raise typer.BadParameter(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS + ASKED_PARTS)}", param_hint="--part")
     backends = _backends(backend or [Backend.torch])
+    from hpt_kit.core.recipe import PRECISION
+
+    if precision not in PRECISION:
+        raise typer.BadParameter(f"{precision!r}; known: {', '.join(PRECISION)}", param_hint="--precision")
     if any(b != "torch" for b in backends) and "act" in (part or PARTS):
         from hpt_kit.train.step import pick_device
 
@@ -84,6 +91,7 @@ def bench_command(
         store=store,
         device=device,
         compile=compile,
+        precision=precision,
         parts=tuple(part or PARTS),
         backends=backends,
         eval_embodiments=tuple(eval_embodiment or ()),
@@ -118,7 +126,8 @@ def _print(result: dict) -> None:
         print_import(out, result["import"])
     if "device" not in result:  # the import part alone
         return
-    out.print(f"device {result['device']}, torch {result['torch']}{', compiled' if result['compiled'] else ''}, matmul peak {result['matmul_gflops']:.0f} GFLOP/s (fp32)"
+    out.print(f"device {result['device']}, torch {result['torch']}{', compiled' if result['compiled'] else ''}"
+              f"{', training in bf16 autocast' if result['precision'] == 'bf16' else ''}, matmul peak {result['matmul_gflops']:.0f} GFLOP/s (fp32)"
               + (f", {result['matmul_gflops_bf16']:.0f} (bf16)" if "matmul_gflops_bf16" in result else ""))
     if result["train"]:
         table = Table(title="training step (standard shape)")

@@ -121,6 +121,7 @@ class AugmentSection:
 
 PARALLEL = ("ddp", "fsdp")
 MIX = ("step", "batch")
+PRECISION = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,11 @@ class TrainSection:
     # and optimiser state across ranks (each trunk block its own unit), for trunks that do not fit twice.
     parallel: str = "ddp"
     compile: bool = False  # torch.compile the training step (one graph per embodiment)
+    # Arithmetic of the training step's forward pass: "auto" is bfloat16 autocast on a GPU and full
+    # fp32 on the CPU; "fp32" full precision everywhere; "bf16" bfloat16 autocast on the CPU too
+    # (processors with bf16 instructions run its matrix products about twice as fast; the loss curve
+    # is no longer the fp32 one). Weights, gradients and the optimiser stay fp32.
+    precision: str = "auto"
     # Probability that a training sample sees a shortened observation history (its oldest steps
     # replaced by the oldest one kept, as at an episode's start); 0 = off. Only matters for H > 1.
     history_mask: float = 0.0
@@ -191,6 +197,8 @@ class TrainSection:
             raise ValueError("stream_memory_mb must be > 0, stream_blocks >= 1, stream_refresh >= 0 and stream_readers >= 0")
         if self.mix not in MIX:
             raise ValueError(f"mix must be one of {', '.join(MIX)}, got {self.mix!r}")
+        if self.precision not in PRECISION:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION)}, got {self.precision!r}")
         if self.parallel not in PARALLEL:
             raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
         if self.steps < 1 or self.batch_size < 1:
@@ -344,7 +352,8 @@ def recipe_to_toml(recipe: Recipe) -> str:
 RESUMABLE_CHANGES = (
     "run.name", "run.out",
     "train.steps", "train.log_every", "train.val_every", "train.val_batches", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.device", "train.threads", "train.compile", "train.parallel", "train.skip_nonfinite",
+    "train.keep_checkpoints", "train.device", "train.threads", "train.compile", "train.precision", "train.parallel",
+    "train.skip_nonfinite",
     "train.stream", "train.stream_memory_mb", "train.stream_blocks", "train.stream_refresh", "train.stream_readers",
     "eval.*", "log.*",
     "datasets[].episodes", "datasets[].convert", "datasets[].path",

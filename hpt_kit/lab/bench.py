@@ -121,7 +121,7 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32) -> f
 
 
 def train_step_fn(
-    model: HPT, batch: dict[str, torch.Tensor], frozen: bool, device: torch.device, compile: bool = False
+    model: HPT, batch: dict[str, torch.Tensor], frozen: bool, device: torch.device, compile: bool = False, precision: str = "auto"
 ) -> Callable[[], None]:
     """The training loop's own step (optimiser, autocast, compile mode, clipping) on a fixed batch."""
     if device.type == "cpu":
@@ -133,7 +133,7 @@ def train_step_fn(
     net = torch.compile(model, mode=compile_mode(device)) if compile else model
 
     def step() -> None:
-        optimizer_step(net, {name: batch}, opt, params, lr=1e-4, grad_clip=1.0, device=device, compiled=compile)
+        optimizer_step(net, {name: batch}, opt, params, lr=1e-4, grad_clip=1.0, device=device, compiled=compile, precision=precision)
 
     return step
 
@@ -146,14 +146,16 @@ def flops_per_sample(step: Callable[[], None], batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
-def bench_train(preset: str, batch: int, frozen: bool, device: torch.device, steps: int, compile: bool = False) -> dict[str, Any]:
+def bench_train(
+    preset: str, batch: int, frozen: bool, device: torch.device, steps: int, compile: bool = False, precision: str = "auto"
+) -> dict[str, Any]:
     """Step time of one setting; FLOPs and MFU are added by :func:`count_train_flops`."""
     torch.manual_seed(0)
     if compile:
         torch._dynamo.reset()  # a fresh graph cache per setting: no recompile limit, no stale graphs
     model = standard_model(preset).to(device).train()
     data = standard_batch(batch, device)
-    step = train_step_fn(model, data, frozen, device, compile)
+    step = train_step_fn(model, data, frozen, device, compile, precision)
     seconds = _median_time(step, device, repeats=steps, warmup=2 if compile else 1)
     return {
         "preset": preset,
@@ -162,6 +164,7 @@ def bench_train(preset: str, batch: int, frozen: bool, device: torch.device, ste
         "samples_per_s": batch / seconds,
         "step_ms": seconds * 1e3,
         "compiled": compile,
+        "precision": precision,
     }
 
 
@@ -248,17 +251,17 @@ def matmul_calls(fn: Callable[[], Any], device: torch.device) -> list[tuple[Any,
     from torch.utils._python_dispatch import TorchDispatchMode
 
     ops = {getattr(torch.ops.aten, name).default for name in MATMULS}
-    calls: list[tuple[Any, list[torch.Size]]] = []
+    calls: list[tuple[Any, list[tuple[torch.Size, torch.dtype]]]] = []
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func in ops:
-                calls.append((func, [a.shape for a in args if isinstance(a, torch.Tensor)]))
+                calls.append((func, [(a.shape, a.dtype) for a in args if isinstance(a, torch.Tensor)]))
             return func(*args, **(kwargs or {}))
 
     with Record():
         fn()
-    return [(func, [torch.randn(shape, device=device) for shape in shapes]) for func, shapes in calls]
+    return [(func, [torch.randn(shape, device=device, dtype=dtype) for shape, dtype in operands]) for func, operands in calls]
 
 
 def replay_ms(calls: list[tuple[Any, list[torch.Tensor]]], device: torch.device, repeats: int, warmup: int) -> float:
@@ -295,7 +298,7 @@ def train_floors(record: dict[str, Any], device: torch.device, peak: float, repe
     record["flops_floor_ms"] = record["flops_per_sample"] * record["batch"] / (peak * 1e6)
     torch.manual_seed(0)
     model = standard_model(record["preset"]).to(device).train()
-    step = train_step_fn(model, standard_batch(record["batch"], device), record["trunk"] == "frozen", device)
+    step = train_step_fn(model, standard_batch(record["batch"], device), record["trunk"] == "frozen", device, precision=record["precision"])
     step()  # the optimiser's state exists before the recorded step, as in the timed ones
     calls = matmul_calls(step, device)
     record["matmul_ms"] = replay_ms(calls, device, repeats, warmup=1)
@@ -462,6 +465,7 @@ def run(
     eval_episodes: int = 8,
     eval_workers: int | None = None,
     import_options: Mapping[str, Any] | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Every part asked for; ``backends``: the act part's (``torch``, ``onnx``, ``onnx-int8``, ``openvino``; all but torch on the CPU only);
     ``eval_*``: the eval part's embodiments (default: ``bench_eval.EVAL_EMBODIMENTS``), episodes and
@@ -481,7 +485,8 @@ def run(
     result: dict[str, Any] = {"device": device_name(dev), "torch": torch.__version__, "compiled": compile}
     result["matmul_gflops"] = matmul_gflops(dev)
     peak = result["matmul_gflops"]
-    if dev.type == "cuda":
+    result["precision"] = precision
+    if dev.type == "cuda" or precision == "bf16":  # the training step's products run in bf16
         result["matmul_gflops_bf16"] = matmul_gflops(dev, torch.bfloat16)
         peak = result["matmul_gflops_bf16"]
     result["mfu_peak_gflops"] = peak
@@ -490,7 +495,7 @@ def run(
         for b in batches:
             for frozen in (False, True):
                 say(f"train {preset} batch {b} {'frozen' if frozen else 'trained'}")
-                result["train"].append(bench_train(preset, b, frozen, dev, steps, compile))
+                result["train"].append(bench_train(preset, b, frozen, dev, steps, compile, precision))
     result["act"] = []
     for preset in presets if "act" in parts else ():
         for backend in backends:

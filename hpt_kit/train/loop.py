@@ -178,7 +178,9 @@ def _train(recipe, run_dir, registry, resume, on_log, on_convert, world, device,
         drawn = draw(names, weights, local_batch, mixed, state.mix_rng)
         batches = sample(drawn, train_s, cfg.history_mask, state.data_rng, device, augment)
         lr = lr_at(step, cfg)
-        loss, grad_norm, applied = optimizer_step(par.net, batches, state.optimizer, par.trainable, lr, cfg.grad_clip, device, cfg.compile)
+        loss, grad_norm, applied = optimizer_step(
+            par.net, batches, state.optimizer, par.trainable, lr, cfg.grad_clip, device, cfg.compile, cfg.precision
+        )
         if not applied:  # a non-finite loss or gradient: skipped, or the run stops at its last checkpoint
             state.skipped += 1
             _nonfinite(step + 1, drawn, loss, grad_norm, state.skipped, cfg.skip_nonfinite, record, run_dir)

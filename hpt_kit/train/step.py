@@ -55,9 +55,12 @@ def reuse_freed_memory() -> bool:
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on a GPU; full precision on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The forward pass's arithmetic (``train.precision``): "auto" is bfloat16 autocast on a GPU and
+    full precision on the CPU, "bf16" bfloat16 autocast on either, "fp32" full precision."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def make_optimizer(
@@ -127,6 +130,7 @@ def optimizer_step(
     grad_clip: float,
     device: torch.device,
     compiled: bool = False,
+    precision: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One AdamW step on the loss of one embodiment's batch, or of several at once (the mixed loss,
     one trunk pass). Returns the loss, the gradient norm before clipping and whether the step was
@@ -137,7 +141,7 @@ def optimizer_step(
         group["lr"] = lr * group.get("lr_scale", 1.0)
     if compiled:
         torch.compiler.cudagraph_mark_step_begin()
-    with autocast(device):
+    with autocast(device, precision):
         if len(batches) == 1:
             name, batch = next(iter(batches.items()))
             loss = net(name, batch)  # HPT.forward is the loss, so DDP and FSDP wrap it unchanged
