@@ -266,10 +266,10 @@ def _eval_server(
     description = {} if location == url else resolve_checkpoint(location).description
     settings, sources = eval_settings(description, episodes, seed, None, None)
     with PolicyClient(url, embodiment) as client:
-        emb = load_registry().embodiment(client.embodiment)
+        served = client.metadata["embodiments"][client.embodiment]
+        emb = _served_simulator(load_registry(), client.embodiment, served["checkpoint"] if location == url else location)
         if expert and emb.expert_rollout is None:
             raise typer.BadParameter(f"embodiment {client.embodiment!r} has no scripted expert", param_hint="--expert")
-        served = client.metadata["embodiments"][client.embodiment]
         _check_plugin(emb, spec_from_dict(served["spec"]), f"the checkpoint served at {url}")
         out = {
             "embodiment": client.embodiment,
@@ -287,6 +287,29 @@ def _eval_server(
         typer.echo(json.dumps(out))
         return
     _print_table(out, url)
+
+
+def _served_simulator(registry: Any, name: str, location: str) -> Embodiment:
+    """The simulator for a served embodiment: its plugin's, or for an imported dataset the environment
+    its importer rebuilds from the checkpoint's copy of the dataset's notes (``location``: RUN_DIR, or
+    the checkpoint path the server reports, read when it is on this machine)."""
+    from hpt_kit.core.importer import NoEnvironment
+    from hpt_kit.data.simulator import simulator
+    from hpt_kit.weights.checkpoint import resolve_checkpoint
+
+    if name in registry.embodiments:
+        return registry.embodiment(name)
+    if not Path(location).exists():
+        raise typer.BadParameter(
+            f"{name} is not a registered embodiment, and the served checkpoint {location} is not on this machine to "
+            "say which simulator it needs; give its run directory: hpt-kit eval RUN_DIR --server URL", param_hint="--server")
+    ckpt = resolve_checkpoint(location)
+    if name not in ckpt.specs:
+        registry.embodiment(name)  # the registry's error, listing the known names
+    try:
+        return simulator(registry, name, ckpt.specs[name], ckpt.description["embodiments"][name]["dataset"]["notes"])
+    except NoEnvironment as exc:
+        raise typer.BadParameter(f"{name}: no simulator to roll out in through a server ({exc})", param_hint="--server") from None
 
 
 def _check_plugin(emb: Embodiment, stored: Any, where: str) -> None:

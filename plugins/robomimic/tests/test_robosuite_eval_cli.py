@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,18 @@ def test_imported_lift_rolls_out_in_robosuite_and_unmatched_env_args_stay_offlin
     assert details["state_keys"] == ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
     # every episode ran in the environment until success or the cut-off (twice the longest demo)
     assert all(0 < n <= details["max_episode_steps"] for n in report["episode_lengths"])
+
+    # the same run served: evaluation through the server (URL only) rebuilds the same environment here
+    server = subprocess.Popen([HPT_KIT, "serve", str(Path("exp") / run["run_dir"]), "--port", "0"], stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        url, deadline = None, time.monotonic() + 120
+        while url is None and time.monotonic() < deadline and server.poll() is None:
+            match = re.search(r"on (ws://\S+) ", server.stderr.readline())
+            url = match.group(1) if match else None
+        assert url is not None, "the server did not start"
+        remote = json.loads(hpt("eval", url, "--episodes", 2, "--json").stdout)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    assert remote["embodiment"] == "rm-lift" and remote["server"] == url
+    assert remote["successes"] == report["successes"] and remote["episode_lengths"] == report["episode_lengths"]
