@@ -1,6 +1,8 @@
 """hpt-kit: Heterogeneous Pre-trained Transformers as a toolkit of embodiment plugins."""
 
-from hpt_kit._preload import choose_headless_gl, preload_for_osmesa
+from hpt_kit._preload import choose_headless_gl, interrupt_start_up, preload_for_osmesa
+
+interrupt_start_up()  # the hpt-kit command: Ctrl-C while it loads exits 130, not with a traceback
 
 choose_headless_gl()  # MUJOCO_GL where no display is and none was set; before anything imports mujoco
 preload_for_osmesa()  # before anything can import mujoco; see _preload.py

@@ -10,6 +10,10 @@ With ``MUJOCO_GL=osmesa`` MuJoCo's GL layer (PyOpenGL) loads libOSMesa with RTLD
 symbols it exports make triton's own LLVM crash (segfault) when triton loads later, which torch does
 on its first optimizer or ``torch.compile`` call. Loading triton first is harmless and takes ~0.3 s,
 so it is done only when OSMesa rendering is selected and triton is installed.
+
+``interrupt_start_up`` covers the ``hpt-kit`` command's first second, its imports, before its
+``main`` installs the handlers that unwind a run: Ctrl-C there exits 130 ("interrupted") and
+SIGTERM 143 ("terminated") instead of a traceback, as they do later. Nothing is open yet to clean up.
 """
 
 from __future__ import annotations
@@ -45,3 +49,30 @@ def preload_for_osmesa() -> None:
         return
     if importlib.util.find_spec("triton") is not None:
         import triton  # noqa: F401
+
+
+def interrupt_start_up() -> bool:
+    """In the ``hpt-kit`` command (the console script, or ``python -m hpt_kit`` as torchrun runs it),
+    until ``hpt_kit.cli.app.main`` replaces them: SIGINT and SIGTERM while it loads print
+    "interrupted" or "terminated" and exit 130 or 143. Returns whether the handlers were installed;
+    importing the kit as a library changes nothing."""
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    command = os.path.basename(sys.argv[0]) if sys.argv else ""
+    as_module = any(a == "-m" and b == "hpt_kit" for a, b in zip(argv, argv[1:]))
+    if command != "hpt-kit" and not as_module:
+        return False
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def stop(signum: int, frame: object) -> None:
+        os.write(2, b"interrupted\n" if signum == signal.SIGINT else b"terminated\n")
+        os._exit(130 if signum == signal.SIGINT else 143)
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, stop)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop)
+    return True

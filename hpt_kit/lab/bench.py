@@ -298,7 +298,7 @@ def train_floors(record: dict[str, Any], device: torch.device, peak: float, repe
     record["flops_floor_ms"] = record["flops_per_sample"] * record["batch"] / (peak * 1e6)
     torch.manual_seed(0)
     model = standard_model(record["preset"]).to(device).train()
-    step = train_step_fn(model, standard_batch(record["batch"], device), record["trunk"] == "frozen", device, precision=record["precision"])
+    step = train_step_fn(model, standard_batch(record["batch"], device), record["trunk"] == "frozen", device, precision=record.get("precision", "auto"))
     step()  # the optimiser's state exists before the recorded step, as in the timed ones
     calls = matmul_calls(step, device)
     record["matmul_ms"] = replay_ms(calls, device, repeats, warmup=1)

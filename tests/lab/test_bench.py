@@ -117,3 +117,19 @@ def test_train_floors_are_the_flops_at_the_peak_and_the_steps_own_products_repla
     # gradient but the two stems' first layers (raw observations need none): 21 + 21 + 19.
     assert records["trained"]["matmul_calls"] == 61
     assert records["frozen"]["matmul_calls"] == 61 - 8  # no weight gradients for the trunk's 2 x 4 layers
+
+
+def test_a_bf16_steps_products_are_replayed_in_bf16():
+    import torch
+
+    from hpt_kit.lab.bench import matmul_calls, standard_batch, standard_model, train_step_fn
+
+    cpu = torch.device("cpu")
+    dtypes = {}
+    for precision in ("auto", "bf16"):
+        torch.manual_seed(0)
+        step = train_step_fn(standard_model("tiny").train(), standard_batch(4, cpu), False, cpu, precision=precision)
+        step()
+        dtypes[precision] = {a.dtype for _, args in matmul_calls(step, cpu) for a in args}
+    assert dtypes["auto"] == {torch.float32}
+    assert torch.bfloat16 in dtypes["bf16"]
