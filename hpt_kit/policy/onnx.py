@@ -291,16 +291,22 @@ class OnnxPredictor:
     def __call__(self, history: Mapping[str, Any]) -> np.ndarray:
         """``history``: each input field (B, H, ...) as numpy arrays or CPU torch tensors (shared, not
         copied, when already of the graph's dtype). Returns (B, K, A) float32."""
-        feeds = {}
-        for name, dtype in self.inputs.items():
-            if name not in history:
-                raise KeyError(f"the {self.embodiment!r} graph needs {name!r}; it takes {', '.join(self.inputs)}")
-            x = history[name]
-            x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-            if x.dtype != dtype and (dtype == np.uint8 or x.dtype == np.uint8):
-                raise TypeError(f"input {name!r} must be {dtype}, got {x.dtype}")
-            feeds[name] = np.ascontiguousarray(x, dtype=dtype)
-        return self._session.run([OUTPUT], feeds)[0]
+        return self._session.run([OUTPUT], graph_feeds(self.inputs, history, self.embodiment))[0]
+
+
+def graph_feeds(inputs: Mapping[str, np.dtype], history: Mapping[str, Any], embodiment: str) -> dict[str, np.ndarray]:
+    """An exported graph's inputs from ``history`` (numpy arrays or CPU torch tensors, shared, not
+    copied, when already of the input's dtype); a missing field or a uint8/float mix-up is an error."""
+    feeds = {}
+    for name, dtype in inputs.items():
+        if name not in history:
+            raise KeyError(f"the {embodiment!r} graph needs {name!r}; it takes {', '.join(inputs)}")
+        x = history[name]
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if x.dtype != dtype and (dtype == np.uint8 or x.dtype == np.uint8):
+            raise TypeError(f"input {name!r} must be {dtype}, got {x.dtype}")
+        feeds[name] = np.ascontiguousarray(x, dtype=dtype)
+    return feeds
 
 
 INT8_BOUND = 0.02  # int8 actions' largest difference from fp32, per unit of each dimension's action range

@@ -42,6 +42,7 @@ from hpt_kit.policy.onnx import (
     OnnxFileError,
     example_inputs,
     export_onnx,
+    graph_feeds,
 )
 
 INSTALL = "the openvino backend needs the openvino package: pip install 'hpt-kit[openvino]'"
@@ -113,15 +114,7 @@ class OpenVinoPredictor:
     def __call__(self, history: Mapping[str, Any]) -> np.ndarray:
         """``history``: each input field (B, H, ...) as numpy arrays or CPU torch tensors. Returns
         (B, K, A) float32."""
-        feeds = {}
-        for name, dtype in self.inputs.items():
-            if name not in history:
-                raise KeyError(f"the {self.embodiment!r} graph needs {name!r}; it takes {', '.join(self.inputs)}")
-            x = history[name]
-            x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-            if x.dtype != dtype and (dtype == np.uint8 or x.dtype == np.uint8):
-                raise TypeError(f"input {name!r} must be {dtype}, got {x.dtype}")
-            feeds[name] = np.ascontiguousarray(x, dtype=dtype)
+        feeds = graph_feeds(self.inputs, history, self.embodiment)
         batch = len(next(iter(feeds.values())))
         with self._lock:
             key = 1 if batch == 1 else None
