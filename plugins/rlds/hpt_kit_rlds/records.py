@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from crc32c import crc32c
 
@@ -46,6 +47,21 @@ class Frame:
     last: bool = False
 
 
+def _length(fh: BinaryIO, index: int, verify: bool) -> int | Frame | None:
+    """The data length in record ``index``'s header, read from ``fh``; None at the end of the file,
+    or the last frame saying why the header cannot be used (cut short, or its CRC-32C wrong)."""
+    header = fh.read(HEADER)
+    if not header:
+        return None
+    if len(header) < HEADER:
+        return Frame(index, None, f"truncated at record {index} ({len(header)} of its {HEADER} header bytes)", True)
+    (length,) = struct.unpack_from("<Q", header)
+    (length_crc,) = struct.unpack_from("<I", header, 8)
+    if verify and masked_crc(header[:8]) != length_crc:
+        return Frame(index, None, f"record {index}: its length's CRC-32C does not match (length field damaged)", True)
+    return length
+
+
 def read_frames(path: str | Path, verify: bool = True, start: int = 0) -> Iterator[Frame]:
     """The frames of one TFRecord file in order, from record ``start`` on (see the module docstring;
     a damaged or cut-short record before ``start`` is still yielded, as the last, and a file that
@@ -55,17 +71,9 @@ def read_frames(path: str | Path, verify: bool = True, start: int = 0) -> Iterat
         index = 0
         size = os.fstat(fh.fileno()).st_size
         while index < start:
-            header = fh.read(HEADER)
-            if not header:
-                yield Frame(index, None, "", True)
-                return
-            if len(header) < HEADER:
-                yield Frame(index, None, f"truncated at record {index} ({len(header)} of its {HEADER} header bytes)", True)
-                return
-            (length,) = struct.unpack_from("<Q", header)
-            (length_crc,) = struct.unpack_from("<I", header, 8)
-            if verify and masked_crc(header[:8]) != length_crc:
-                yield Frame(index, None, f"record {index}: its length's CRC-32C does not match (length field damaged)", True)
+            length = _length(fh, index, verify)
+            if not isinstance(length, int):
+                yield length or Frame(index, None, "", True)
                 return
             body = size - fh.tell()
             if body < length + FOOTER:
@@ -74,16 +82,10 @@ def read_frames(path: str | Path, verify: bool = True, start: int = 0) -> Iterat
             fh.seek(length + FOOTER, os.SEEK_CUR)
             index += 1
         while True:
-            header = fh.read(HEADER)
-            if not header:
-                return
-            if len(header) < HEADER:
-                yield Frame(index, None, f"truncated at record {index} ({len(header)} of its {HEADER} header bytes)", True)
-                return
-            (length,) = struct.unpack_from("<Q", header)
-            (length_crc,) = struct.unpack_from("<I", header, 8)
-            if verify and masked_crc(header[:8]) != length_crc:
-                yield Frame(index, None, f"record {index}: its length's CRC-32C does not match (length field damaged)", True)
+            length = _length(fh, index, verify)
+            if not isinstance(length, int):
+                if length is not None:
+                    yield length
                 return
             body = fh.read(length + FOOTER)
             if len(body) < length + FOOTER:
