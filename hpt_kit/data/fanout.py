@@ -37,7 +37,7 @@ from typing import Any
 from hpt_kit.core.lock import dataset_lock
 from hpt_kit.data.shards import merge_notes, shard_name, write_manifest
 from hpt_kit.data.store import Dataset, DatasetError, _replace, replacing
-from hpt_kit.engine import UnitError, open_engine, ray_address, start_pool
+from hpt_kit.engine import UnitError, open_engine, peak_rss_mb, ray_address, start_pool
 
 log = logging.getLogger(__name__)
 
@@ -275,18 +275,7 @@ def _to_do(shard: Path) -> bool:
 def _record(shard: Path, started: float) -> dict[str, Any]:
     ds = Dataset(shard, verify=False, recovering=False)
     return {"episodes": ds.num_episodes, "steps": ds.num_steps, "seconds": time.perf_counter() - started,
-            "host": socket.gethostname(), "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
-
-
-def _peak_rss_mb() -> float | None:
-    """This worker's peak resident memory so far (Linux), for the import bench and progress."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+            "host": socket.gethostname(), "pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}
 
 
 def convert_unit(task: UnitTask) -> dict[str, Any]:

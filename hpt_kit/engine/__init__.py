@@ -19,6 +19,14 @@ A unit that raises, or whose worker dies, stops the run with :class:`UnitError` 
 where it ran; units not yet started are cancelled, and finished results stay where they were written.
 """
 
-from hpt_kit.engine.executors import Engine, UnitError, open_engine, ray_address, start_pool, worker_threads
+from hpt_kit.engine.executors import (
+    Engine,
+    UnitError,
+    open_engine,
+    peak_rss_mb,
+    ray_address,
+    start_pool,
+    worker_threads,
+)
 
-__all__ = ["Engine", "UnitError", "open_engine", "ray_address", "start_pool", "worker_threads"]
+__all__ = ["Engine", "UnitError", "open_engine", "peak_rss_mb", "ray_address", "start_pool", "worker_threads"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import resource
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -233,3 +235,16 @@ def open_engine(workers: int = 1, address: str | None = None, preload: Sequence[
     if address:
         return RayEngine(address, workers if workers > 1 else None)
     return PoolEngine(workers, preload) if workers > 1 else Engine()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB, for a unit's record and the benches. Linux keeps
+    ``ru_maxrss`` across exec (a child started by a big parent would report the parent's peak), so
+    the process's own high-water mark (``VmHWM``) is read first."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from hpt_kit.core.spec import (
     ObservationSpec,
     StemSpec,
 )
+from hpt_kit.engine import peak_rss_mb
 from hpt_kit.models.hpt import HPT
 from hpt_kit.train.step import compile_mode, make_optimizer, optimizer_step, pick_device, reuse_freed_memory
 
@@ -358,18 +358,6 @@ def make_store(path: Path, gigabytes: float, seed: int = 0) -> Path:
 
 def _dir_gb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e9
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. Linux keeps ``ru_maxrss`` across exec (a child started by
-    a big parent would report the parent's peak), so the process's own high-water mark is read first."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def without_checksums(source: Path, target: Path) -> Path:

@@ -89,10 +89,11 @@ def _size_gb(path: Path) -> float:
 def child(mode: str, fmt: str, source: str, out: str, workers: int, address: str | None) -> dict[str, Any]:
     """One import in this (fresh) process: ``serial`` or fanned out (``workers``, ``ray``)."""
     from hpt_kit.core.registry import load_registry
-    from hpt_kit.data.fanout import _peak_rss_mb, import_sharded
+    from hpt_kit.data.fanout import import_sharded
     from hpt_kit.data.importing import ImportOptions, finish_spec, import_dataset
     from hpt_kit.data.shards import write_manifest
     from hpt_kit.data.store import Dataset
+    from hpt_kit.engine import peak_rss_mb
 
     called = time.perf_counter()
     opts = ImportOptions(name=f"bench-{fmt}")
@@ -116,7 +117,7 @@ def child(mode: str, fmt: str, source: str, out: str, workers: int, address: str
     seconds = time.perf_counter() - called
     ds = Dataset(out)
     result = {"mode": mode, "seconds": seconds, "episodes": ds.num_episodes, "steps": ds.num_steps,
-              "startup_s": (first[0] - called) if first else None, "driver_peak_rss_mb": _peak_rss_mb()}
+              "startup_s": (first[0] - called) if first else None, "driver_peak_rss_mb": peak_rss_mb()}
     if mode != "serial":
         workers_rss: dict[str, float] = {}
         for r in records:
