@@ -26,7 +26,9 @@ from hpt_kit.engine.executors import (
     peak_rss_mb,
     ray_address,
     start_pool,
+    thread_budget,
     worker_threads,
 )
 
-__all__ = ["Engine", "UnitError", "open_engine", "peak_rss_mb", "ray_address", "start_pool", "worker_threads"]
+__all__ = ["Engine", "UnitError", "open_engine", "peak_rss_mb", "ray_address", "start_pool", "thread_budget",
+           "worker_threads"]

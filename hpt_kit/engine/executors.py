@@ -85,7 +85,7 @@ def start_pool(workers: int, preload: Sequence[str] = ()) -> None:
     if preload:
         context.set_forkserver_preload(list(preload))
     saved = {key: os.environ.get(key) for key in THREAD_ENV}
-    threads = _set_threads() or worker_threads(workers)  # a count set here is kept
+    threads = thread_budget() or worker_threads(workers)  # a count set here is kept
     for key in THREAD_ENV:
         os.environ.setdefault(key, str(threads))
     try:
@@ -98,8 +98,10 @@ def start_pool(workers: int, preload: Sequence[str] = ()) -> None:
                 os.environ[key] = value
 
 
-def _set_threads() -> int | None:
-    """``OMP_NUM_THREADS`` when it is one count (not unset, nor OpenMP's per-level list)."""
+def thread_budget() -> int | None:
+    """The threads this process's libraries may use: ``OMP_NUM_THREADS`` when it is one count (a
+    pool worker's share of the cores, or the user's setting), else None (each library's default).
+    Libraries that do not read it themselves (FFmpeg's decoders) are sized by it."""
     try:
         return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
     except ValueError:
@@ -110,7 +112,7 @@ def _worker_start(threads: int, driver: int) -> None:
     for key in THREAD_ENV:
         os.environ.setdefault(key, str(threads))
     if "torch" in sys.modules:  # loaded by the fork server: its pool follows the environment it started with
-        sys.modules["torch"].set_num_threads(_set_threads() or threads)
+        sys.modules["torch"].set_num_threads(thread_budget() or threads)
     threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
 
 

@@ -12,9 +12,7 @@ from typing import Any
 
 import torch
 
-
-class CheckpointError(ValueError):
-    """Weights that cannot be found, read or loaded; the message names the location and what is wrong."""
+from hpt_kit.weights.errors import CheckpointError
 
 
 def load_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:

@@ -208,7 +208,9 @@ def test_a_plugin_cannot_take_a_built_in_name():
             registry.add("mlp", lambda *args: None)
 
     registry = load_registry(load_entrypoints=False, extra_plugins=[("clash", Clash)])
+    from hpt_kit.models.builtins import Deferred
     from hpt_kit.models.stems import build_mlp_stem
 
-    assert registry.stems["mlp"] is build_mlp_stem  # the kit's own, whatever the plugin order
+    kept = registry.stems["mlp"]  # the kit's own (registered deferred), whatever the plugin order
+    assert isinstance(kept, Deferred) and kept.target() is build_mlp_stem
     assert [(e.plugin, e.item, e.reason) for e in registry.errors] == [("clash", "mlp", "duplicate stem name")]

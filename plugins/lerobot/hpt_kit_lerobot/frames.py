@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pyarrow as pa
 from av.video.reformatter import VideoReformatter
+from hpt_kit.engine import thread_budget
 
 from hpt_kit_lerobot.meta import EpisodeProblem, VideoRef
 
@@ -43,6 +44,7 @@ def video_frames(
                 raise EpisodeProblem(f"{ref.path}: no video stream ({where})")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            stream.thread_count = thread_budget() or 0  # a worker's share of the cores; 0: FFmpeg's choice
             fps = fps or float(stream.average_rate or 0) or 30.0
             tolerance = 0.5 / fps + SLACK_S
             first = float(targets.min()) if len(targets) else 0.0

@@ -9,16 +9,43 @@ encoded images (one JPEG or PNG file per step) in a ``bytes_list``; tensors decl
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import re
+import sys
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
-from tfrecord import example_pb2
 
 from hpt_kit_rlds.schema import Leaf
+
+
+def _example_pb2():
+    """tfrecord's generated ``tf.train.Example`` classes (they need only protobuf), loaded without
+    running the tfrecord package's ``__init__``, which imports torch for its data loader: about 1.2 s
+    of every import command's start-up and of every worker's. Registered under its own name, so a
+    later ``import tfrecord`` uses this module instead of defining the messages twice."""
+    name = "tfrecord.example_pb2"
+    if name in sys.modules or "tfrecord" in sys.modules:
+        return importlib.import_module(name)
+    package = importlib.util.find_spec("tfrecord")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("the tfrecord package is not installed; pip install 'hpt-kit-rlds' installs it")
+    path = f"{package.submodule_search_locations[0]}/example_pb2.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+example_pb2 = _example_pb2()
 
 
 class EpisodeProblem(Exception):
