@@ -680,6 +680,14 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The steps every curve has, and the mean and standard deviation of the curves there: the seeds
+    of a cell may get step budgets a few steps apart, and their curves then end at other steps."""
+    steps = sorted(set.intersection(*({s for s, _ in c} for c in curves)))
+    values = np.array([[dict(map(tuple, c))[s] for s in steps] for c in curves], dtype=float)
+    return steps, values.mean(0), values.std(0)
+
+
 def plot(runs: list[dict[str, Any]], section: ExperimentSection, path: Path) -> None:
     """Validation loss against step, one panel per target, mean over seeds per method."""
     try:
@@ -699,9 +707,7 @@ def plot(runs: list[dict[str, Any]], section: ExperimentSection, path: Path) -> 
             ]
             if not curves:
                 continue
-            steps = [s for s, _ in curves[0]]
-            values = np.array([[v for _, v in c[: len(steps)]] for c in curves])
-            mean, std = values.mean(0), values.std(0)
+            steps, mean, std = mean_curve(curves)
             ax.plot(steps, mean, label=method)
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
         ax.set_title(f"{target}, K={demos}")

@@ -60,6 +60,20 @@ def test_the_table_has_a_row_per_target_count_and_method_and_the_sweep_plots(tmp
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_validation_plot_averages_seeds_whose_curves_end_at_other_steps(tmp_path):
+    from hpt_kit.lab.experiment import mean_curve, plot
+
+    curves = [[[0, 1.0], [100, 0.5], [200, 0.2], [210, 0.1]], [[0, 3.0], [100, 1.5], [200, 0.4]]]
+    steps, mean, std = mean_curve(curves)
+    assert steps == [0, 100, 200]
+    assert mean.tolist() == [2.0, 1.0, 0.30000000000000004] and std.tolist()[0] == 1.0
+    section = load_experiment(write(tmp_path, 'demos = 10\nmethods = ["scratch"]\nseeds = [0, 1]\n'
+                                              '[[experiment.targets]]\nembodiment = "mujoco-arm4"\nepisodes = 30\n'))
+    runs = [{"target": "mujoco-arm4", "demos": 10, "method": "scratch", "seed": s, "val_curve": c} for s, c in enumerate(curves)]
+    plot(runs, section, tmp_path / "val.png")
+    assert (tmp_path / "val.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_leave_one_out_compares_each_trunk_without_an_embodiment_with_the_full_mixture(tmp_path):
     from hpt_kit.lab.experiment import leave_one_out, leave_one_out_markdown
 
