@@ -96,3 +96,32 @@ def test_reading_a_bad_store_names_the_file_and_key(toy, tmp_path):
     del group["action"]
     with pytest.raises(DatasetError, match=r"toy.zarr: array 'action' is missing"):
         Dataset(path)
+
+
+def test_appends_in_whole_chunks_keep_every_step_and_bound_the_buffer(toy, tmp_path, monkeypatch):
+    """With 10-step chunks and appends of 3 chunks, 7 episodes of uneven length (67 steps) are
+    written as 6 whole-chunk appends' worth plus the rest at the end, and read back exactly."""
+    import hpt_kit.data.store as store
+
+    monkeypatch.setattr(store, "CHUNK_BYTES", 10 * 3 * 4)  # the toy's state is 3 float32: 10 steps a chunk
+    monkeypatch.setattr(store, "FLUSH_BYTES", 3 * 10 * 3 * 4)
+    appended = []
+    append = zarr.Array.append
+
+    def counted(self, data, axis=0):
+        appended.append((self.basename, len(data)))
+        return append(self, data, axis=axis)
+
+    monkeypatch.setattr(zarr.Array, "append", counted)
+    rng = np.random.default_rng(0)
+    lengths = [5, 13, 9, 11, 2, 17, 10]
+    episodes = [{"state": rng.normal(size=(n, 3)).astype(np.float32), "action": rng.normal(size=(n, 1)).astype(np.float32)}
+                for n in lengths]
+    path = write_dataset(tmp_path / "toy.zarr", toy, iter(episodes))
+    ds = Dataset(path)
+    assert ds.num_steps == sum(lengths) == 67
+    for i, ep in enumerate(episodes):
+        np.testing.assert_array_equal(ds.episode(i)["state"], ep["state"])
+        np.testing.assert_array_equal(ds.episode(i)["action"], ep["action"])
+    states = [n for name, n in appended if name == "state"]
+    assert sum(states) == 67 and all(n % 10 == 0 for n in states[:-1]) and max(states) <= 40
