@@ -60,12 +60,12 @@ def test_the_table_has_a_row_per_target_count_and_method_and_the_sweep_plots(tmp
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_validation_plot_averages_seeds_whose_curves_end_at_other_steps(tmp_path):
+def test_the_validation_plot_averages_seeds_that_validate_at_other_steps(tmp_path):
     from hpt_kit.lab.experiment import mean_curve, plot
 
-    curves = [[[0, 1.0], [100, 0.5], [200, 0.2], [210, 0.1]], [[0, 3.0], [100, 1.5], [200, 0.4]]]
+    curves = [[[29, 1.0], [58, 0.5], [87, 0.2]], [[28, 3.0], [56, 1.5], [84, 0.4], [112, 0.1]]]  # budgets 290, 288
     steps, mean, std = mean_curve(curves)
-    assert steps == [0, 100, 200]
+    assert steps == [28, 57, 86]  # the i-th validations together, at their mean step; cut to the shortest
     assert mean.tolist() == [2.0, 1.0, 0.30000000000000004] and std.tolist()[0] == 1.0
     section = load_experiment(write(tmp_path, 'demos = 10\nmethods = ["scratch"]\nseeds = [0, 1]\n'
                                               '[[experiment.targets]]\nembodiment = "mujoco-arm4"\nepisodes = 30\n'))
