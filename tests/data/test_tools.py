@@ -85,3 +85,21 @@ def test_merge_needs_equal_specs_and_writes_nothing_otherwise(tmp_path, toy):
     d = Dataset(convert(renamed, tmp_path / "d.zarr", episodes=2, seed=0))
     with pytest.raises(DatasetError, match=r"\(name\)"):
         merge_datasets([a, d], tmp_path / "bad.zarr")
+
+
+def test_info_statistics_of_frames_are_read_in_slabs_of_bounded_memory(tmp_path, monkeypatch):
+    """Frames are read a few rows at a time (a slab of 65,536 rows of three small views held 48 GB
+    in float64): with slabs of 3 rows the statistics are those of all the frames at once."""
+    import hpt_kit.data.tools as tools
+    from tests.conftest import make_image_toy
+
+    cam = make_image_toy(size=8, length=5)
+    path = convert(cam, tmp_path / "cam.zarr", episodes=3, seed=0)
+    monkeypatch.setattr(tools, "STAT_BYTES", 3 * 8 * 8 * 8 * 3)  # float64 bytes of 3 frames of 8x8x3
+    info = dataset_info(Dataset(path))
+    frames = Dataset(path).array("image")[:].astype(np.float64)
+    assert frames.shape[0] > 3
+    stats = info["fields"]["image"]["stats"]
+    assert stats["min"] == frames.min() and stats["max"] == frames.max()
+    np.testing.assert_allclose(stats["mean"], frames.mean(), rtol=1e-12)
+    np.testing.assert_allclose(stats["std"], frames.std(), rtol=1e-9)
