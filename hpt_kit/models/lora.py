@@ -12,6 +12,7 @@ export) takes as it is.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +54,14 @@ def _peft():
 def add_lora(trunk: nn.Module, settings: LoraSettings) -> None:
     """Wrap the trunk's linear maps with fresh adapters (B = 0: the output is unchanged), in place."""
     peft = _peft()
-    config = peft.LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        target_modules=list(TARGET_MODULES),
-        target_parameters=list(TARGET_PARAMETERS),
-    )
-    peft.inject_adapter_in_model(config, trunk)
+    # Two passes, the linear layers first: peft 0.22 wraps a targeted parameter's module before its
+    # targeted children, which then are out of its reach (``ParamWrapper has no attribute out_proj``).
+    # In this order peft 0.21 and 0.22 make the same names and the same initial adapters as one pass in 0.21.
+    passes = ({"target_modules": list(TARGET_MODULES)}, {"target_modules": [], "target_parameters": list(TARGET_PARAMETERS)})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")  # the second pass
+        for targets in passes:
+            peft.inject_adapter_in_model(peft.LoraConfig(r=settings.rank, lora_alpha=settings.alpha, **targets), trunk)
 
 
 def is_adapter(name: str) -> bool:

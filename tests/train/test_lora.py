@@ -95,3 +95,21 @@ def test_lora_needs_a_frozen_pretrained_trunk():
         from hpt_kit.core.recipe import parse_recipe
 
         parse_recipe({"datasets": [{"embodiment": "a"}], "transfer": {"lora_rank": 2}}, "r.toml")
+
+
+def test_adapter_names_are_stable_across_peft_versions():
+    """A ``lora.safetensors`` names its tensors after peft's wrappers; these are the names peft 0.21
+    gave in one pass and 0.22 gives in the kit's two (a checkpoint from either loads in the other)."""
+    from hpt_kit.models.trunk import Trunk, TrunkConfig
+
+    trunk = Trunk(TrunkConfig(embed_dim=32, num_blocks=1, num_heads=4))
+    add_lora(trunk, LoraSettings(rank=2, alpha=4.0))
+    names = sorted(k for k in trunk.state_dict() if "lora_" in k)
+    block = names[0].split(".attn.")[0]
+    assert names == [f"{block}.{rest}" for rest in (
+        "attn.base_layer.out_proj.lora_A.default.weight", "attn.base_layer.out_proj.lora_B.default.weight",
+        "attn.lora_A.default.weight", "attn.lora_B.default.weight",
+        "mlp.fc1.lora_A.default.weight", "mlp.fc1.lora_B.default.weight",
+        "mlp.fc2.lora_A.default.weight", "mlp.fc2.lora_B.default.weight")]
+    assert all(trunk.state_dict()[n].shape[0 if ".lora_A." in n else 1] == 2 for n in names)
+    assert all(not trunk.state_dict()[n].any() for n in names if ".lora_B." in n)  # B = 0: output unchanged
