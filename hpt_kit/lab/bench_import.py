@@ -240,15 +240,24 @@ def bench_import(
                 say(f"import: {fmt}, {mode}{f' ({n})' if n > 1 else ''}")
                 runs[mode] = _run_child(mode, fmt, source, Path(tmp) / f"{fmt}-{mode}.zarr", n, address)
                 shutil.rmtree(Path(tmp) / f"{fmt}-{mode}.zarr", ignore_errors=True)
+                say(_said(fmt, mode, runs[mode]))
             if ray:
                 say(f"import: {fmt}, on a local Ray instance ({workers} CPUs)")
                 with _LocalRay(workers) as cluster:
                     runs["ray"] = _run_child("ray", fmt, source, Path(tmp) / f"{fmt}-ray.zarr", workers, cluster.address)
                 runs["ray"] |= {"ray_start_s": cluster.start_s, "ray_stop_s": cluster.stop_s}
+                say(_said(fmt, "ray", runs["ray"]))
             for run in runs.values():
                 run["speedup"] = runs["serial"]["wall_s"] / run["wall_s"]
             records.append(_summary(fmt, source, episodes, runs, storage_gbps))
     return records
+
+
+def _said(fmt: str, mode: str, run: dict[str, Any]) -> str:
+    """One mode's figures as a progress line, so a later failure (a full disk) does not lose them."""
+    rss = run.get("worker_peak_rss_mb") or [run["driver_peak_rss_mb"]]
+    return (f"import: {fmt}, {mode}: {run['wall_s']:.1f} s, {run['episodes_per_s']:.1f} episodes/s, "
+            f"{run['frames_per_s']:.0f} frames/s, peak RSS {max(rss):.0f} MB")
 
 
 def _summary(fmt: str, source: Path, episodes: int, runs: dict[str, Any], storage_gbps: float) -> dict[str, Any]:
