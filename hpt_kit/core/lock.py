@@ -31,6 +31,17 @@ def _holder(fd: int) -> dict[str, Any]:
         return {}
 
 
+def _holder_written(fd: int, patience: float = 0.5) -> dict[str, Any]:
+    """The holder's details; a holder that has just taken the lock writes them a moment later, so an
+    empty file is read again for up to ``patience`` seconds before the message says "another process"."""
+    deadline = time.monotonic() + patience
+    info = _holder(fd)
+    while not info and time.monotonic() < deadline:
+        time.sleep(0.02)
+        info = _holder(fd)
+    return info
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
         return os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -70,7 +81,7 @@ class PathLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = describe_holder(_holder(fd))
+                holder = describe_holder(_holder_written(fd))
                 os.close(fd)
                 if time.monotonic() >= deadline:
                     raise LockError(f"{self.what} is in use by {holder}; wait for it to finish or stop it") from None

@@ -45,6 +45,7 @@ val_batches = 1
 checkpoint_every = 10
 keep_checkpoints = {keep}
 log_every = 5
+threads = 1
 {extra}
 """
 
