@@ -81,10 +81,11 @@ class PathLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = describe_holder(_holder_written(fd))
-                os.close(fd)
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline:  # the holder is read only for the message, once
+                    holder = describe_holder(_holder_written(fd))
+                    os.close(fd)
                     raise LockError(f"{self.what} is in use by {holder}; wait for it to finish or stop it") from None
+                os.close(fd)
                 time.sleep(0.1)
                 continue
             if _same_file(fd, self.lock_file):
