@@ -96,8 +96,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def _signals() -> None:
     """Ctrl-C raises KeyboardInterrupt as usual and is remembered, so that an error it causes on its
     way out (a plugin half imported, a reader cut off) still ends as "interrupted", exit 130. SIGTERM
-    unwinds the same way (cleanup runs, locks are released) and exits 143."""
+    unwinds the same way (cleanup runs, locks are released) and exits 143. Both wait while torch or
+    MuJoCo runs its first import, whose C++ would abort on the KeyboardInterrupt (see _preload.py)."""
     import signal
+
+    from hpt_kit._preload import hold_signals_while_importing
+
+    hold_signals_while_importing()
 
     def on_int(signum, frame):
         _state["interrupted"] = 130

@@ -119,3 +119,66 @@ def test_an_interruption_swallowed_by_a_plugin_import_still_exits_130(arm3, tmp_
     returncode, err = stop(proc, signal.SIGINT)
     assert returncode == 130 and "interrupted" in err, err
     assert "unknown embodiment" not in err and "Traceback" not in err
+
+
+def test_ctrl_c_during_the_import_of_torch_waits_for_it_then_interrupts(tmp_path):
+    """torch's import runs C++ that calls back into Python (``torch._C._c10d_init``); a KeyboardInterrupt
+    raised in there aborts the process (SIGABRT, "terminate called after throwing an instance of
+    'pybind11::error_already_set'") instead of exiting 130. With the command's handlers installed, a
+    Ctrl-C that arrives while torch imports is held until the import is done, then interrupts."""
+    import subprocess
+    import sys
+
+    from tests.faults.conftest import ROOT
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from hpt_kit.cli import app\n"
+        "app._signals()\n"
+        "seen = {}\n"
+        "def hook(event, args):\n"
+        "    if event == 'import' and args[0] == 'torch.distributed' and not seen:\n"
+        "        seen['sent'] = True\n"
+        "        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C in the middle of torch's import\n"
+        "sys.addaudithook(hook)\n"
+        "try:\n"
+        "    import torch\n"
+        "    print('not interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    dist = sys.modules.get('torch.distributed')  # its C++ part ran to the end, then the interruption\n"
+        "    print('sent', seen.get('sent', False), 'complete', hasattr(dist, 'DistError'),\n"
+        "          'code', app._state['interrupted'])\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["sent", "True", "complete", "True", "code", "130"], out.stdout + out.stderr
+
+
+def test_signals_held_while_importing_deliver_after_the_import(tmp_path):
+    """The mechanism on a package of its own: a signal sent in the middle of its import does not cut
+    the import short; it is delivered when the module's code has run to the end."""
+    import subprocess
+    import sys
+
+    from tests.faults.conftest import ROOT
+
+    (tmp_path / "slowpkg").mkdir()
+    (tmp_path / "slowpkg" / "__init__.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.2)\nprint('finished')\n"
+    )
+    probe = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from hpt_kit._preload import hold_signals_while_importing\n"
+        "if sys.argv[1] == 'held':\n"
+        "    hold_signals_while_importing(frozenset({'slowpkg'}))\n"
+        "try:\n"
+        "    import slowpkg\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    held = subprocess.run([sys.executable, "-c", probe, "held"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    plain = subprocess.run([sys.executable, "-c", probe, "plain"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert held.stdout.split() == ["finished", "interrupted"], held.stdout + held.stderr
+    assert plain.stdout.split() == ["interrupted"], plain.stdout + plain.stderr  # the control: cut short
