@@ -189,7 +189,10 @@ def _print_serve(out, s: dict) -> None:
         out.print(f"goals: one robot within {o['goal']:g} ms of in-process act(): +{o['measured']:.2f} ms, "
                   + ("met" if o["met"] else f"{o['gap']:.2f} ms short")
                   + f"; 32 robots >= {g['goal']:g}x one robot's actions/s: {g['measured']:.1f}x, "
-                  + ("met" if g["met"] else f"{g['gap']:.1f}x short"), highlight=False)
+                  + ("met" if g["met"] else f"{g['gap']:.1f}x short")
+                  + (f" (ceiling {g['ceiling']:.1f}x: the network alone predicts {s['batched_in_process']['predictions_per_s']:.0f}"
+                     f" robots' chunks/s, {s['batched_in_process']['robots']} at once in process)" if "ceiling" in g else ""),
+                  highlight=False)
     if s.get("delays"):
         _print_delays(out, s["delays"])
 

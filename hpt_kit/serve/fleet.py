@@ -186,7 +186,12 @@ class Fleet:
     @torch.inference_mode()
     def predict(self, requests: Sequence[tuple[str, Mapping[str, torch.Tensor]]]) -> list[np.ndarray]:
         """Chunks (K, A) for many robots' histories at once: grouped by embodiment, stems and heads
-        per embodiment, one trunk pass for all."""
+        per embodiment, one trunk pass for all. One robot's request goes straight to the network, its
+        history buffers as they are, as ``Policy.act`` in process does."""
+        if len(requests) == 1:
+            name, history = requests[0]
+            chunk = torch.from_numpy(self._onnx[name](history)) if self._onnx else self.model.predict(name, history)
+            return [chunk[0].cpu().numpy()]
         groups: dict[str, list[int]] = {}
         for i, (name, _) in enumerate(requests):
             groups.setdefault(name, []).append(i)
