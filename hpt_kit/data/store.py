@@ -229,10 +229,29 @@ def _write(tmp: Path, spec: Any, episodes: Iterable[Mapping[str, Any]], notes, o
     )
 
 
+KEEP_VIEW_FACTOR = 4  # a buffered view whose buffer is over this many times its size (and over
+KEEP_VIEW_BYTES = 1 << 20  # this much) is copied, so the writer never pins an importer's large reads
+
+
+def _kept_alive(part: np.ndarray) -> int:
+    """Bytes of the buffer that ``part`` keeps alive (the last base under a view; a view of a non-numpy
+    buffer, e.g. Arrow's or an ``mmap``, counts that buffer's size)."""
+    base: Any = part
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, np.ndarray):
+        return base.nbytes
+    try:
+        return memoryview(base).nbytes
+    except TypeError:
+        return part.nbytes
+
+
 class _Appender:
     """One array's steps, buffered and appended in whole chunks of about ``FLUSH_BYTES``: memory
     stays bounded whatever the frame size (a fixed count of steps held 0.5 GB of three small camera
-    views), and no chunk is written twice (an append that ends inside a chunk rewrites it)."""
+    views), and no chunk is written twice (an append that ends inside a chunk rewrites it). A part
+    that is a small view into a large buffer is buffered as a copy (:func:`_kept_alive`)."""
 
     def __init__(self, array: Any, chunk_rows: int, row_bytes: int):
         self.array = array
@@ -242,6 +261,8 @@ class _Appender:
         self.rows = 0
 
     def add(self, part: np.ndarray) -> None:
+        if part.base is not None and _kept_alive(part) > max(KEEP_VIEW_FACTOR * part.nbytes, KEEP_VIEW_BYTES):
+            part = part.copy()  # a few rows of a large buffer: buffering the view would keep all of it
         self.parts.append(part)
         self.rows += len(part)
         if self.rows >= self.at:

@@ -125,3 +125,35 @@ def test_appends_in_whole_chunks_keep_every_step_and_bound_the_buffer(toy, tmp_p
         np.testing.assert_array_equal(ds.episode(i)["action"], ep["action"])
     states = [n for name, n in appended if name == "state"]
     assert sum(states) == 67 and all(n % 10 == 0 for n in states[:-1]) and max(states) <= 40
+
+
+def test_a_small_view_into_a_large_buffer_does_not_keep_the_buffer_alive_while_buffered(toy, tmp_path):
+    """An importer may hand over each episode's fields as views into a much larger buffer (a decoded
+    file, a record batch). The writer buffers rows until a chunk fills, possibly for thousands of
+    episodes: it keeps copies of such views, so each large buffer is freed once the episode is
+    written, and the data are the same."""
+    import gc
+    import weakref
+
+    alive: list[int] = []
+    refs: list[weakref.ref] = []
+    written = []
+
+    def episodes():
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            big = rng.normal(size=(100_000, 3)).astype(np.float32)  # 1.2 MB, of which 8 rows are the episode
+            refs.append(weakref.ref(big))
+            ep = {"state": big[:8], "action": big[8:16, :1]}
+            written.append({k: v.copy() for k, v in ep.items()})
+            yield ep
+            del big, ep
+            gc.collect()
+            alive.append(sum(r() is not None for r in refs[:-1]))  # the episodes before the one just handed over
+
+    path = write_dataset(tmp_path / "views.zarr", toy, episodes())
+    assert alive == [0, 0, 0, 0]  # with the views buffered as they are, 0, 1, 2, 3 earlier buffers stayed alive
+    ds = Dataset(path)
+    for i, ep in enumerate(written):
+        np.testing.assert_array_equal(ds.episode(i)["state"], ep["state"])
+        np.testing.assert_array_equal(ds.episode(i)["action"], ep["action"])
