@@ -234,13 +234,20 @@ KEEP_VIEW_BYTES = 1 << 20  # this much) is copied, so the writer never pins an i
 
 
 def _kept_alive(part: np.ndarray) -> int:
-    """Bytes of the buffer that ``part`` keeps alive (the last base under a view; a view of a non-numpy
-    buffer, e.g. Arrow's or an ``mmap``, counts that buffer's size)."""
+    """Bytes of the buffer that ``part`` keeps alive: the last base under a view; an Arrow array
+    (``to_numpy`` without a copy) counts its buffers whole, as a slice holds them; any other object
+    with the buffer protocol (an Arrow buffer, an ``mmap``) its size."""
     base: Any = part
     while isinstance(base, np.ndarray) and base.base is not None:
         base = base.base
     if isinstance(base, np.ndarray):
         return base.nbytes
+    buffers = getattr(base, "buffers", None)  # duck-typed: the writer does not import pyarrow
+    if callable(buffers):
+        try:
+            return sum(b.size for b in buffers() if b is not None)
+        except (TypeError, AttributeError):
+            pass
     try:
         return memoryview(base).nbytes
     except TypeError:

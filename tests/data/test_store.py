@@ -157,3 +157,15 @@ def test_a_small_view_into_a_large_buffer_does_not_keep_the_buffer_alive_while_b
     for i, ep in enumerate(written):
         np.testing.assert_array_equal(ds.episode(i)["state"], ep["state"])
         np.testing.assert_array_equal(ds.episode(i)["action"], ep["action"])
+
+
+def test_a_view_into_an_arrow_array_counts_the_arrow_buffers_it_keeps_alive():
+    """``to_numpy`` on a slice of an Arrow column gives a view whose base is the Arrow array: the
+    whole column's buffer stays alive, and the writer sees its size, not the slice's."""
+    pa = pytest.importorskip("pyarrow")
+    from hpt_kit.data.store import _kept_alive
+
+    column = pa.array(np.arange(400_000, dtype=np.float32))  # 1.6 MB
+    view = column.slice(1000, 8 * 3).to_numpy(zero_copy_only=True).reshape(8, 3)
+    assert view.nbytes == 96 and _kept_alive(view) == 1_600_000
+    assert _kept_alive(view.copy()) == 96
